@@ -1,0 +1,1 @@
+"""Shared Lightning training: data modules, ``fit`` (installed as ``zoo.trainers``)."""

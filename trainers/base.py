@@ -1,0 +1,48 @@
+"""The LightningModule every architecture's training module derives from."""
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+
+from zoo import architectures
+from zoo.spec import Spec
+
+
+class ZooModule(pl.LightningModule):
+    """Builds the spec's network; subclasses define ``loss(batch, generator=None)``.
+
+    Adam with a cosine decay of the learning rate over ``trainer.max_steps``.
+    """
+
+    def __init__(self, spec: Spec, lr: float = 4e-4):
+        super().__init__()
+        self.spec = spec
+        self.lr = lr
+        self.network = architectures.get(spec.architecture_id).build_network(spec.architecture_params)
+
+    def hparams_for_record(self) -> dict:
+        """Training hyper-parameters, recorded in the package's training config."""
+        return {"lr": self.lr}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x)
+
+    def loss(self, batch, generator: torch.Generator | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def training_step(self, batch, batch_idx):
+        loss = self.loss(batch)
+        self.log("train_loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        generator = torch.Generator(device=self.device).manual_seed(batch_idx)  # same masks every time
+        self.log("val_loss", self.loss(batch, generator), prog_bar=True, on_epoch=True)
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.lr)
+        total = self.trainer.max_steps if self.trainer and self.trainer.max_steps > 0 else None
+        if not total:
+            return optimizer
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=self.lr * 0.05)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -1,0 +1,82 @@
+"""``fit``: train a blueprint on a folder of images with Lightning and write a package."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Sequence
+
+from zoo import architectures, spec as specs
+from zoo.errors import InputError
+from zoo.hashing import fingerprint_files
+from zoo.package import build
+from zoo.spec import Spec, Training
+
+from .data import ImageFolderDataModule, list_images, read_raw, split_by_image
+
+log = logging.getLogger("zoo.trainers")
+
+
+def fit(blueprint: str | Path | Spec, data: str | Path | None, out: str | Path, *,
+        train_files: Sequence[Path] | None = None, val_files: Sequence[Path] | None = None,
+        val_fraction: float = 0.15, name: str | None = None, version: str = "0.1.0",
+        description: str | None = None, patch: int = 64, batch_size: int = 16, max_steps: int = 1000,
+        steps_per_epoch: int = 200, lr: float | None = None, seed: int = 0,
+        accelerator: str = "auto", devices: str | int = "auto", precision: str = "32-true",
+        strategy: str = "auto", progress: bool = True, module_options: dict | None = None,
+        data_description: str | None = None, data_source: str | None = None,
+        data_license: str | None = None, overwrite: bool = False) -> Path:
+    """Train ``blueprint`` on the images in ``data`` (or explicit file lists); return the package path.
+
+    The split is by image: ``val_files`` if given, else ``val_fraction`` of the folder's images.
+    Lightning options (accelerator, devices, precision, strategy) pass straight through.
+    """
+    import pytorch_lightning as pl
+    import torch
+
+    spec = blueprint if isinstance(blueprint, Spec) else specs.load(blueprint)
+    if train_files is None:
+        if data is None:
+            raise InputError("give a data folder (--data) or explicit training files")
+        train_files, val_files_split = split_by_image(list_images(data), val_fraction, seed)
+        val_files = val_files if val_files is not None else val_files_split
+    if not val_files:
+        raise InputError("need at least one validation image (split by image, never by patch)")
+    train_files, val_files = [Path(p) for p in train_files], [Path(p) for p in val_files]
+
+    pl.seed_everything(seed, workers=True, verbose=False)
+    inp = spec.inputs[0]
+    n = len(inp.spatial_axes)
+    datamodule = ImageFolderDataModule(inp, train_files, val_files, patch=[patch] * n, batch_size=batch_size,
+                                       steps_per_epoch=min(steps_per_epoch, max_steps), seed=seed)
+    options = dict(module_options or {})
+    if lr is not None:
+        options["lr"] = lr
+    module = architectures.get(spec.architecture_id).training_module()(spec, **options)
+
+    trainer = pl.Trainer(max_steps=max_steps, accelerator=accelerator, devices=devices, precision=precision,
+                         strategy=strategy, enable_progress_bar=progress, enable_checkpointing=False,
+                         logger=False, enable_model_summary=False, num_sanity_val_steps=0,
+                         log_every_n_steps=10, deterministic=False)
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule)
+    seconds = time.perf_counter() - started
+    val_loss = float(trainer.callback_metrics.get("val_loss", torch.tensor(float("nan"))))
+
+    training = Training(
+        data={"description": data_description or f"{len(train_files) + len(val_files)} images" + (f" from {data}" if data else ""),
+              **({"source": data_source} if data_source else {}),
+              **({"license": data_license} if data_license else {}),
+              "fingerprint": fingerprint_files([*train_files, *val_files]),
+              "n_train": len(train_files), "n_validation": len(val_files)},
+        statistics=datamodule.statistics(),
+        metrics={"val_loss": val_loss},
+        config={"max_steps": max_steps, "patch": patch, "batch_size": batch_size, "seed": seed,
+                "precision": precision, "training_seconds": round(seconds, 1),
+                **{k: v for k, v in module.hparams_for_record().items()},
+                "validation_files": [p.name for p in val_files]},
+        parent=None,
+    )
+    sample = read_raw(val_files[0], inp)[None]  # b, c, *spatial
+    return build.build(spec, module.network, out, training, sample, name=name, version=version,
+                       description=description, overwrite=overwrite)

@@ -1,0 +1,31 @@
+"""bioimage-zoo: a model zoo and registry for deep learning on microscopy images.
+
+    import zoo
+    model = zoo.load("n2v-w2s")          # from the local registry (or a package folder)
+    denoised = model.predict(image)      # numpy in, numpy out, tiled
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+__version__ = "0.1.0"
+
+__all__ = ["load", "__version__"]
+
+
+def load(ref: str | Path, runtime: str = "onnx", device: str = "auto", registry=None):
+    """Return a ready :class:`zoo.model.Model` for ``NAME[@VERSION]`` or a package folder/zoo.yaml.
+
+    Names are resolved in the local registry (``registry`` or the default one) and pulled into
+    the cache; every file's sha256 is verified before anything is loaded.
+    """
+    from .model import Model, from_path
+
+    path = Path(ref)
+    if path.is_dir() or (path.suffix in (".yaml", ".yml") and path.is_file()):
+        return from_path(path, runtime=runtime, device=device)
+    from .registry import default_registry
+
+    reg = registry or default_registry()
+    spec, root = reg.pull(str(ref))
+    return Model(spec, root, runtime=runtime, device=device, verified=True)

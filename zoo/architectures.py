@@ -1,0 +1,88 @@
+"""The architecture registry: ids -> installed architectures, fed by the ``zoo.architectures``
+entry-point group (a third-party distribution registers its own the same way).
+
+An :class:`Architecture` names its parts by import path so that nothing heavy is imported
+until it is used: prediction needs the network alone, training the LightningModule too.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Any
+
+from .errors import UnknownArchitectureError
+
+ENTRY_POINT_GROUP = "zoo.architectures"
+
+
+def _import(target: str) -> Any:
+    module, _, attr = target.partition(":")
+    obj = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """An installed architecture.
+
+    id: the id specs refer to (``architecture.id``).
+    package: the Python package holding ``spec.yaml`` (the blueprint).
+    network: ``module:callable`` taking the spec's ``architecture.params`` as keywords and
+        returning a ``torch.nn.Module`` (imports torch only).
+    training: ``module:Class`` of its LightningModule, constructed as ``Class(spec)``.
+    """
+
+    id: str
+    package: str
+    network: str
+    training: str
+
+    def build_network(self, params: dict[str, Any]):
+        return _import(self.network)(**params)
+
+    def training_module(self) -> type:
+        return _import(self.training)
+
+    def blueprint_path(self) -> Path:
+        return Path(str(resources.files(self.package).joinpath("spec.yaml")))
+
+
+_extra: dict[str, Architecture] = {}
+
+
+@lru_cache(maxsize=1)
+def _installed() -> dict[str, Architecture]:
+    found: dict[str, Architecture] = {}
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        arch = ep.load()
+        if not isinstance(arch, Architecture) or arch.id != ep.name:
+            raise TypeError(f"entry point {ep.name} = {ep.value} must be an Architecture with id {ep.name!r}")
+        found[ep.name] = arch
+    return found
+
+
+def available() -> dict[str, Architecture]:
+    """Every registered architecture, by id."""
+    return {**_installed(), **_extra}
+
+
+def register(arch: Architecture) -> None:
+    """Register an architecture in this process (tests, notebooks); distributions use entry points."""
+    _extra[arch.id] = arch
+
+
+def get(arch_id: str) -> Architecture:
+    archs = available()
+    if arch_id not in archs:
+        known = ", ".join(sorted(archs)) or "none"
+        raise UnknownArchitectureError(
+            f"unknown architecture '{arch_id}': no installed package registers it "
+            f"(installed: {known}). Install the package that provides '{arch_id}' "
+            f"(it must declare an entry point in the '{ENTRY_POINT_GROUP}' group)."
+        )
+    return archs[arch_id]

@@ -1,0 +1,28 @@
+"""sha256 of files and folders."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Iterable
+
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def fingerprint_files(paths: Iterable[str | Path]) -> str:
+    """One sha256 over (file name, content hash) pairs, order-independent: a data set's identity."""
+    digest = hashlib.sha256()
+    for name, file_hash in sorted((Path(p).name, sha256_file(p)) for p in paths):
+        digest.update(f"{name}\0{file_hash}\n".encode())
+    return digest.hexdigest()

@@ -1,0 +1,1 @@
+"""Model packages on disk: verification, building (weights, ONNX, test tensors, card)."""

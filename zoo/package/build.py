@@ -1,0 +1,110 @@
+"""Build a model package from a trained network: weights, ONNX, test tensors, cover, card, spec."""
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from .. import imageio, spec as specs
+from ..errors import InputError
+from ..hashing import sha256_file
+from ..runtime import layout
+from ..spec import FileRef, Spec, TestRecord, Training, Weights
+from . import card, onnx_export
+
+WEIGHTS = "weights/model.safetensors"
+ONNX = "weights/model.onnx"
+TEST_INPUT, TEST_OUTPUT = "test/input.npy", "test/output.npy"
+COVER, CARD = "cover.png", "README.md"
+
+
+def _center_crop(x: np.ndarray, size: int, step: list[int]) -> np.ndarray:
+    """Central crop of a ``b, c, *spatial`` tensor to at most ``size`` per axis, a multiple of step."""
+    region = [slice(None), slice(None)]
+    for s, st in zip(x.shape[2:], step):
+        length = min(s, size)
+        length -= length % max(st, 1) if length >= st else 0
+        start = (s - length) // 2
+        region.append(slice(start, start + length))
+    return np.ascontiguousarray(x[tuple(region)])
+
+
+def _ref(root: Path, rel: str) -> FileRef:
+    return FileRef(rel, sha256_file(root / rel))
+
+
+def build(blueprint: Spec, network, out: str | Path, training: Training, sample: np.ndarray, *,
+          name: str | None = None, version: str | None = None, description: str | None = None,
+          test_size: int = 128, overwrite: bool = False) -> Path:
+    """Write a complete package for ``network`` to ``out`` and return its path.
+
+    ``sample`` is a raw image in the model's natural layout; a crop of it becomes the test
+    tensors and the cover. The package is written to a temporary folder and renamed into place.
+    """
+    from safetensors.torch import save_file
+
+    from ..model import Model
+    from ..runtime.runners import TorchRunner
+
+    out = Path(out)
+    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
+        raise InputError(f"{out} already exists; choose another --out or remove it")
+    spec = blueprint.copy()
+    spec.kind = "package"
+    spec.name = name or spec.name
+    spec.version = version or spec.version
+    spec.description = description or spec.description
+    inp = spec.inputs[0]
+
+    tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.tmp"
+    (tmp / "weights").mkdir(parents=True)
+    (tmp / "test").mkdir()
+    try:
+        network = network.cpu().eval()
+        save_file({k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}, str(tmp / WEIGHTS),
+                  metadata={"architecture": spec.architecture_id, "package": f"{spec.name}@{spec.version}"})
+        n = len(inp.spatial_axes)
+        example = [1, inp.n_channels] + [max(64, m) for m in (inp.shape_min or [64] * n)]
+        onnx_export.export(network, tmp / ONNX, example)
+
+        runner_model = Model.with_runner(spec, TorchRunner(network, device="cpu"))
+        x, _ = layout.to_tensor(sample, None, inp.spatial_axes, inp.n_channels)
+        test_x = _center_crop(x[:1], test_size, inp.shape_step or [1] * n)
+        test_y = runner_model.predict_tensor(test_x)
+        np.save(tmp / TEST_INPUT, test_x, allow_pickle=False)
+        np.save(tmp / TEST_OUTPUT, test_y, allow_pickle=False)
+
+        cover_x = _center_crop(x[:1], 256, inp.shape_step or [1] * n)
+        cover_y = runner_model.predict_tensor(cover_x)
+        mid = tuple(s // 2 for s in cover_x.shape[2:-2])    # middle slice of 3D volumes
+        imageio.figure(tmp / COVER, [("input", cover_x[(0, 0) + mid]), ("output", cover_y[(0, 0) + mid])])
+
+        spread = float(np.ptp(test_y)) if test_y.size else 1.0
+        spec.weights = Weights(safetensors=_ref(tmp, WEIGHTS), onnx=_ref(tmp, ONNX), onnx_opset=onnx_export.OPSET)
+        spec.test = TestRecord(inputs=[_ref(tmp, TEST_INPUT)], outputs=[_ref(tmp, TEST_OUTPUT)],
+                               rtol=1e-3, atol=max(1e-3 * spread, 1e-6))
+        spec.training = training
+        spec.covers, spec.documentation = [COVER], CARD
+        write_spec_and_card(spec, tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def write_spec_and_card(spec: Spec, root: Path) -> None:
+    (root / CARD).write_text(card.render(spec), encoding="utf-8")
+    specs.write(spec, root / specs.SPEC_FILE)
+
+
+def record_metrics(root: str | Path, metrics: dict) -> Spec:
+    """Add held-out metrics to an unpublished package's training record and regenerate its card."""
+    root = Path(root)
+    spec = specs.load(root)
+    spec.training.metrics.update(metrics)
+    write_spec_and_card(spec, root)
+    return spec

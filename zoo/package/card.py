@@ -1,0 +1,65 @@
+"""The model card (README.md of a package), generated from its spec."""
+from __future__ import annotations
+
+from ..spec import Spec
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {_fmt(v)}" for k, v in value.items())
+    return str(value)
+
+
+def _tensor_rows(tensors, ops_attr: str) -> list[str]:
+    rows = []
+    for t in tensors:
+        ops = ", ".join(o.op + (f"({_fmt(o.params)})" if o.params else "") for o in getattr(t, ops_attr)) or "-"
+        shape = f"min {t.shape_min}, step {t.shape_step}" if t.shape_min else "-"
+        rows.append(f"| {t.name} | {t.axes} | {t.dtype} | {', '.join(t.channels or ['-'])} | {shape} | "
+                    f"{t.halo or '-'} | {ops} |")
+    return rows
+
+
+def render(spec: Spec) -> str:
+    lines = [f"# {spec.name} {spec.version}", "", spec.description.strip(), ""]
+    lines += [f"- **Task**: {spec.task}", f"- **Architecture**: `{spec.architecture_id}` "
+              f"({_fmt(spec.architecture_params)})", f"- **License**: {spec.license}",
+              f"- **Authors**: {', '.join(a['name'] for a in spec.authors)}"]
+    if spec.tags:
+        lines.append(f"- **Tags**: {', '.join(spec.tags)}")
+    if spec.covers:
+        lines += ["", f"![cover]({spec.covers[0]})"]
+    lines += ["", "## Use it", "", "```bash", f"zoo pull {spec.ref}",
+              f"zoo predict {spec.ref} image.tif -o prediction.tif", "```", "", "```python", "import zoo",
+              f'model = zoo.load("{spec.ref}")', "prediction = model.predict(image)  # numpy array, natural layout",
+              "```", ""]
+    lines += ["## Inputs", "", "| name | axes | dtype | channels | shape | halo | preprocessing |",
+              "|---|---|---|---|---|---|---|", *_tensor_rows(spec.inputs, "preprocessing"), ""]
+    lines += ["## Outputs", "", "| name | axes | dtype | channels | shape | halo | postprocessing |",
+              "|---|---|---|---|---|---|---|", *_tensor_rows(spec.outputs, "postprocessing"), ""]
+    if spec.training:
+        t = spec.training
+        lines += ["## Training", "", t.data.get("description", ""), ""]
+        for key in ("source", "license"):
+            if t.data.get(key):
+                lines.append(f"- data {key}: {t.data[key]}")
+        lines += [f"- images: {t.data['n_train']} for training, {t.data['n_validation']} for validation "
+                  "(split by image)", f"- data fingerprint: `{t.data['fingerprint']}`"]
+        if t.parent:
+            lines.append(f"- fine-tuned from: `{t.parent['ref']}` (zoo.yaml sha256 `{t.parent['sha256'][:12]}...`)")
+        config = ", ".join(f"{k}={_fmt(v)}" for k, v in t.config.items() if not isinstance(v, (list, dict)))
+        lines += [f"- configuration: {config}", ""]
+        if t.metrics:
+            lines += ["## Validation", "", "Measured on held-out data that training never saw.", "",
+                      "| metric | value |", "|---|---|"]
+            lines += [f"| {k} | {_fmt(v)} |" for k, v in t.metrics.items()]
+            lines.append("")
+    if spec.cite:
+        lines += ["## Cite", ""]
+        lines += [f"- {c['text']}" + (f" doi:{c['doi']}" if c.get("doi") else "") for c in spec.cite]
+        lines.append("")
+    lines += ["## Files", "", "| file | sha256 |", "|---|---|"]
+    lines += [f"| {f.file} | `{f.sha256}` |" for f in spec.package_files()]
+    return "\n".join(lines) + "\n"

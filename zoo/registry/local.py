@@ -1,0 +1,236 @@
+"""The local registry: a folder with the registry layout, read-write.
+
+    index.json                        {name: {version: {sha256 of zoo.yaml, task, tags, ...}}}
+    packages/<name>/<version>/...     the package files
+
+Publishing validates, verifies and test-runs a package, then copies it into a temporary
+folder and renames it into place under a lock, updating the index atomically; a version that
+exists with other content is refused. Pulling copies a package into the content-addressed
+cache and verifies every sha256 there before anything is loaded.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import architectures, spec as specs
+from ..errors import IntegrityError, NotFoundError, SpecError, VersionConflictError, ZooError
+from ..hashing import sha256_file
+from ..package import files
+from ..runtime import ops
+from . import refs
+
+log = logging.getLogger("zoo.registry")
+
+INDEX = "index.json"
+
+
+@dataclass(frozen=True)
+class Published:
+    ref: str
+    path: Path
+    created: bool   # False when the identical version was already there
+
+
+def _copy_package(spec: specs.Spec, src: Path, dst: Path) -> None:
+    for rel in files.package_files(spec):
+        target = files.safe_join(dst, rel)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(files.safe_join(src, rel), target)
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class LocalRegistry:
+    def __init__(self, root: str | Path, cache: str | Path | None = None, seed: str | Path | None = None):
+        self.root = Path(root)
+        self.cache = Path(cache) if cache else self.root.parent / "cache"
+        self.seed = Path(seed) if seed else None
+        self._seeded = False
+
+    def __repr__(self) -> str:
+        return f"LocalRegistry({self.root})"
+
+    # ------------------------------------------------------------------ locking and index
+    @contextlib.contextmanager
+    def _lock(self):
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "a") as handle:
+            try:
+                import fcntl
+            except ImportError:  # Windows: single-writer assumption
+                yield
+                return
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _read_index(self) -> dict:
+        path = self.root / INDEX
+        if not path.is_file():
+            return {}
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ZooError(f"the registry index {path} is corrupt ({e}); restore it from a mirror") from None
+
+    def index(self) -> dict:
+        self._ensure_seeded()
+        return self._read_index()
+
+    def package_dir(self, name: str, version: str) -> Path:
+        return self.root / "packages" / name / version
+
+    # ------------------------------------------------------------------ reading
+    def versions(self, name: str) -> list[str]:
+        return list(self.index().get(name, {}))
+
+    def resolve(self, text: str) -> tuple[str, str]:
+        ref = refs.parse(text)
+        versions = self.versions(ref.name)
+        if not versions:
+            known = ", ".join(sorted(self.index())) or "none"
+            raise NotFoundError(f"no package named '{ref.name}' in the registry {self.root} (packages: {known}). "
+                                "See `zoo list`.")
+        return ref.name, refs.resolve(ref, versions)
+
+    def spec(self, text: str) -> specs.Spec:
+        name, version = self.resolve(text)
+        return specs.load(self.package_dir(name, version))
+
+    def entries(self) -> list[dict]:
+        """One row per package: name, latest version, all versions, task, description."""
+        rows = []
+        for name, versions in sorted(self.index().items()):
+            latest = refs.resolve(refs.Ref(name), list(versions))
+            rows.append({"name": name, "latest": latest, "versions": sorted(versions, key=refs.Version),
+                         **{k: versions[latest].get(k) for k in ("task", "architecture", "description", "tags")}})
+        return rows
+
+    # ------------------------------------------------------------------ publishing
+    def publish(self, src: str | Path, reproduce: bool = True) -> Published:
+        """Validate, verify and (by default) test-run the package at ``src``, then add it."""
+        src = Path(src)
+        spec = specs.load(src)
+        if spec.kind != "package":
+            raise SpecError(f"{spec.name} is a blueprint, not a package: train it first (`zoo train`)", source=str(src))
+        architectures.get(spec.architecture_id)
+        ops.check_known(spec)
+        files.verify(spec, src)
+        if reproduce:
+            from ..model import Model
+
+            for runtime in ("torch", "onnx"):
+                Model(spec, src, runtime=runtime, device="cpu", verified=True).test()
+        return self._add(spec, src)
+
+    def _add(self, spec: specs.Spec, src: Path) -> Published:
+        yaml_sha = sha256_file(src / specs.SPEC_FILE)
+        dest = self.package_dir(spec.name, spec.version)
+        with self._lock():
+            index = self._read_index()
+            existing = index.get(spec.name, {}).get(spec.version)
+            if existing:
+                if existing["sha256"] != yaml_sha:
+                    raise VersionConflictError(
+                        f"{spec.ref} is already published with different content; versions are immutable. "
+                        f"Bump the version in {src / specs.SPEC_FILE} (e.g. {_next_patch(spec.version)}) and push again.")
+                return Published(spec.ref, dest, created=False)
+            tmp = self.root / ".tmp" / uuid.uuid4().hex
+            try:
+                _copy_package(spec, src, tmp)
+                files.verify(spec, tmp)
+                if dest.exists():          # left over by an interrupted publish, never indexed
+                    shutil.rmtree(dest)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(tmp, dest)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            index.setdefault(spec.name, {})[spec.version] = {
+                "sha256": yaml_sha, "task": spec.task, "architecture": spec.architecture_id,
+                "tags": spec.tags, "description": spec.description.strip().split("\n")[0][:200],
+                "published": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+            _write_json_atomic(self.root / INDEX, index)
+        log.info("published %s to %s", spec.ref, self.root)
+        return Published(spec.ref, dest, created=True)
+
+    def _ensure_seeded(self) -> None:
+        """Add the shipped standard packages that this registry does not hold yet (hash-checked)."""
+        if self._seeded or self.seed is None or not (self.seed / INDEX).is_file():
+            self._seeded = True
+            return
+        self._seeded = True
+        shipped = json.loads((self.seed / INDEX).read_text(encoding="utf-8"))
+        present = self._read_index()
+        for name, versions in shipped.items():
+            for version in versions:
+                if version in present.get(name, {}):
+                    continue
+                src = self.seed / "packages" / name / version
+                spec = specs.load(src)
+                files.verify(spec, src)
+                self._add(spec, src)
+
+    # ------------------------------------------------------------------ pulling
+    def pull(self, text: str) -> tuple[specs.Spec, Path]:
+        """Resolve a reference and return (spec, folder) of a verified copy in the cache."""
+        name, version = self.resolve(text)
+        expected = self.index()[name][version]["sha256"]
+        cached = self.cache / "packages" / name / version / expected[:16]
+        if cached.is_dir():
+            try:
+                return self._verified(cached, expected), cached
+            except (IntegrityError, SpecError) as e:
+                log.warning("cached copy of %s@%s is damaged (%s); pulling it again", name, version, e)
+                shutil.rmtree(cached, ignore_errors=True)
+        src = self.package_dir(name, version)
+        spec = self._verified_spec_only(src, expected)
+        tmp = self.cache / ".tmp" / uuid.uuid4().hex
+        try:
+            _copy_package(spec, src, tmp)
+            self._verified(tmp, expected)
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.rename(tmp, cached)
+            except OSError:
+                if not cached.is_dir():   # another process won the race: theirs is as good
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return self._verified(cached, expected), cached
+
+    @staticmethod
+    def _verified_spec_only(root: Path, expected_sha: str) -> specs.Spec:
+        path = root / specs.SPEC_FILE
+        if not path.is_file():
+            raise IntegrityError(f"missing {specs.SPEC_FILE} in {root}")
+        actual = sha256_file(path)
+        if actual != expected_sha:
+            raise IntegrityError(f"sha256 mismatch for '{specs.SPEC_FILE}' in {root}: the index pins "
+                                 f"{expected_sha[:12]}..., the file has {actual[:12]}....")
+        return specs.load(root)
+
+    def _verified(self, root: Path, expected_sha: str) -> specs.Spec:
+        spec = self._verified_spec_only(root, expected_sha)
+        files.verify(spec, root)
+        return spec
+
+
+def _next_patch(version: str) -> str:
+    v = refs.Version(version)
+    major, minor, patch = (list(v.release) + [0, 0])[:3]
+    return f"{major}.{minor}.{patch + 1}"

@@ -1,0 +1,1 @@
+"""Prediction: runners (torch, ONNX Runtime), tiling, pre/post-processing ops, layouts."""

@@ -1,0 +1,57 @@
+"""Device choice for both runners: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
+from __future__ import annotations
+
+import logging
+import re
+
+from ..errors import InputError
+
+log = logging.getLogger("zoo.runtime")
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def parse(device: str) -> str:
+    if not _DEVICE.match(device or ""):
+        raise InputError(f"unknown device '{device}': expected auto, cpu, cuda or cuda:N")
+    return device
+
+
+def onnx_providers(device: str) -> list:
+    """ONNX Runtime execution providers for a device, best first."""
+    import onnxruntime as ort
+
+    device = parse(device)
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    has_cuda = "CUDAExecutionProvider" in available
+    if not has_cuda:
+        if device == "auto":
+            return ["CPUExecutionProvider"]
+        raise InputError(f"device '{device}' asked for, but ONNX Runtime has no CUDA provider here "
+                         f"(available: {', '.join(available)}). Install the GPU extra "
+                         "(pip install 'bioimage-zoo[gpu]') on a machine with CUDA, or use --device cpu.")
+    index = int(device.split(":")[1]) if ":" in device else 0
+    providers: list = []
+    if "TensorrtExecutionProvider" in available and device == "auto":
+        providers.append(("TensorrtExecutionProvider", {"device_id": index}))
+    providers.append(("CUDAExecutionProvider", {"device_id": index}))
+    providers.append("CPUExecutionProvider")
+    return providers
+
+
+def torch_device(device: str):
+    import torch
+
+    device = parse(device)
+    if device == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        if device == "auto":
+            return torch.device("cpu")
+        raise InputError(f"device '{device}' asked for, but torch sees no CUDA GPU here. "
+                         "Use --device cpu (or auto), or install a CUDA build of torch.")
+    if device == "auto":
+        return torch.device("cuda:0")
+    return torch.device(device if ":" in device else "cuda:0")

@@ -1,0 +1,91 @@
+"""Pre/post-processing ops, by the names specs use. One implementation each, shared by every
+runner. Arrays are float32 in the spec's tensor axes with batch and channel first
+(``b, c, *spatial``). Ops that must be undone later (normalisation) leave what they need in
+``context``.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import SpecError
+
+Context = dict[str, Any]
+OpFunction = Callable[[np.ndarray, dict, Context, str], np.ndarray]
+
+_MAX_STAT_SAMPLES = 1 << 22  # percentiles of huge images from a strided sample
+
+
+def _stat_sample(x: np.ndarray) -> np.ndarray:
+    """(b, c, n) view of at most ~4M values per image and channel, for statistics."""
+    b, c = x.shape[:2]
+    flat = x.reshape(b, c, -1)
+    stride = max(1, flat.shape[-1] // _MAX_STAT_SAMPLES)
+    return flat[..., ::stride]
+
+
+def percentile_normalize(x: np.ndarray, params: dict, context: Context, tensor: str) -> np.ndarray:
+    """Map the per-image, per-channel ``low``/``high`` percentiles to 0/1."""
+    low, high = float(params.get("low", 1.0)), float(params.get("high", 99.8))
+    sample = _stat_sample(x)
+    lo, hi = np.percentile(sample, [low, high], axis=-1)  # (b, c) each
+    shape = lo.shape + (1,) * (x.ndim - 2)
+    lo, hi = lo.reshape(shape).astype(np.float32), hi.reshape(shape).astype(np.float32)
+    scale = np.maximum(hi - lo, np.float32(1e-6))
+    context.setdefault("scale", {})[tensor] = (lo, scale)
+    return ((x - lo) / scale).astype(np.float32, copy=False)
+
+
+def zero_mean_unit_variance(x: np.ndarray, params: dict, context: Context, tensor: str) -> np.ndarray:
+    """Subtract ``mean`` and divide by ``std`` (fixed values, or per image when not given)."""
+    if "mean" in params and "std" in params:
+        mean = np.float32(params["mean"])
+        std = np.float32(params["std"])
+    else:
+        sample = _stat_sample(x)
+        shape = x.shape[:2] + (1,) * (x.ndim - 2)
+        mean = sample.mean(axis=-1).reshape(shape).astype(np.float32)
+        std = sample.std(axis=-1).reshape(shape).astype(np.float32)
+    std = np.maximum(std, np.float32(1e-6))
+    context.setdefault("scale", {})[tensor] = (mean, std)
+    return ((x - mean) / std).astype(np.float32, copy=False)
+
+
+def restore_input_scale(y: np.ndarray, params: dict, context: Context, tensor: str) -> np.ndarray:
+    """Undo the normalisation of input ``input`` (restoration outputs in the input's units)."""
+    source = params.get("input")
+    scales = context.get("scale", {})
+    if source not in scales:
+        raise SpecError(f"restore_input_scale: input '{source}' was not normalised by a preprocessing op "
+                        f"(normalised inputs: {sorted(scales) or 'none'})")
+    offset, scale = scales[source]
+    return (y * scale + offset).astype(np.float32, copy=False)
+
+
+PREPROCESSING: dict[str, OpFunction] = {
+    "percentile_normalize": percentile_normalize,
+    "zero_mean_unit_variance": zero_mean_unit_variance,
+}
+POSTPROCESSING: dict[str, OpFunction] = {
+    "restore_input_scale": restore_input_scale,
+}
+
+
+def check_known(spec) -> None:
+    """Raise SpecError if a spec names an op this version of the zoo does not implement."""
+    problems = []
+    for group, table, attr in (("inputs", PREPROCESSING, "preprocessing"), ("outputs", POSTPROCESSING, "postprocessing")):
+        for i, t in enumerate(getattr(spec, group)):
+            for j, op in enumerate(getattr(t, attr)):
+                if op.op not in table:
+                    problems.append(f"{group}[{i}].{attr}[{j}].op: unknown op '{op.op}' "
+                                    f"(known: {', '.join(sorted(table))})")
+    if problems:
+        raise SpecError("the spec uses processing ops this zoo does not implement; upgrade bioimage-zoo:", problems)
+
+
+def apply(ops, x: np.ndarray, context: Context, tensor: str, table: dict[str, OpFunction]) -> np.ndarray:
+    for op in ops:
+        x = table[op.op](x, op.params, context, tensor)
+    return x

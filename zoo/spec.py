@@ -1,0 +1,352 @@
+"""The model spec (``zoo.yaml``) and blueprint (``spec.yaml``): load, validate, write.
+
+Validation is the JSON Schema in ``zoo.specs/model.schema.json`` plus a few cross-field checks
+the schema cannot express. The rest of the code works with the typed view below, never with
+raw dicts.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import SpecError
+
+SPEC_FILE = "zoo.yaml"
+FORMAT_VERSION = "0.1"
+
+
+# ----------------------------------------------------------------------------- typed view
+@dataclass
+class Op:
+    """A named pre/post-processing op with its parameters (see ``zoo.runtime.ops``)."""
+
+    op: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Op":
+        return cls(op=d["op"], params=dict(d.get("params") or {}))
+
+    def to_dict(self) -> dict:
+        return {"op": self.op, "params": self.params} if self.params else {"op": self.op}
+
+
+@dataclass
+class TensorSpec:
+    name: str
+    axes: str
+    dtype: str
+    channels: list[str] | None = None
+    shape_min: list[int] | None = None
+    shape_step: list[int] | None = None
+    halo: list[int] | None = None
+    preprocessing: list[Op] = field(default_factory=list)
+    postprocessing: list[Op] = field(default_factory=list)
+    description: str | None = None
+
+    @property
+    def spatial_axes(self) -> str:
+        return "".join(a for a in self.axes if a in "zyx")
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.channels) if self.channels else 1
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TensorSpec":
+        shape = d.get("shape") or {}
+        return cls(
+            name=d["name"], axes=d["axes"], dtype=d["dtype"], channels=d.get("channels"),
+            shape_min=shape.get("min"), shape_step=shape.get("step"), halo=d.get("halo"),
+            preprocessing=[Op.from_dict(o) for o in d.get("preprocessing", [])],
+            postprocessing=[Op.from_dict(o) for o in d.get("postprocessing", [])],
+            description=d.get("description"),
+        )
+
+    def to_dict(self) -> dict:
+        d: dict[str, Any] = {"name": self.name}
+        if self.description:
+            d["description"] = self.description
+        d.update(axes=self.axes, dtype=self.dtype)
+        if self.channels:
+            d["channels"] = list(self.channels)
+        if self.shape_min is not None:
+            d["shape"] = {"min": list(self.shape_min), "step": list(self.shape_step or [0] * len(self.shape_min))}
+        if self.halo is not None:
+            d["halo"] = list(self.halo)
+        if self.preprocessing:
+            d["preprocessing"] = [o.to_dict() for o in self.preprocessing]
+        if self.postprocessing:
+            d["postprocessing"] = [o.to_dict() for o in self.postprocessing]
+        return d
+
+
+@dataclass
+class FileRef:
+    file: str
+    sha256: str
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FileRef":
+        return cls(file=d["file"], sha256=d["sha256"])
+
+    def to_dict(self) -> dict:
+        return {"file": self.file, "sha256": self.sha256}
+
+
+@dataclass
+class Weights:
+    safetensors: FileRef
+    onnx: FileRef | None = None
+    onnx_opset: int | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Weights":
+        onnx = d.get("onnx")
+        return cls(
+            safetensors=FileRef.from_dict(d["safetensors"]),
+            onnx=FileRef.from_dict(onnx) if onnx else None,
+            onnx_opset=onnx.get("opset") if onnx else None,
+        )
+
+    def to_dict(self) -> dict:
+        d: dict[str, Any] = {"safetensors": self.safetensors.to_dict()}
+        if self.onnx:
+            d["onnx"] = {**self.onnx.to_dict(), "opset": self.onnx_opset}
+        return d
+
+    def files(self) -> list[FileRef]:
+        return [f for f in (self.safetensors, self.onnx) if f is not None]
+
+
+@dataclass
+class Training:
+    data: dict[str, Any]
+    statistics: dict[str, Any]
+    metrics: dict[str, Any]
+    config: dict[str, Any]
+    parent: dict[str, str] | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Training":
+        return cls(data=d["data"], statistics=d["statistics"], metrics=d["metrics"],
+                   config=d["config"], parent=d.get("parent"))
+
+    def to_dict(self) -> dict:
+        return {"data": self.data, "statistics": self.statistics, "metrics": self.metrics,
+                "config": self.config, "parent": self.parent}
+
+
+@dataclass
+class TestRecord:
+    inputs: list[FileRef]
+    outputs: list[FileRef]
+    rtol: float
+    atol: float
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TestRecord":
+        return cls(inputs=[FileRef.from_dict(f) for f in d["inputs"]],
+                   outputs=[FileRef.from_dict(f) for f in d["outputs"]],
+                   rtol=d["tolerance"]["rtol"], atol=d["tolerance"]["atol"])
+
+    def to_dict(self) -> dict:
+        return {"inputs": [f.to_dict() for f in self.inputs],
+                "outputs": [f.to_dict() for f in self.outputs],
+                "tolerance": {"rtol": self.rtol, "atol": self.atol}}
+
+
+@dataclass
+class Spec:
+    """A model package spec (kind ``package``) or an architecture blueprint (kind ``blueprint``)."""
+
+    kind: str
+    name: str
+    version: str
+    description: str
+    authors: list[dict[str, str]]
+    license: str
+    task: str
+    architecture_id: str
+    architecture_params: dict[str, Any]
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    cite: list[dict[str, str]] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    weights: Weights | None = None
+    training: Training | None = None
+    test: TestRecord | None = None
+    covers: list[str] = field(default_factory=list)
+    documentation: str | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Spec":
+        """Build the typed view from a dict that already passed :func:`validate`."""
+        arch = d["architecture"]
+        return cls(
+            kind=d["kind"], name=d["name"], version=d["version"], description=d["description"],
+            authors=list(d["authors"]), license=d["license"], task=d["task"],
+            architecture_id=arch["id"], architecture_params=dict(arch.get("params") or {}),
+            inputs=[TensorSpec.from_dict(t) for t in d["inputs"]],
+            outputs=[TensorSpec.from_dict(t) for t in d["outputs"]],
+            cite=list(d.get("cite", [])), tags=list(d.get("tags", [])),
+            weights=Weights.from_dict(d["weights"]) if "weights" in d else None,
+            training=Training.from_dict(d["training"]) if "training" in d else None,
+            test=TestRecord.from_dict(d["test"]) if "test" in d else None,
+            covers=list(d.get("covers", [])), documentation=d.get("documentation"),
+        )
+
+    def to_dict(self) -> dict:
+        d: dict[str, Any] = {
+            "format_version": FORMAT_VERSION, "kind": self.kind, "name": self.name,
+            "version": self.version, "description": self.description, "authors": self.authors,
+            "license": self.license,
+        }
+        if self.cite:
+            d["cite"] = self.cite
+        if self.tags:
+            d["tags"] = self.tags
+        d["task"] = self.task
+        d["architecture"] = {"id": self.architecture_id, "params": self.architecture_params}
+        d["inputs"] = [t.to_dict() for t in self.inputs]
+        d["outputs"] = [t.to_dict() for t in self.outputs]
+        if self.weights:
+            d["weights"] = self.weights.to_dict()
+        if self.training:
+            d["training"] = self.training.to_dict()
+        if self.test:
+            d["test"] = self.test.to_dict()
+        if self.covers:
+            d["covers"] = self.covers
+        if self.documentation:
+            d["documentation"] = self.documentation
+        return d
+
+    def copy(self) -> "Spec":
+        return copy.deepcopy(self)
+
+    def package_files(self) -> list[FileRef]:
+        """Every file the spec pins by sha256 (weights and test tensors)."""
+        files = list(self.weights.files()) if self.weights else []
+        if self.test:
+            files += self.test.inputs + self.test.outputs
+        return files
+
+
+# ----------------------------------------------------------------------------- validation
+@lru_cache(maxsize=1)
+def schema() -> dict:
+    text = resources.files("zoo.specs").joinpath("model.schema.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+@lru_cache(maxsize=1)
+def _validator():
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(schema())
+
+
+def _field_path(parts) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+def _schema_problems(data: dict) -> list[str]:
+    problems = []
+    for err in _validator().iter_errors(data):
+        # For oneOf/anyOf failures, the most specific sub-error says more than the summary.
+        if err.context:
+            err = min(err.context, key=lambda e: (-len(e.absolute_path), len(e.message)))
+        problems.append((list(err.absolute_path), f"{_field_path(err.absolute_path)}: {err.message}"))
+    problems.sort(key=lambda p: [str(x) for x in p[0]])
+    return [p[1] for p in problems]
+
+
+def _semantic_problems(data: dict) -> list[str]:
+    """Cross-field rules the schema cannot express."""
+    problems = []
+    for group in ("inputs", "outputs"):
+        for i, t in enumerate(data.get(group, [])):
+            where = f"{group}[{i}]"
+            n_spatial = sum(a in "zyx" for a in t.get("axes", ""))
+            shape = t.get("shape") or {}
+            for key, values in (("shape.min", shape.get("min")), ("shape.step", shape.get("step")),
+                                ("halo", t.get("halo"))):
+                if values is not None and len(values) != n_spatial:
+                    problems.append(f"{where}.{key}: has {len(values)} entries but axes "
+                                    f"'{t['axes']}' has {n_spatial} spatial axes")
+            channels = t.get("channels")
+            if channels and "c" not in t.get("axes", "") and len(channels) != 1:
+                problems.append(f"{where}.channels: {len(channels)} channels named but axes "
+                                f"'{t['axes']}' has no 'c' axis")
+    names = [t.get("name") for t in data.get("inputs", [])]
+    if len(names) != len(set(names)):
+        problems.append("inputs: tensor names must be unique")
+    return problems
+
+
+def validate(data: Any, source: str | None = None) -> Spec:
+    """Validate a spec dict and return its typed view; raise SpecError naming every bad field."""
+    if not isinstance(data, dict):
+        raise SpecError(f"expected a mapping (key: value pairs) at the top level, got {type(data).__name__}",
+                        source=source)
+    problems = _schema_problems(data)
+    if not problems:
+        problems = _semantic_problems(data)
+    if problems:
+        raise SpecError(f"invalid spec ({len(problems)} problem{'s' * (len(problems) > 1)}):",
+                        problems, source=source)
+    return Spec.from_dict(data)
+
+
+def parse_yaml(text: str, source: str | None = None) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise SpecError(f"malformed YAML{where}: {problem}", source=source) from None
+
+
+def load(path: str | Path) -> Spec:
+    """Load and validate a spec file (``zoo.yaml`` or a blueprint ``spec.yaml``), or a package folder."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / SPEC_FILE
+    if not path.is_file():
+        raise SpecError(f"no spec file at {path}: expected a zoo.yaml or a package folder holding one")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SpecError("not a UTF-8 text file", source=str(path)) from None
+    return validate(parse_yaml(text, source=str(path)), source=str(path))
+
+
+def dump(spec: Spec) -> str:
+    """YAML text of a spec (validated first: an invalid spec is never written)."""
+    data = spec.to_dict()
+    validate(data, source=f"{spec.name} (about to be written)")
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+
+
+def write(spec: Spec, path: str | Path) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        path = path / SPEC_FILE
+    path.write_text(dump(spec), encoding="utf-8")
+    return path
