@@ -1,0 +1,232 @@
+"""The ``zoo`` command: a thin layer over the Python API. Imports are lazy so that it starts fast."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .errors import ZooError
+
+
+def _registry(args):
+    from .registry import LocalRegistry, default_registry
+
+    if args.registry:
+        from .paths import zoo_cache
+
+        return LocalRegistry(args.registry, cache=zoo_cache())
+    return default_registry()
+
+
+def _progress(label: str):
+    """A tqdm progress callback on a terminal, nothing otherwise."""
+    if not sys.stderr.isatty():
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(desc=label, unit="tile", leave=False)
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return update, bar.close
+
+
+# ---------------------------------------------------------------------------- commands
+def cmd_list(args) -> int:
+    rows = _registry(args).entries()
+    if not rows:
+        print("(no packages)", file=sys.stderr)
+    for row in rows:
+        print(f"{row['name']}\t{row['latest']}\t{row['task']}\t{row['description']}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from . import spec as specs
+
+    reg = _registry(args)
+    spec = reg.spec(args.ref)
+    if args.yaml:
+        print(specs.dump(spec), end="")
+        return 0
+    name, _ = reg.resolve(args.ref)
+    print(f"{spec.ref}  ({spec.task}, architecture {spec.architecture_id})")
+    print(f"  {spec.description.strip()}")
+    from packaging.version import Version
+
+    print(f"  versions: {', '.join(sorted(reg.versions(name), key=Version))}")
+    print(f"  license: {spec.license}; authors: {', '.join(a['name'] for a in spec.authors)}")
+    for group in ("inputs", "outputs"):
+        for t in getattr(spec, group):
+            print(f"  {group[:-1]} {t.name}: axes {t.axes}, {t.dtype}, channels {t.channels or ['-']}"
+                  + (f", halo {t.halo}" if t.halo else ""))
+    if spec.training and spec.training.metrics:
+        print("  metrics (held-out):")
+        for k, v in spec.training.metrics.items():
+            print(f"    {k}: {v}")
+    if spec.training and spec.training.parent:
+        print(f"  parent: {spec.training.parent['ref']}")
+    return 0
+
+
+def cmd_pull(args) -> int:
+    spec, path = _registry(args).pull(args.ref)
+    print(f"{spec.ref}\t{path}")
+    return 0
+
+
+def cmd_push(args) -> int:
+    result = _registry(args).publish(args.package, reproduce=not args.no_test)
+    state = "published" if result.created else "already published (identical)"
+    print(f"{result.ref} {state}: {result.path}")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from . import spec as specs
+    from .model import Model
+
+    target = Path(args.target)
+    if target.is_file():
+        spec = specs.load(target)
+        print(f"{target}: valid {spec.kind} spec ({spec.ref})")
+        if spec.kind == "blueprint" or target.name != specs.SPEC_FILE:
+            return 0
+        root = target.parent
+    elif target.is_dir():
+        spec, root = specs.load(target), target
+    else:
+        spec, root = _registry(args).pull(args.target)
+    if spec.kind != "package":
+        print(f"{root}: valid blueprint ({spec.ref})")
+        return 0
+    for runtime in ("torch", "onnx"):
+        ratio = Model(spec, root, runtime=runtime, device="cpu").test()
+        print(f"{spec.ref}: {runtime} reproduces the test tensors (max error {ratio:.2g}x tolerance)")
+    print(f"{spec.ref}: valid package, every sha256 verified ({root})")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import numpy as np
+
+    import zoo
+
+    from .imageio import figure, read_image, write_image
+
+    model = zoo.load(args.ref, runtime=args.runtime, device=args.device, registry=_registry(args))
+    image = read_image(args.input)
+    update, close = _progress(f"{model.spec.name}")
+    try:
+        result = model.predict(image, axes=args.axes, tile=args.tile, batch_size=args.batch_size, progress=update)
+    finally:
+        close()
+    write_image(args.output, result.astype(np.float32, copy=False))
+    print(f"{args.output}: {result.shape} {result.dtype} from {model.spec.ref} ({model.runtime})")
+    if args.figure:
+        panels = [("input", image), (model.spec.outputs[0].name, result)]
+        if args.reference:
+            panels.append(("reference", read_image(args.reference)))
+        flat = [(t, a if a.ndim == 2 else a[a.shape[0] // 2]) for t, a in panels]
+        figure(args.figure, flat)
+        print(f"{args.figure}: figure ({' | '.join(t for t, _ in flat)})")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .trainers.fit import fit
+
+    path = fit(args.blueprint, args.data, args.out, name=args.name, version=args.version,
+               val_fraction=args.val_fraction, patch=args.patch, batch_size=args.batch_size,
+               max_steps=args.max_steps, lr=args.lr, seed=args.seed, accelerator=args.accelerator,
+               devices=args.devices, precision=args.precision, strategy=args.strategy,
+               progress=sys.stderr.isatty(), overwrite=args.overwrite)
+    print(f"package written: {path} (publish it with `zoo push {path}`)")
+    return 0
+
+
+# ---------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zoo", description="bioimage-zoo: pretrained models for microscopy")
+    parser.add_argument("--registry", type=Path, help="registry folder (default: $ZOO_HOME/registry)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens (providers, files)")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"bioimage-zoo {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("list", help="list packages in the registry, one per line, name first")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("info", help="describe a package")
+    p.add_argument("ref", help="NAME[@VERSION]")
+    p.add_argument("--yaml", action="store_true", help="print its zoo.yaml")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("pull", help="fetch a package into the cache, verifying every sha256")
+    p.add_argument("ref", help="NAME[@VERSION], e.g. n2v-w2s or n2v-w2s@^0.1")
+    p.set_defaults(func=cmd_pull)
+
+    p = sub.add_parser("push", help="publish a package folder to the registry")
+    p.add_argument("package", type=Path, help="package folder (holding zoo.yaml)")
+    p.add_argument("--no-test", action="store_true", help="skip reproducing the test tensors")
+    p.set_defaults(func=cmd_push)
+
+    p = sub.add_parser("validate", help="validate a spec file, a package folder or a registry package")
+    p.add_argument("target", help="SPEC.yaml, PACKAGE_DIR or NAME[@VERSION]")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("predict", help="run a model on an image (tiled)")
+    p.add_argument("ref", help="NAME[@VERSION] or a package folder")
+    p.add_argument("input", type=Path, help="image: TIFF, PNG, JPEG or NPY")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output image (.tif, .npy)")
+    p.add_argument("--runtime", choices=["onnx", "torch"], default="onnx")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--axes", help="axes of the input when they cannot be guessed, e.g. yx, cyx, yxc, zyx")
+    p.add_argument("--tile", type=int, help="tile size in pixels per axis, halo included (default 512 in 2D)")
+    p.add_argument("--batch-size", type=int, default=4, help="tiles per network call")
+    p.add_argument("--figure", type=Path, help="also write a PNG figure: input | output")
+    p.add_argument("--reference", type=Path, help="a reference image to add to the figure")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("train", help="train a blueprint on a folder of images and write a package")
+    p.add_argument("blueprint", type=Path, help="blueprint spec, e.g. models/n2v/spec.yaml")
+    p.add_argument("--data", type=Path, required=True, help="folder of training images (TIFF/PNG)")
+    p.add_argument("--out", type=Path, required=True, help="package folder to write")
+    p.add_argument("--name", help="package name (default: the blueprint's)")
+    p.add_argument("--version", default="0.1.0")
+    p.add_argument("--val-fraction", type=float, default=0.15, help="fraction of images for validation")
+    p.add_argument("--patch", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-steps", type=int, default=1000)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu")
+    p.add_argument("--devices", default="auto", help="Lightning devices, e.g. 1, 2 or auto")
+    p.add_argument("--precision", default="32-true", help="Lightning precision, e.g. 32-true, 16-mixed")
+    p.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    p.set_defaults(func=cmd_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except ZooError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
