@@ -218,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("tifffile").setLevel(logging.ERROR)  # corrupt files get our own error instead
     try:
         return args.func(args)
     except ZooError as e:

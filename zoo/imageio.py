@@ -19,21 +19,25 @@ def read_image(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise NotFoundError(f"image not found: {path}")
     suffix = path.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise InputError(f"unsupported image format '{suffix}' for {path}: expected one of {', '.join(IMAGE_SUFFIXES)}")
     try:
         if suffix in TIFF:
             import tifffile
 
-            return tifffile.imread(str(path))
-        if suffix == ".npy":
-            return np.load(path, allow_pickle=False)
-        if suffix in RASTER:
+            image = tifffile.imread(str(path))
+        elif suffix == ".npy":
+            image = np.load(path, allow_pickle=False)
+        else:
             from PIL import Image
 
             with Image.open(path) as im:
-                return np.asarray(im)
-    except (ValueError, OSError) as e:
+                image = np.asarray(im)
+    except (ValueError, OSError, SyntaxError) as e:
         raise InputError(f"could not read {path} as a {suffix[1:].upper()} image: {e}") from None
-    raise InputError(f"unsupported image format '{suffix}' for {path}: expected one of {', '.join(IMAGE_SUFFIXES)}")
+    if image.size == 0:
+        raise InputError(f"could not read {path}: it holds no image data (corrupt or empty file)")
+    return image
 
 
 def write_image(path: str | Path, array: np.ndarray) -> Path:

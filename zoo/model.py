@@ -37,7 +37,7 @@ class Model:
             files.verify(spec, self.root)
         self.runtime = runtime
         self.device = device
-        self._runner: runners.Runner | None = None
+        self._runner: runners.Runner = runners.create(spec, self.root, runtime, device)
 
     @classmethod
     def with_runner(cls, spec: specs.Spec, runner: runners.Runner) -> "Model":
@@ -52,8 +52,6 @@ class Model:
 
     @property
     def runner(self) -> runners.Runner:
-        if self._runner is None:
-            self._runner = runners.create(self.spec, self.root, self.runtime, self.device)
         return self._runner
 
     # ------------------------------------------------------------------ prediction
