@@ -68,7 +68,9 @@ def main() -> None:
     package = fit(
         REPO / "models" / "n2v" / "spec.yaml", None, work / "n2v-w2s", train_files=train, val_files=val,
         name="n2v-w2s", version=args.version, max_steps=args.max_steps, patch=64, batch_size=16,
-        module_options={"mask_fraction": 0.01}, progress=sys.stderr.isatty(), overwrite=True,
+        module_options={"mask_fraction": 0.01},
+        progress=sys.stderr.isatty(), overwrite=True,
+        sample=REPO / "samples" / "hagen_actin_lowsnr.tif",  # W2S images may not be redistributed; Hagen is CC0
         description=("Noise2Void denoiser for widefield fluorescence (trained self-supervised on W2S noisy "
                      "frames: nuclei, actin, mitochondria channels). Input: one noisy 2D grey image of any size."),
         data_description=("W2S widefield fields of view 1-40 (3 channels each, one noisy frame per image) for "

@@ -25,11 +25,13 @@ def fit(blueprint: str | Path | Spec, data: str | Path | None, out: str | Path, 
         accelerator: str = "auto", devices: str | int = "auto", precision: str = "32-true",
         strategy: str = "auto", progress: bool = True, module_options: dict | None = None,
         data_description: str | None = None, data_source: str | None = None,
-        data_license: str | None = None, overwrite: bool = False) -> Path:
+        data_license: str | None = None, sample: str | Path | None = None, overwrite: bool = False) -> Path:
     """Train ``blueprint`` on the images in ``data`` (or explicit file lists); return the package path.
 
     The split is by image: ``val_files`` if given, else ``val_fraction`` of the folder's images.
     Lightning options (accelerator, devices, precision, strategy) pass straight through.
+    ``sample``: the image whose crop becomes the package's test tensors and cover (default: the
+    first validation image; pass one whose licence allows redistribution when publishing).
     """
     import pytorch_lightning as pl
     import torch
@@ -77,6 +79,6 @@ def fit(blueprint: str | Path | Spec, data: str | Path | None, out: str | Path, 
                 "validation_files": [p.name for p in val_files]},
         parent=None,
     )
-    sample = read_raw(val_files[0], inp)[None]  # b, c, *spatial
-    return build.build(spec, module.network, out, training, sample, name=name, version=version,
+    sample_image = read_raw(Path(sample) if sample else val_files[0], inp)[None]  # b, c, *spatial
+    return build.build(spec, module.network, out, training, sample_image, name=name, version=version,
                        description=description, overwrite=overwrite)

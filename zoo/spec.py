@@ -337,11 +337,23 @@ def load(path: str | Path) -> Spec:
     return validate(parse_yaml(text, source=str(path)), source=str(path))
 
 
+class _SpecDumper(yaml.SafeDumper):
+    """Writes short lists of numbers (shapes, halos) on one line: `min: [16, 16]`."""
+
+
+def _represent_list(dumper: yaml.SafeDumper, items: list):
+    flow = bool(items) and all(isinstance(i, (int, float)) and not isinstance(i, bool) for i in items)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", items, flow_style=flow)
+
+
+_SpecDumper.add_representer(list, _represent_list)
+
+
 def dump(spec: Spec) -> str:
     """YAML text of a spec (validated first: an invalid spec is never written)."""
     data = spec.to_dict()
     validate(data, source=f"{spec.name} (about to be written)")
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+    return yaml.dump(data, Dumper=_SpecDumper, sort_keys=False, allow_unicode=True, width=100)
 
 
 def write(spec: Spec, path: str | Path) -> Path:
