@@ -97,3 +97,11 @@ def test_network_is_fully_convolutional():
     net = architectures.get("n2v").build_network({"base_channels": 4}).eval()
     for shape in [(1, 1, 16, 16), (3, 1, 40, 24)]:
         assert net(torch.zeros(shape)).shape == shape
+
+
+def test_blind_spot_never_shows_a_masked_pixel_its_own_value_at_borders():
+    from zoo.models.n2v.module import blind_spot
+
+    x = torch.arange(64, dtype=torch.float32).reshape(1, 1, 8, 8).repeat(64, 1, 1, 1)
+    masked, mask = blind_spot(x, fraction=0.3, radius=2, generator=torch.Generator().manual_seed(3))
+    assert ((masked != x) | (mask == 0)).all(), "a masked pixel kept its own value"

@@ -46,5 +46,18 @@ def test_wrong_dimensions_are_clear(shape, message):
 def test_non_numeric_and_bad_axes():
     with pytest.raises(InputError, match="numeric"):
         to_tensor(np.array([["a"]]), None, "yx", 1)
-    with pytest.raises(InputError, match="axes 'zyx'"):
+    with pytest.raises(InputError, match="axes .zyx."):
         to_tensor(np.zeros((3, 4, 5)), "zyx", "yx", 1)
+
+
+def test_two_channel_image_for_a_grey_model_is_refused():
+    with pytest.raises(InputError, match="multi-channel"):
+        to_tensor(np.zeros((512, 512, 2)), None, "yx", 1)
+
+
+def test_per_channel_normalisation_broadcasts_over_channels():
+    from zoo.runtime.ops import zero_mean_unit_variance
+
+    x = np.ones((1, 2, 4, 2), np.float32) * np.array([1.0, 3.0], np.float32).reshape(1, 2, 1, 1)
+    y = zero_mean_unit_variance(x, {"mean": [1.0, 3.0], "std": [1.0, 2.0]}, {}, "raw")
+    np.testing.assert_allclose(y, 0.0)

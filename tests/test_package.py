@@ -84,3 +84,22 @@ def test_weights_are_safetensors_not_pickle(tiny_package):
     assert not data.startswith(b"\x80") and b"PK\x03\x04" not in data[:4]
     header_len = int.from_bytes(data[:8], "little")
     assert data[8:9] == b"{" and header_len < len(data)
+
+
+def test_exact_tolerance_passes_when_outputs_are_identical(package_copy):
+    spec = specs.load(package_copy)
+    spec.test.rtol, spec.test.atol = 0.0, 0.0
+    specs.write(spec, package_copy)
+    assert zoo.load(package_copy, runtime="torch", device="cpu").test() == 0.0
+
+
+def test_build_refuses_to_replace_a_folder_that_is_not_a_package(tmp_path, tiny_blueprint):
+    from zoo.package.build import build
+    from zoo.errors import InputError
+
+    precious = tmp_path / "my_data"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    with pytest.raises(InputError, match="not a package"):
+        build(tiny_blueprint, None, precious, None, None, overwrite=True)
+    assert (precious / "notes.txt").read_text() == "keep me"

@@ -131,3 +131,20 @@ def test_default_registry_is_seeded_with_the_standard_zoo(zoo_home):
     reg = default_registry()
     assert reg.root.is_relative_to(zoo_home)
     assert set(shipped) <= {r["name"] for r in reg.entries()}
+
+
+def test_versions_outside_the_supported_semver_subset_are_refused_by_the_schema(tiny_package):
+    import yaml
+
+    data = yaml.safe_load((tiny_package / "zoo.yaml").read_text())
+    for bad in ("1.0.0-foo", "1.0.0-1", "1.0", "01.0.0"):
+        data["version"] = bad
+        with pytest.raises(SpecError, match="version"):
+            specs.validate(data)
+
+
+def test_caret_prefers_stable_releases(registry, tiny_package, tmp_path):
+    for version in ["1.4.0", "1.5.0-rc.1"]:
+        registry.publish(with_version(shutil.copytree(tiny_package, tmp_path / version), version), reproduce=False)
+    assert registry.resolve("n2v-tiny@^1.2")[1] == "1.4.0"
+    assert registry.resolve("n2v-tiny@1.5.0-rc.1")[1] == "1.5.0-rc.1"

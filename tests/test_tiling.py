@@ -62,3 +62,20 @@ def test_progress_reports_every_tile(runner2d):
     predict_tiled(runner2d, x, tile=[80, 80], halo=[8, 8], step=[4, 4], minimum=[16, 16], batch_size=2,
                   progress=lambda done, total: seen.append((done, total)))
     assert seen[-1][0] == seen[-1][1] == 4
+
+
+def test_bad_batch_size_and_shrinking_networks_are_clear_errors(runner2d):
+    from zoo.errors import InputError, ZooError
+
+    x = np.zeros((1, 1, 64, 64), np.float32)
+    kw = dict(tile=[64, 64], halo=[8, 8], step=[4, 4], minimum=[16, 16])
+    with pytest.raises(InputError, match="batch size"):
+        predict_tiled(runner2d, x, batch_size=0, **kw)
+    with pytest.raises(ZooError, match="same batch and spatial size"):
+        predict_tiled(lambda t: t[:, :, 1:-1, 1:-1], x, **kw)
+
+
+def test_one_pixel_axis_pads_only_that_axis_by_edge():
+    x = np.random.default_rng(0).random((1, 1, 1, 50)).astype(np.float32)
+    out = predict_tiled(lambda t: t * 2, x, tile=[16, 32], halo=[4, 4], step=[1, 1], minimum=[1, 1])
+    np.testing.assert_allclose(out, 2 * x)

@@ -21,3 +21,14 @@ def test_n2v_learns_to_denoise_held_out_images(tmp_path, tiny_blueprint):
         noisy, clean = synthetic_nuclei(shape=(160, 160), n=30, seed=seed, peak=40, read_noise=6)
         gains.append(normalized_psnr(model.predict(noisy), clean) - normalized_psnr(noisy, clean))
     assert min(gains) > 2.0, gains
+
+
+def test_explicit_validation_images_never_train(tmp_path, image_folder, tiny_blueprint):
+    from zoo import spec as specs
+
+    val = sorted(image_folder.glob("*.tif"))[:2]
+    package = fit(tiny_blueprint, image_folder, tmp_path / "p", val_files=val, max_steps=1, steps_per_epoch=1,
+                  batch_size=2, patch=32, progress=False)
+    record = specs.load(package).training
+    assert record.data["n_train"] == 3 and record.data["n_validation"] == 2
+    assert record.config["validation_files"] == [p.name for p in val]

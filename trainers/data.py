@@ -84,6 +84,7 @@ class PatchDataset(Dataset):
         self.images, self.patch, self.length, self.augment = images, list(patch), length, augment
         self.seed = seed
         self._fixed = [self._draw(np.random.default_rng(seed + i)) for i in range(length)] if fixed else None
+        self._rng: np.random.Generator | None = None
 
     def __len__(self) -> int:
         return self.length
@@ -93,8 +94,17 @@ class PatchDataset(Dataset):
         shape = self.images[k].shape[1:]
         return k, tuple(int(rng.integers(s - p + 1)) for s, p in zip(shape, self.patch))
 
+    def _stream(self) -> np.random.Generator:
+        """A random stream per process (each DDP rank and data-loader worker draws different patches)."""
+        if self._rng is None:
+            worker = torch.utils.data.get_worker_info()
+            dist = torch.distributed
+            rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+            self._rng = np.random.default_rng((self.seed, rank, worker.id if worker else 0))
+        return self._rng
+
     def __getitem__(self, i: int) -> torch.Tensor:
-        rng = np.random.default_rng((self.seed, i, torch.initial_seed() % (2**32)))
+        rng = self._stream()
         k, corner = self._fixed[i] if self._fixed else self._draw(rng)
         region = (slice(None),) + tuple(slice(c, c + p) for c, p in zip(corner, self.patch))
         patch = self.images[k][region]

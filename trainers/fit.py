@@ -12,6 +12,7 @@ from zoo.hashing import fingerprint_files
 from zoo.package import build
 from zoo.spec import Spec, Training
 
+from .callbacks import KeepBest
 from .data import ImageFolderDataModule, list_images, read_raw, split_by_image
 
 log = logging.getLogger("zoo.trainers")
@@ -29,22 +30,26 @@ def fit(blueprint: str | Path | Spec, data: str | Path | None, out: str | Path, 
     """Train ``blueprint`` on the images in ``data`` (or explicit file lists); return the package path.
 
     The split is by image: ``val_files`` if given, else ``val_fraction`` of the folder's images.
-    Lightning options (accelerator, devices, precision, strategy) pass straight through.
+    The weights kept are those with the lowest validation loss. Lightning options (accelerator, devices, precision, strategy) pass straight through.
     ``sample``: the image whose crop becomes the package's test tensors and cover (default: the
     first validation image; pass one whose licence allows redistribution when publishing).
     """
     import pytorch_lightning as pl
-    import torch
 
     spec = blueprint if isinstance(blueprint, Spec) else specs.load(blueprint)
     if train_files is None:
         if data is None:
             raise InputError("give a data folder (--data) or explicit training files")
-        train_files, val_files_split = split_by_image(list_images(data), val_fraction, seed)
-        val_files = val_files if val_files is not None else val_files_split
+        if val_files is not None:   # explicit validation images: train on all the others
+            held_out = {Path(v).resolve() for v in val_files}
+            train_files = [p for p in list_images(data) if p.resolve() not in held_out]
+        else:
+            train_files, val_files = split_by_image(list_images(data), val_fraction, seed)
     if not val_files:
         raise InputError("need at least one validation image (split by image, never by patch)")
     train_files, val_files = [Path(p) for p in train_files], [Path(p) for p in val_files]
+    if not train_files:
+        raise InputError("no training images left after setting the validation images aside")
 
     pl.seed_everything(seed, workers=True, verbose=False)
     inp = spec.inputs[0]
@@ -56,14 +61,15 @@ def fit(blueprint: str | Path | Spec, data: str | Path | None, out: str | Path, 
         options["lr"] = lr
     module = architectures.get(spec.architecture_id).training_module()(spec, **options)
 
-    trainer = pl.Trainer(max_steps=max_steps, accelerator=accelerator, devices=devices, precision=precision,
+    keep_best = KeepBest("val_loss")
+    trainer = pl.Trainer(max_steps=max_steps, callbacks=[keep_best], accelerator=accelerator, devices=devices, precision=precision,
                          strategy=strategy, enable_progress_bar=progress, enable_checkpointing=False,
                          logger=False, enable_model_summary=False, num_sanity_val_steps=0,
                          log_every_n_steps=10, deterministic=False)
     started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
     seconds = time.perf_counter() - started
-    val_loss = float(trainer.callback_metrics.get("val_loss", torch.tensor(float("nan"))))
+    val_loss = keep_best.best
 
     training = Training(
         data={"description": data_description or f"{len(train_files) + len(val_files)} images" + (f" from {data}" if data else ""),
@@ -75,6 +81,7 @@ def fit(blueprint: str | Path | Spec, data: str | Path | None, out: str | Path, 
         metrics={"val_loss": val_loss},
         config={"max_steps": max_steps, "patch": patch, "batch_size": batch_size, "seed": seed,
                 "precision": precision, "training_seconds": round(seconds, 1),
+                "selected_step": keep_best.best_step,
                 **{k: v for k, v in module.hparams_for_record().items()},
                 "validation_files": [p.name for p in val_files]},
         parent=None,

@@ -93,9 +93,10 @@ class Model:
         if got.shape != expected.shape:
             raise ReproducibilityError(f"{self.spec.ref} ({self.runtime}): test output has shape {got.shape}, "
                                        f"expected {expected.shape}")
-        allowed = t.atol + t.rtol * np.abs(expected)
-        ratio = float(np.max(np.abs(got - expected) / allowed))
-        if not ratio <= 1.0:
+        error = np.abs(got.astype(np.float64) - expected)
+        allowed = t.atol + t.rtol * np.abs(expected.astype(np.float64))
+        ratio = float(np.max(error / np.maximum(allowed, 1e-30))) if error.size else 0.0
+        if not np.all(error <= allowed):
             raise ReproducibilityError(
                 f"{self.spec.ref}: the {self.runtime} runtime does not reproduce the test output "
                 f"(max error {ratio:.3g}x the tolerance rtol={t.rtol}, atol={t.atol})")

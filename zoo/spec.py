@@ -330,11 +330,16 @@ def load(path: str | Path) -> Spec:
         path = path / SPEC_FILE
     if not path.is_file():
         raise SpecError(f"no spec file at {path}: expected a zoo.yaml or a package folder holding one")
+    return load_bytes(path.read_bytes(), source=str(path))
+
+
+def load_bytes(data: bytes, source: str | None = None) -> Spec:
+    """Parse and validate the bytes of a spec file (hash and parse the same bytes)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise SpecError("not a UTF-8 text file", source=str(path)) from None
-    return validate(parse_yaml(text, source=str(path)), source=str(path))
+        raise SpecError("not a UTF-8 text file", source=source) from None
+    return loads(text, source=source)
 
 
 class _SpecDumper(yaml.SafeDumper):
@@ -357,8 +362,22 @@ def dump(spec: Spec) -> str:
 
 
 def write(spec: Spec, path: str | Path) -> Path:
+    """Write a spec atomically (temporary file, fsync, rename): never a half-written zoo.yaml."""
+    import os
+
     path = Path(path)
     if path.is_dir():
         path = path / SPEC_FILE
-    path.write_text(dump(spec), encoding="utf-8")
+    text = dump(spec)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
     return path
+
+
+def loads(text: str, source: str | None = None) -> Spec:
+    """Parse and validate spec text."""
+    return validate(parse_yaml(text, source=source), source=source)

@@ -24,7 +24,11 @@ def blind_spot(x: torch.Tensor, fraction: float, radius: int,
                             if any(o)], device=dev)
     pick = torch.randint(0, len(offsets), (b, n), **kw)
     limits = torch.tensor([s - 1 for s in spatial], device=dev)
-    source = (coords + offsets[pick]).clamp(min=torch.zeros_like(limits), max=limits)
+    offset = offsets[pick]
+    forward = coords + offset
+    outside = (forward < 0) | (forward > limits)
+    source = torch.where(outside, coords - offset, forward)   # mirror at borders, never onto itself
+    source = source.clamp(min=torch.zeros_like(limits), max=limits)
     strides = torch.tensor([int(torch.tensor(spatial[i + 1:]).prod()) for i in range(len(spatial))], device=dev)
     target_idx = (coords * strides).sum(-1)
     source_idx = (source * strides).sum(-1)

@@ -48,9 +48,16 @@ def build(blueprint: Spec, network, out: str | Path, training: Training, sample:
     from ..model import Model
     from ..runtime.runners import TorchRunner
 
-    out = Path(out)
-    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
-        raise InputError(f"{out} already exists; choose another --out or remove it")
+    out = Path(out).resolve()
+    if out.exists():
+        if not out.is_dir():
+            raise InputError(f"{out} is a file; --out must name a folder for the package")
+        if any(out.iterdir()):
+            if not (out / specs.SPEC_FILE).is_file():
+                raise InputError(f"{out} is a folder that is not a package; refusing to replace it. "
+                                 "Choose an empty or new --out folder")
+            if not overwrite:
+                raise InputError(f"{out} already holds a package; choose another --out or pass overwrite")
     spec = blueprint.copy()
     spec.kind = "package"
     spec.name = name or spec.name
@@ -88,9 +95,11 @@ def build(blueprint: Spec, network, out: str | Path, training: Training, sample:
         spec.training = training
         spec.covers, spec.documentation = [COVER], CARD
         write_spec_and_card(spec, tmp)
+        old = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.old"
         if out.exists():
-            shutil.rmtree(out)
+            out.rename(old)            # the previous package stays whole until the new one is in place
         tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .. import architectures, spec as specs
 from ..errors import IntegrityError, NotFoundError, SpecError, VersionConflictError, ZooError
-from ..hashing import sha256_file
+from ..hashing import sha256_bytes
 from ..package import files
 from ..runtime import ops
 from . import refs
@@ -48,8 +48,20 @@ def _copy_package(spec: specs.Spec, src: Path, dst: Path) -> None:
 
 def _write_json_atomic(path: Path, data: dict) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def _read_spec(root: Path) -> tuple[specs.Spec, str]:
+    """(spec, sha256 of its bytes) from one read of ``root/zoo.yaml``: what is hashed is what is used."""
+    path = root / specs.SPEC_FILE
+    if not path.is_file():
+        raise SpecError(f"no {specs.SPEC_FILE} in {root}: expected a package folder")
+    data = path.read_bytes()
+    return specs.load_bytes(data, source=str(path)), sha256_bytes(data)
 
 
 class LocalRegistry:
@@ -124,7 +136,7 @@ class LocalRegistry:
     def publish(self, src: str | Path, reproduce: bool = True) -> Published:
         """Validate, verify and (by default) test-run the package at ``src``, then add it."""
         src = Path(src)
-        spec = specs.load(src)
+        spec, yaml_sha = _read_spec(src)
         if spec.kind != "package":
             raise SpecError(f"{spec.name} is a blueprint, not a package: train it first (`zoo train`)", source=str(src))
         architectures.get(spec.architecture_id)
@@ -135,10 +147,9 @@ class LocalRegistry:
 
             for runtime in ("torch", "onnx"):
                 Model(spec, src, runtime=runtime, device="cpu", verified=True).test()
-        return self._add(spec, src)
+        return self._add(spec, src, yaml_sha)
 
-    def _add(self, spec: specs.Spec, src: Path) -> Published:
-        yaml_sha = sha256_file(src / specs.SPEC_FILE)
+    def _add(self, spec: specs.Spec, src: Path, yaml_sha: str) -> Published:
         dest = self.package_dir(spec.name, spec.version)
         with self._lock():
             index = self._read_index()
@@ -152,7 +163,7 @@ class LocalRegistry:
             tmp = self.root / ".tmp" / uuid.uuid4().hex
             try:
                 _copy_package(spec, src, tmp)
-                files.verify(spec, tmp)
+                self._verified(tmp, yaml_sha)     # the copy is exactly what was checked
                 if dest.exists():          # left over by an interrupted publish, never indexed
                     shutil.rmtree(dest)
                 dest.parent.mkdir(parents=True, exist_ok=True)
@@ -181,9 +192,12 @@ class LocalRegistry:
                 if version in present.get(name, {}):
                     continue
                 src = self.seed / "packages" / name / version
-                spec = specs.load(src)
+                spec, yaml_sha = _read_spec(src)
+                if yaml_sha != versions[version]["sha256"]:
+                    raise IntegrityError(f"shipped package {name}@{version} does not match its index entry "
+                                         f"({src}); reinstall bioimage-zoo")
                 files.verify(spec, src)
-                self._add(spec, src)
+                self._add(spec, src, yaml_sha)
 
     # ------------------------------------------------------------------ pulling
     def pull(self, text: str) -> tuple[specs.Spec, Path]:
@@ -218,11 +232,12 @@ class LocalRegistry:
         path = root / specs.SPEC_FILE
         if not path.is_file():
             raise IntegrityError(f"missing {specs.SPEC_FILE} in {root}")
-        actual = sha256_file(path)
+        data = path.read_bytes()
+        actual = sha256_bytes(data)
         if actual != expected_sha:
             raise IntegrityError(f"sha256 mismatch for '{specs.SPEC_FILE}' in {root}: the index pins "
                                  f"{expected_sha[:12]}..., the file has {actual[:12]}....")
-        return specs.load(root)
+        return specs.load_bytes(data, source=str(path))
 
     def _verified(self, root: Path, expected_sha: str) -> specs.Spec:
         spec = self._verified_spec_only(root, expected_sha)

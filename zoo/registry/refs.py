@@ -68,7 +68,9 @@ def resolve(ref: Ref, versions: list[str]) -> str:
     if isinstance(spec, Version):
         matches = [v for v in parsed if v[0] == spec]
     else:
-        matches = [v for v in parsed if spec.contains(v[0], prereleases=True)]
+        wants_pre = any(ch.isalpha() for ch in ref.constraint)  # pre-releases only when the constraint names one
+        matches = [v for v in parsed if spec.contains(v[0], prereleases=True)
+                   and (wants_pre or not v[0].is_prerelease)]
     if not matches:
         raise NotFoundError(f"no version of '{ref.name}' matches '{ref.constraint}' "
                             f"(available: {', '.join(v for _, v in parsed)})")

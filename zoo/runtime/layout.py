@@ -21,9 +21,10 @@ def infer_axes(shape: tuple[int, ...], spatial: str, n_channels: int) -> str:
             return spatial + "c"
         if shape[0] == n_channels:
             return "c" + spatial
-        if n_channels == 1 and n == 2 and shape[-1] in (3, 4):
+        if n_channels == 1 and n == 2 and 2 <= shape[-1] <= 4 < shape[0]:
             raise InputError(f"the model expects a single-channel (grey) image, got shape {shape}, which "
-                             "looks like RGB(A); convert it to grey or pick one channel first")
+                             "looks like RGB(A) or a multi-channel image; convert it to grey or pick one "
+                             "channel first (or pass axes='byx' if it really is a batch)")
         if n_channels == 1:
             return "b" + spatial
         raise InputError(f"cannot tell the axes of an image of shape {shape}: the model expects "

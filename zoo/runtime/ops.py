@@ -40,8 +40,9 @@ def percentile_normalize(x: np.ndarray, params: dict, context: Context, tensor: 
 def zero_mean_unit_variance(x: np.ndarray, params: dict, context: Context, tensor: str) -> np.ndarray:
     """Subtract ``mean`` and divide by ``std`` (fixed values, or per image when not given)."""
     if "mean" in params and "std" in params:
-        mean = np.float32(params["mean"])
-        std = np.float32(params["std"])
+        shape = (1, -1) + (1,) * (x.ndim - 2)   # a scalar or one value per channel
+        mean = np.asarray(params["mean"], np.float32).reshape(shape)
+        std = np.asarray(params["std"], np.float32).reshape(shape)
     else:
         sample = _stat_sample(x)
         shape = x.shape[:2] + (1,) * (x.ndim - 2)

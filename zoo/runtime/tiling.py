@@ -14,6 +14,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..errors import InputError, ZooError
+
 
 def _round_up(value: int, step: int) -> int:
     return value if step <= 1 else -(-value // step) * step
@@ -31,14 +33,21 @@ def plan_axis(size: int, tile: int, halo: int, step: int, minimum: int) -> tuple
 
 
 def _pad_reflect(x: np.ndarray, pads: list[tuple[int, int]]) -> np.ndarray:
-    mode = "reflect" if all(s > 1 for s in x.shape[2:]) else "edge"
-    return np.pad(x, [(0, 0), (0, 0)] + pads, mode=mode)
+    """Reflect-pad each spatial axis (edge-pad an axis of length 1, which cannot reflect)."""
+    for axis, pad in enumerate(pads, start=2):
+        if pad != (0, 0):
+            widths = [(0, 0)] * x.ndim
+            widths[axis] = pad
+            x = np.pad(x, widths, mode="reflect" if x.shape[axis] > 1 else "edge")
+    return x
 
 
 def predict_tiled(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, *, tile: Sequence[int],
                   halo: Sequence[int], step: Sequence[int], minimum: Sequence[int],
                   batch_size: int = 4, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Predict ``x`` (``b, c, *spatial``) tile by tile; returns ``b, c_out, *spatial``."""
+    if batch_size < 1:
+        raise InputError(f"batch size must be at least 1, got {batch_size}")
     spatial = x.shape[2:]
     plans = [plan_axis(s, t, h, st, m) for s, t, h, st, m in zip(spatial, tile, halo, step, minimum)]
     pads = [(h, n * c - s + h) for s, (c, h, n) in zip(spatial, plans)]
@@ -56,6 +65,9 @@ def predict_tiled(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, *, til
             for b, corner in chunk
         ])
         pred = run(tiles)
+        if pred.shape[0] != tiles.shape[0] or pred.shape[2:] != tiles.shape[2:]:
+            raise ZooError(f"the network returned shape {pred.shape} for tiles of shape {tiles.shape}: tiled "
+                           "prediction needs outputs of the same batch and spatial size as the input")
         if out is None:
             out = np.empty((x.shape[0], pred.shape[1]) + tuple(spatial), dtype=pred.dtype)
         for k, (b, corner) in enumerate(chunk):

@@ -1,0 +1,27 @@
+"""Lightning callbacks shared by every training run."""
+from __future__ import annotations
+
+import copy
+import math
+
+import pytorch_lightning as pl
+
+
+class KeepBest(pl.Callback):
+    """Remember the network weights with the lowest validation loss; restore them when training ends."""
+
+    def __init__(self, monitor: str = "val_loss"):
+        self.monitor = monitor
+        self.best = math.inf
+        self.best_step = -1
+        self._state: dict | None = None
+
+    def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is not None and float(value) < self.best:
+            self.best, self.best_step = float(value), trainer.global_step
+            self._state = copy.deepcopy({k: v.detach().cpu() for k, v in module.network.state_dict().items()})
+
+    def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if self._state is not None:
+            module.network.load_state_dict(self._state)
