@@ -17,6 +17,13 @@ def parse(device: str) -> str:
     return device
 
 
+def _gpu_present() -> bool:
+    """Whether an NVIDIA GPU is visible to the system (without importing torch)."""
+    import os
+
+    return os.path.exists("/dev/nvidia0") or os.path.exists("/proc/driver/nvidia/version")
+
+
 def onnx_providers(device: str) -> list:
     """ONNX Runtime execution providers for a device, best first."""
     import onnxruntime as ort
@@ -28,6 +35,9 @@ def onnx_providers(device: str) -> list:
     has_cuda = "CUDAExecutionProvider" in available
     if not has_cuda:
         if device == "auto":
+            if _gpu_present():
+                log.warning("a GPU is present but ONNX Runtime has no CUDA provider: running on CPU "
+                            "(install the GPU extra: pip install 'bioimage-zoo[gpu]')")
             return ["CPUExecutionProvider"]
         raise InputError(f"device '{device}' asked for, but ONNX Runtime has no CUDA provider here "
                          f"(available: {', '.join(available)}). Install the GPU extra "
@@ -49,6 +59,8 @@ def torch_device(device: str):
         return torch.device("cpu")
     if not torch.cuda.is_available():
         if device == "auto":
+            if _gpu_present():
+                log.warning("a GPU is present but this torch build cannot use it: running on CPU")
             return torch.device("cpu")
         raise InputError(f"device '{device}' asked for, but torch sees no CUDA GPU here. "
                          "Use --device cpu (or auto), or install a CUDA build of torch.")

@@ -26,12 +26,17 @@ def _stat_sample(x: np.ndarray) -> np.ndarray:
 
 
 def percentile_normalize(x: np.ndarray, params: dict, context: Context, tensor: str) -> np.ndarray:
-    """Map the per-image, per-channel ``low``/``high`` percentiles to 0/1."""
-    low, high = float(params.get("low", 1.0)), float(params.get("high", 99.8))
-    sample = _stat_sample(x)
-    lo, hi = np.percentile(sample, [low, high], axis=-1)  # (b, c) each
-    shape = lo.shape + (1,) * (x.ndim - 2)
-    lo, hi = lo.reshape(shape).astype(np.float32), hi.reshape(shape).astype(np.float32)
+    """Map the ``low``/``high`` percentiles to 0/1: per image and channel, or stored values
+    (``low_value``/``high_value``, e.g. the training set's) when the spec gives them."""
+    if "low_value" in params and "high_value" in params:
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        lo = np.broadcast_to(np.asarray(params["low_value"], np.float32).reshape(shape), x.shape[:2] + (1,) * (x.ndim - 2))
+        hi = np.broadcast_to(np.asarray(params["high_value"], np.float32).reshape(shape), lo.shape)
+    else:
+        low, high = float(params.get("low", 1.0)), float(params.get("high", 99.8))
+        lo, hi = np.percentile(_stat_sample(x), [low, high], axis=-1)  # (b, c) each
+        shape = lo.shape + (1,) * (x.ndim - 2)
+        lo, hi = lo.reshape(shape).astype(np.float32), hi.reshape(shape).astype(np.float32)
     scale = np.maximum(hi - lo, np.float32(1e-6))
     context.setdefault("scale", {})[tensor] = (lo, scale)
     return ((x - lo) / scale).astype(np.float32, copy=False)
@@ -64,12 +69,63 @@ def restore_input_scale(y: np.ndarray, params: dict, context: Context, tensor: s
     return (y * scale + offset).astype(np.float32, copy=False)
 
 
-PREPROCESSING: dict[str, OpFunction] = {
-    "percentile_normalize": percentile_normalize,
+def _channel_param(value, ndim: int) -> np.ndarray:
+    """A scalar or per-channel parameter shaped to broadcast over ``b, c, *spatial``."""
+    return np.asarray(value, np.float32).reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def scale_linear(x: np.ndarray, params: dict, context: Context, tensor: str) -> np.ndarray:
+    """``gain * x + offset`` (scalars or one value per channel)."""
+    gain = _channel_param(params.get("gain", 1.0), x.ndim)
+    offset = _channel_param(params.get("offset", 0.0), x.ndim)
+    return (x * gain + offset).astype(np.float32, copy=False)
+
+
+def scale_range(x: np.ndarray, params: dict, context: Context, tensor: str) -> np.ndarray:
+    """Map fixed values ``min``/``max`` (e.g. 0 and 65535 for uint16 data) to 0/1."""
+    lo = _channel_param(params["min"], x.ndim)
+    hi = _channel_param(params["max"], x.ndim)
+    return ((x - lo) / np.maximum(hi - lo, np.float32(1e-6))).astype(np.float32, copy=False)
+
+
+def clip(x: np.ndarray, params: dict, context: Context, tensor: str) -> np.ndarray:
+    return np.clip(x, params.get("min"), params.get("max")).astype(x.dtype, copy=False)
+
+
+def sigmoid(x: np.ndarray, params: dict, context: Context, tensor: str) -> np.ndarray:
+    return (0.5 * (1.0 + np.tanh(0.5 * x))).astype(np.float32, copy=False)   # overflow-free form
+
+
+def softmax(x: np.ndarray, params: dict, context: Context, tensor: str) -> np.ndarray:
+    """Softmax over the channel axis."""
+    shifted = np.exp(x - x.max(axis=1, keepdims=True))
+    return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32, copy=False)
+
+
+def argmax(x: np.ndarray, params: dict, context: Context, tensor: str) -> np.ndarray:
+    """Index of the largest channel, as a single ``int32`` channel (class labels)."""
+    return np.argmax(x, axis=1)[:, None].astype(np.int32)
+
+
+def threshold(x: np.ndarray, params: dict, context: Context, tensor: str) -> np.ndarray:
+    """``x > value`` as ``uint8`` 0/1 (a mask)."""
+    return (x > float(params.get("value", 0.5))).astype(np.uint8)
+
+
+_SHARED: dict[str, OpFunction] = {
     "zero_mean_unit_variance": zero_mean_unit_variance,
+    "scale_linear": scale_linear,
+    "scale_range": scale_range,
+    "clip": clip,
 }
+PREPROCESSING: dict[str, OpFunction] = {"percentile_normalize": percentile_normalize, **_SHARED}
 POSTPROCESSING: dict[str, OpFunction] = {
     "restore_input_scale": restore_input_scale,
+    "sigmoid": sigmoid,
+    "softmax": softmax,
+    "argmax": argmax,
+    "threshold": threshold,
+    **_SHARED,
 }
 
 
