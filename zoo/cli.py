@@ -111,27 +111,46 @@ def cmd_validate(args) -> int:
     return 0
 
 
+def _preview(array, max_side: int = 1024):
+    """A 2D view for figures: the middle slice of a stack, subsampled to about max_side."""
+    import numpy as np
+
+    while array.ndim > 2:
+        array = array[array.shape[0] // 2]
+    stride = max(1, max(array.shape) // max_side)
+    return np.asarray(array[::stride, ::stride])
+
+
 def cmd_predict(args) -> int:
     import numpy as np
 
     import zoo
 
-    from .imageio import figure, read_image, write_image
+    from .imageio import TIFF, figure, read_image, write_image
+    from .runtime.stream import open_lazy
 
     model = zoo.load(args.ref, runtime=args.runtime, device=args.device, registry=_registry(args))
-    image = read_image(args.input)
     update, close = _progress(f"{model.spec.name}")
+    streamable = (args.output.suffix.lower() in TIFF and args.input.suffix.lower() in TIFF + (".npy",)
+                  and args.axes is None and model.spec.inputs[0].n_channels == 1)
     try:
-        result = model.predict(image, axes=args.axes, tile=args.tile, batch_size=args.batch_size, progress=update)
+        if streamable and open_lazy(args.input).ndim == len(model.spec.inputs[0].spatial_axes):
+            shape = model.predict_file(args.input, args.output, tile=args.tile, batch_size=args.batch_size,
+                                       progress=update)
+            print(f"{args.output}: {shape} float32 from {model.spec.ref} ({model.runtime}, streamed)")
+        else:
+            image = read_image(args.input)
+            result = model.predict(image, axes=args.axes, tile=args.tile, batch_size=args.batch_size,
+                                   progress=update)
+            write_image(args.output, result.astype(np.float32, copy=False) if result.dtype.kind == "f" else result)
+            print(f"{args.output}: {result.shape} {result.dtype} from {model.spec.ref} ({model.runtime})")
     finally:
         close()
-    write_image(args.output, result.astype(np.float32, copy=False))
-    print(f"{args.output}: {result.shape} {result.dtype} from {model.spec.ref} ({model.runtime})")
     if args.figure:
-        panels = [("input", image), (model.spec.outputs[0].name, result)]
+        panels = [("input", open_lazy(args.input)), (model.spec.outputs[0].name, open_lazy(args.output))]
         if args.reference:
-            panels.append(("reference", read_image(args.reference)))
-        flat = [(t, a if a.ndim == 2 else a[a.shape[0] // 2]) for t, a in panels]
+            panels.append(("reference", open_lazy(args.reference)))
+        flat = [(title, _preview(array)) for title, array in panels]
         figure(args.figure, flat)
         print(f"{args.figure}: figure ({' | '.join(t for t, _ in flat)})")
     return 0

@@ -73,7 +73,7 @@ class Model:
         context: ops.Context = {}
         x = ops.apply(inp.preprocessing, x.astype(np.float32, copy=False), context, inp.name, ops.PREPROCESSING)
         if tile is None:
-            tile = DEFAULT_TILE[n]
+            tile = self.default_tile(n)
         tiles = [tile] * n if isinstance(tile, int) else list(tile)
         if len(tiles) != n:
             raise InputError(f"tile must have {n} entries (one per spatial axis '{inp.spatial_axes}'), got {tiles}")
@@ -82,6 +82,16 @@ class Model:
             minimum=inp.shape_min or [1] * n, batch_size=batch_size, progress=progress,
         )
         return ops.apply(out.postprocessing, y, context, out.name, ops.POSTPROCESSING)
+
+    @staticmethod
+    def default_tile(n_spatial: int) -> int:
+        return DEFAULT_TILE[n_spatial]
+
+    def predict_file(self, source, target, tile=None, batch_size: int = 4, progress=None) -> tuple[int, ...]:
+        """Predict an image file into a TIFF band by band (out of core); returns the output shape."""
+        from .runtime.stream import predict_file
+
+        return predict_file(self, source, target, tile=tile, batch_size=batch_size, progress=progress)
 
     # ------------------------------------------------------------------ checks
     def test(self) -> float:

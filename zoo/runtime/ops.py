@@ -28,6 +28,10 @@ def _stat_sample(x: np.ndarray) -> np.ndarray:
 def percentile_normalize(x: np.ndarray, params: dict, context: Context, tensor: str) -> np.ndarray:
     """Map the ``low``/``high`` percentiles to 0/1: per image and channel, or stored values
     (``low_value``/``high_value``, e.g. the training set's) when the spec gives them."""
+    if tensor in context.get("frozen", {}):
+        lo, scale = context["frozen"][tensor]
+        context.setdefault("scale", {})[tensor] = (lo, scale)
+        return ((x - lo) / scale).astype(np.float32, copy=False)
     if "low_value" in params and "high_value" in params:
         shape = (1, -1) + (1,) * (x.ndim - 2)
         lo = np.broadcast_to(np.asarray(params["low_value"], np.float32).reshape(shape), x.shape[:2] + (1,) * (x.ndim - 2))
@@ -44,6 +48,10 @@ def percentile_normalize(x: np.ndarray, params: dict, context: Context, tensor: 
 
 def zero_mean_unit_variance(x: np.ndarray, params: dict, context: Context, tensor: str) -> np.ndarray:
     """Subtract ``mean`` and divide by ``std`` (fixed values, or per image when not given)."""
+    if tensor in context.get("frozen", {}):
+        mean, std = context["frozen"][tensor]
+        context.setdefault("scale", {})[tensor] = (mean, std)
+        return ((x - mean) / std).astype(np.float32, copy=False)
     if "mean" in params and "std" in params:
         shape = (1, -1) + (1,) * (x.ndim - 2)   # a scalar or one value per channel
         mean = np.asarray(params["mean"], np.float32).reshape(shape)
@@ -140,6 +148,12 @@ def check_known(spec) -> None:
                                     f"(known: {', '.join(sorted(table))})")
     if problems:
         raise SpecError("the spec uses processing ops this zoo does not implement; upgrade bioimage-zoo:", problems)
+
+
+def freeze(context: Context) -> Context:
+    """A context whose per-image statistics are fixed: later calls (tiles, bands of one image)
+    reuse them instead of measuring each piece on its own."""
+    return {"frozen": dict(context.get("scale", {}))}
 
 
 def apply(ops, x: np.ndarray, context: Context, tensor: str, table: dict[str, OpFunction]) -> np.ndarray:
