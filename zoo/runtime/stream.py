@@ -1,13 +1,15 @@
 """Out-of-core prediction: file in, file out, band by band, in memory set by the band.
 
 The input is memory-mapped (uncompressed TIFF, NPY); per-image statistics for normalisation
-are measured once on a sample of rows; the image is then predicted in bands along its first
-spatial axis (each with the halo of real context around it), and every band is written into a
-memory-mapped output TIFF, flushed and released before the next. Bands start on multiples of
-the tile core, so the result equals the in-memory prediction.
+are measured once on a sample of rows; the image is then predicted block by block (one tile
+core high, ``batch_size`` cores wide, each read with the halo of real context around it), and
+every block is written into a memory-mapped output TIFF, flushed and released row by row.
+Blocks start on multiples of the tile core, so the result equals the in-memory prediction,
+and memory is set by the block, not by the image's width or height.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import mmap
 from pathlib import Path
@@ -70,7 +72,10 @@ def predict_file(model, source: str | Path, target: str | Path, tile=None, batch
     tiles = [tile or model.default_tile(n)] * n if not isinstance(tile, (list, tuple)) else list(tile)
     halo, step = inp.halo or [0] * n, inp.shape_step or [1] * n
     minimum = inp.shape_min or [1] * n
-    core, h, n_bands = tiling.plan_axis(image.shape[0], tiles[0], halo[0], step[0], minimum[0])
+    plans = [tiling.plan_axis(s, t, hh, st, m) for s, t, hh, st, m in zip(image.shape, tiles, halo, step, minimum)]
+    # a block spans one tile core on every axis but the last, where it spans batch_size cores
+    spans = [c for c, _, _ in plans[:-1]] + [plans[-1][0] * max(1, batch_size)]
+    grids = [range(-(-s // span)) for s, span in zip(image.shape, spans)]
 
     # per-image statistics, once, from a sample of rows
     context: ops.Context = {}
@@ -81,28 +86,35 @@ def predict_file(model, source: str | Path, target: str | Path, tile=None, batch
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     result = None
-    for band in range(n_bands):
-        start, stop = band * core, min((band + 1) * core, image.shape[0])
-        lo, hi = max(0, start - h), min(image.shape[0], stop + h)
-        x = np.asarray(image[lo:hi], dtype=np.float32)[None, None]
-        band_context = dict(frozen)
-        x = ops.apply(inp.preprocessing, x, band_context, inp.name, ops.PREPROCESSING)
+    blocks = list(itertools.product(*grids))
+    for done, index in enumerate(blocks, start=1):
+        core_slices, read, crop = [], [], []
+        for i, size, span, (_, h, _) in zip(index, image.shape, spans, plans):
+            start, stop = i * span, min((i + 1) * span, size)
+            lo, hi = max(0, start - h), min(size, stop + h)     # real context around the block
+            core_slices.append(slice(start, stop))
+            read.append(slice(lo, hi))
+            crop.append(slice(start - lo, start - lo + stop - start))
+        x = np.asarray(image[tuple(read)], dtype=np.float32)[None, None]
+        block_context = dict(frozen)
+        x = ops.apply(inp.preprocessing, x, block_context, inp.name, ops.PREPROCESSING)
         y = tiling.predict_tiled(model.runner, x, tile=tiles, halo=halo, step=step, minimum=minimum,
                                  batch_size=batch_size)
-        y = ops.apply(out.postprocessing, y, band_context, out.name, ops.POSTPROCESSING)
-        y = y[0, :, start - lo: start - lo + (stop - start)]
+        y = ops.apply(out.postprocessing, y, block_context, out.name, ops.POSTPROCESSING)
+        y = y[(0, slice(None)) + tuple(crop)]
         if result is None:
             shape = image.shape if y.shape[0] == 1 else (y.shape[0],) + image.shape
             result = tifffile.memmap(str(target), shape=shape, dtype=y.dtype)
         if y.shape[0] == 1:
-            result[start:stop] = y[0]
+            result[tuple(core_slices)] = y[0]
         else:
-            result[:, start:stop] = y
-        result.flush()
-        _release(result)
-        _release(image)
+            result[(slice(None),) + tuple(core_slices)] = y
+        if done % len(grids[-1]) == 0 or done == len(blocks):   # after each row of blocks
+            result.flush()
+            _release(result)
+            _release(image)
         if progress:
-            progress(band + 1, n_bands)
+            progress(done, len(blocks))
     shape = tuple(result.shape)
     del result
     return shape
