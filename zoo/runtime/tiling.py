@@ -25,7 +25,8 @@ def plan_axis(size: int, tile: int, halo: int, step: int, minimum: int) -> tuple
     """(core, halo, n_tiles) along one axis: tile = core + 2*halo is a valid network size."""
     step = max(step, 1)
     halo = _round_up(halo, step)
-    core = max(_round_up(tile - 2 * halo, step), step)
+    # a core smaller than the halo would spend most of the work on context: never go below it
+    core = max(_round_up(tile - 2 * halo, step), _round_up(max(halo, 1), step))
     core = min(core, _round_up(size, step))          # never larger than the image needs
     while core + 2 * halo < minimum:                   # respect the spec's minimum shape
         core += step
