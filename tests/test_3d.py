@@ -1,6 +1,5 @@
 """The same code paths in 3D: a zyx Noise2Void blueprint trains, packages, exports and predicts."""
 import numpy as np
-import pytest
 import tifffile
 import yaml
 

@@ -1,7 +1,5 @@
 """Architectures are plug-ins; N2V's blind-spot masking and training behave as the paper says."""
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 

@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 import tifffile
 
 from conftest import N2V_BLUEPRINT, synthetic_nuclei

@@ -1,5 +1,4 @@
 """Real training converges: N2V on synthetic noisy nuclei (known ground truth) denoises held-out images."""
-import numpy as np
 import tifffile
 
 import zoo

@@ -73,7 +73,6 @@ def from_tensor(y: np.ndarray, natural_axes: str, spatial: str) -> np.ndarray:
     axes = natural_axes
     if "c" not in axes and y.shape[1] != 1:
         axes = "c" + axes if "b" not in axes else axes.replace("b", "bc", 1)
-    order = [full.index(a) for a in axes]
     missing = [i for i, a in enumerate(full) if a not in axes]
     y = np.squeeze(y, axis=tuple(missing)) if missing else y
     kept = [a for a in full if a in axes]

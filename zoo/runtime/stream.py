@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from . import layout, ops, tiling
+from . import ops, tiling
 
 log = logging.getLogger("zoo.runtime")
 
@@ -52,9 +52,10 @@ def _release(array) -> None:
         mm.madvise(mmap.MADV_DONTNEED)
 
 
-def _row_sample(image: np.ndarray, axis0_len: int) -> np.ndarray:
+def _row_sample(image: np.ndarray) -> np.ndarray:
+    """Every k-th row (first axis), about _SAMPLE_PIXELS values: statistics without reading it all."""
     stride = max(1, int(np.ceil(image.size / _SAMPLE_PIXELS)))
-    return np.asarray(image[::stride] if stride < axis0_len else image[:1])
+    return np.asarray(image[::stride] if stride < image.shape[0] else image[:1])
 
 
 def predict_file(model, source: str | Path, target: str | Path, tile=None, batch_size: int = 4,
@@ -79,7 +80,7 @@ def predict_file(model, source: str | Path, target: str | Path, tile=None, batch
 
     # per-image statistics, once, from a sample of rows
     context: ops.Context = {}
-    sample = _row_sample(image, image.shape[0]).astype(np.float32)[None, None]
+    sample = _row_sample(image).astype(np.float32)[None, None]
     ops.apply(inp.preprocessing, sample, context, inp.name, ops.PREPROCESSING)
     frozen = ops.freeze(context)
 
