@@ -20,7 +20,8 @@ def zoo_cli(*args, env_home, check=True):
 
 def assert_clean_error(result, *fragments):
     assert result.returncode == 2, result.stderr
-    assert result.stderr.startswith("error: "), result.stderr
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("WARNING ")]
+    assert lines and lines[0].startswith("error: "), result.stderr
     assert "Traceback" not in result.stderr
     for fragment in fragments:
         assert fragment in result.stderr, result.stderr

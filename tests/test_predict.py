@@ -39,7 +39,7 @@ def test_wrong_dimensions(registry_with_tiny):
     model = zoo.load("n2v-tiny", registry=registry_with_tiny)
     with pytest.raises(InputError, match="expects a 2D image"):
         model.predict(np.zeros((2, 2, 2, 8, 8)))
-    with pytest.raises(InputError, match="tile must have 2 entries"):
+    with pytest.raises(InputError, match="tile must be a positive size or 2 of them"):
         model.predict(np.zeros((32, 32)), tile=[64, 64, 64])
 
 

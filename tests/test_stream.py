@@ -5,11 +5,18 @@ import tifffile
 
 import zoo
 from zoo.errors import InputError
+from zoo.imageio import open_lazy
+from zoo.omezarr import create_omezarr, open_omezarr
 from conftest import synthetic_nuclei
 
 
-@pytest.mark.parametrize("shape, tile", [((700, 500), 128), ((97, 301), 64), ((1, 40), 64)])
+def _close(a, b):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * max(np.ptp(b), 1e-6))
+
+
+@pytest.mark.parametrize("shape, tile", [((700, 500), 128), ((97, 301), 64), ((1, 40), 64), ((1, 1), 64)])
 def test_streamed_equals_in_memory(tmp_path, tiny_package, shape, tile):
+    """A TIFF many tiles large, odd sizes, one row, one pixel."""
     model = zoo.load(tiny_package)
     image = synthetic_nuclei(shape=shape, n=20, seed=3)[0] if min(shape) > 1 else \
         np.random.default_rng(0).integers(0, 500, shape).astype(np.uint16)
@@ -17,20 +24,70 @@ def test_streamed_equals_in_memory(tmp_path, tiny_package, shape, tile):
     out_shape = model.predict_file(tmp_path / "in.tif", tmp_path / "out.tif", tile=tile, batch_size=2)
     streamed = tifffile.imread(tmp_path / "out.tif")
     whole = model.predict(image, tile=tile)
-    assert out_shape == shape and streamed.shape == shape
-    np.testing.assert_allclose(streamed, whole, rtol=1e-4, atol=1e-4 * np.ptp(whole))
+    assert out_shape == shape and streamed.shape == shape and streamed.dtype == np.float32
+    _close(streamed, whole)
 
 
-def test_npy_input_is_memory_mapped(tmp_path, tiny_package):
+def test_npy_input_and_output_are_memory_mapped(tmp_path, tiny_package):
     image = synthetic_nuclei(shape=(200, 150), seed=5)[0].astype(np.float32)
     np.save(tmp_path / "in.npy", image)
     model = zoo.load(tiny_package)
-    model.predict_file(tmp_path / "in.npy", tmp_path / "out.tif", tile=96)
-    np.testing.assert_allclose(tifffile.imread(tmp_path / "out.tif"), model.predict(image, tile=96),
-                               rtol=1e-4, atol=1e-3)
+    model.predict_file(tmp_path / "in.npy", tmp_path / "out.npy", tile=96)
+    _close(np.load(tmp_path / "out.npy"), model.predict(image, tile=96))
 
 
-def test_streaming_refuses_multichannel_files(tmp_path, tiny_package):
-    tifffile.imwrite(tmp_path / "stack.tif", np.zeros((3, 64, 64), np.uint16), photometric="minisblack")
-    with pytest.raises(InputError, match="streaming needs a single yx image"):
-        zoo.load(tiny_package).predict_file(tmp_path / "stack.tif", tmp_path / "o.tif")
+def test_time_lapse_is_predicted_frame_by_frame_with_its_axes_kept(tmp_path, tiny_package):
+    frames = np.stack([synthetic_nuclei(shape=(90, 120), seed=s, peak=200 * (s + 1))[0] for s in range(3)])
+    tifffile.imwrite(tmp_path / "movie.ome.tif", frames, ome=True, metadata={"axes": "TYX"})
+    assert open_lazy(tmp_path / "movie.ome.tif")[1] == "tyx"
+    model = zoo.load(tiny_package)
+    model.predict_file(tmp_path / "movie.ome.tif", tmp_path / "out.tif", tile=64, batch_size=3)
+    out, axes = open_lazy(tmp_path / "out.tif")
+    assert axes == "tyx" and out.shape == frames.shape
+    for t in range(3):   # each frame normalised on its own, as in memory
+        _close(np.asarray(out[t]), model.predict(frames[t], tile=64))
+
+
+def test_ome_zarr_in_and_out(tmp_path, tiny_package):
+    image = synthetic_nuclei(shape=(300, 260), seed=7)[0]
+    source = create_omezarr(tmp_path / "in.zarr", (1, 1) + image.shape, image.dtype, "tcyx", chunks=(1, 1, 64, 64))
+    source[0, 0] = image
+    model = zoo.load(tiny_package)
+    shape = model.predict_file(tmp_path / "in.zarr", tmp_path / "out.zarr", tile=96)
+    out, axes = open_omezarr(tmp_path / "out.zarr")
+    assert shape == (1, 1, 300, 260) and axes == "tcyx"
+    _close(np.asarray(out[0, 0]), model.predict(image, tile=96))
+    # the CLI reads what the stream wrote, and a second run replaces it whole
+    model.predict_file(tmp_path / "in.zarr", tmp_path / "out.zarr", tile=128)
+    assert open_omezarr(tmp_path / "out.zarr")[0].shape == (1, 1, 300, 260)
+
+
+def test_wrong_axes_for_the_model_say_what_is_expected(tmp_path, tiny_package):
+    tifffile.imwrite(tmp_path / "two.tif", np.zeros((2, 64, 64), np.uint16), metadata={"axes": "CYX"})
+    model = zoo.load(tiny_package)
+    with pytest.raises(InputError, match="expects 1 channel"):
+        model.predict_file(tmp_path / "two.tif", tmp_path / "o.tif")
+    with pytest.raises(InputError, match="one letter per dimension"):
+        model.predict_file(tmp_path / "two.tif", tmp_path / "o.tif", axes="yx")
+
+
+def test_output_never_overwrites_the_input_nor_stays_half_written(tmp_path, tiny_package):
+    image = synthetic_nuclei(shape=(256, 256), seed=1)[0]
+    tifffile.imwrite(tmp_path / "in.tif", image)
+    model = zoo.load(tiny_package)
+    with pytest.raises(InputError, match="is the input"):
+        model.predict_file(tmp_path / "in.tif", tmp_path / "in.tif")
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "in.tif"), image)
+
+    calls = []
+
+    def failing(batch):
+        calls.append(1)
+        if len(calls) > 3:
+            raise KeyboardInterrupt
+        return batch
+
+    model._runner = failing
+    with pytest.raises(KeyboardInterrupt):
+        model.predict_file(tmp_path / "in.tif", tmp_path / "out.tif", tile=64, batch_size=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif"]

@@ -126,31 +126,32 @@ def cmd_predict(args) -> int:
 
     import zoo
 
-    from .imageio import TIFF, figure, read_image, write_image
-    from .runtime.stream import open_lazy
+    from .imageio import figure, open_lazy, write_image
+    from .runtime.stream import STREAM_SUFFIXES
 
+    if not args.input.exists():
+        from .errors import NotFoundError
+
+        raise NotFoundError(f"image not found: {args.input}")
     model = zoo.load(args.ref, runtime=args.runtime, device=args.device, registry=_registry(args))
     update, close = _progress(f"{model.spec.name}")
-    streamable = (args.output.suffix.lower() in TIFF and args.input.suffix.lower() in TIFF + (".npy",)
-                  and args.axes is None and model.spec.inputs[0].n_channels == 1)
+    options = dict(axes=args.axes, tile=args.tile, batch_size=args.batch_size, blend=args.blend, progress=update)
     try:
-        if streamable and open_lazy(args.input).ndim == len(model.spec.inputs[0].spatial_axes):
-            shape = model.predict_file(args.input, args.output, tile=args.tile, batch_size=args.batch_size,
-                                       progress=update)
-            print(f"{args.output}: {shape} float32 from {model.spec.ref} ({model.runtime}, streamed)")
+        if args.output.suffix.lower() in STREAM_SUFFIXES:   # block by block, in bounded memory
+            shape = model.predict_file(args.input, args.output, **options)
+            print(f"{args.output}: {shape} from {model.spec.ref} ({model.runtime}, streamed)")
         else:
-            image = read_image(args.input)
-            result = model.predict(image, axes=args.axes, tile=args.tile, batch_size=args.batch_size,
-                                   progress=update)
-            write_image(args.output, result.astype(np.float32, copy=False) if result.dtype.kind == "f" else result)
+            image, stated = open_lazy(args.input)
+            result = model.predict(np.asarray(image), **{**options, "axes": args.axes or stated})
+            write_image(args.output, result)
             print(f"{args.output}: {result.shape} {result.dtype} from {model.spec.ref} ({model.runtime})")
     finally:
         close()
     if args.figure:
-        panels = [("input", open_lazy(args.input)), (model.spec.outputs[0].name, open_lazy(args.output))]
+        panels = [("input", args.input), (model.spec.outputs[0].name, args.output)]
         if args.reference:
-            panels.append(("reference", open_lazy(args.reference)))
-        flat = [(title, _preview(array)) for title, array in panels]
+            panels.append(("reference", args.reference))
+        flat = [(title, _preview(open_lazy(path)[0])) for title, path in panels]
         figure(args.figure, flat)
         print(f"{args.figure}: figure ({' | '.join(t for t, _ in flat)})")
     return 0
@@ -201,13 +202,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="run a model on an image (tiled)")
     p.add_argument("ref", help="NAME[@VERSION] or a package folder")
-    p.add_argument("input", type=Path, help="image: TIFF, PNG, JPEG or NPY")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output image (.tif, .npy)")
+    p.add_argument("input", type=Path, help="image: TIFF/OME-TIFF, OME-Zarr, PNG, JPEG or NPY")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="output image: .tif, .zarr or .npy (written block by block) or .png")
     p.add_argument("--runtime", choices=["onnx", "torch"], default="onnx")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--axes", help="axes of the input when they cannot be guessed, e.g. yx, cyx, yxc, zyx")
-    p.add_argument("--tile", type=int, help="tile size in pixels per axis, halo included (default 512 in 2D)")
-    p.add_argument("--batch-size", type=int, default=4, help="tiles per network call")
+    p.add_argument("--axes", help="axes of the input when the file does not say, e.g. yx, cyx, yxc, tyx, tczyx "
+                                  "(t, b and, for a 2D model, z are predicted one image at a time)")
+    p.add_argument("--tile", type=int, help="tile size in pixels per axis, context included "
+                                            "(default: chosen from free memory)")
+    p.add_argument("--batch-size", type=int, help="tiles per network call (default: from free memory)")
+    p.add_argument("--blend", type=int, help="pixels cross-faded between neighbouring tiles "
+                                             "(default a quarter of the halo; 0 = crop only)")
     p.add_argument("--figure", type=Path, help="also write a PNG figure: input | output")
     p.add_argument("--reference", type=Path, help="a reference image to add to the figure")
     p.set_defaults(func=cmd_predict)

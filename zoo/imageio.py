@@ -1,21 +1,64 @@
-"""Reading and writing images (TIFF, PNG/JPEG, NPY) and side-by-side PNG figures."""
+"""Reading and writing images (TIFF and OME-TIFF, OME-Zarr, PNG/JPEG, NPY) and PNG figures."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from .errors import InputError, NotFoundError
+from .omezarr import is_zarr, open_omezarr
+
+log = logging.getLogger("zoo")
 
 TIFF = (".tif", ".tiff")
 RASTER = (".png", ".jpg", ".jpeg")
-IMAGE_SUFFIXES = TIFF + RASTER + (".npy",)
+ZARR = ".zarr"
+IMAGE_SUFFIXES = TIFF + RASTER + (".npy", ZARR)
+_TIFF_AXES = {"T": "t", "C": "c", "S": "c", "Z": "z", "Y": "y", "X": "x"}
+
+
+def tiff_axes(tif) -> str | None:
+    """Axes a TIFF states (OME-TIFF, ImageJ hyperstack, or tifffile's own metadata), else None."""
+    series = tif.series[0]
+    stated = tif.is_ome or tif.is_imagej or (tif.is_shaped and "axes" in (tif.shaped_metadata or [{}])[0])
+    axes = "".join(_TIFF_AXES.get(a, "?") for a in series.axes)
+    return axes if stated and "?" not in axes and len(set(axes)) == len(axes) else None
+
+
+def open_lazy(path: str | Path):
+    """(array that loads pages on demand where the format allows, axes the file states or None).
+
+    Uncompressed TIFF and NPY are memory-mapped, OME-Zarr is read chunk by chunk; anything else
+    is read whole."""
+    import tifffile
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if is_zarr(path):
+        return open_omezarr(path)
+    axes = None
+    if path.is_file():
+        try:
+            if suffix == ".npy":
+                return np.load(path, mmap_mode="r", allow_pickle=False), None
+            if suffix in TIFF:
+                with tifffile.TiffFile(str(path)) as tif:
+                    axes = tiff_axes(tif)
+                image = tifffile.memmap(str(path), mode="r")
+                if image.size:
+                    return image, axes
+        except (ValueError, OSError, IndexError, tifffile.TiffFileError):   # compressed, tiled or damaged
+            log.info("%s cannot be memory-mapped: reading it whole", path)
+    return read_image(path), axes   # clear errors for missing, corrupt and unsupported files
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image into a numpy array (grey: ``yx``; colour: ``yxc``; TIFF stacks as stored)."""
+    """Read an image into a numpy array (grey: ``yx``; colour: ``yxc``; stacks as stored)."""
     path = Path(path)
+    if is_zarr(path):
+        return np.asarray(open_omezarr(path)[0][...])
     if not path.is_file():
         raise NotFoundError(f"image not found: {path}")
     suffix = path.suffix.lower()
@@ -40,15 +83,22 @@ def read_image(path: str | Path) -> np.ndarray:
     return image
 
 
-def write_image(path: str | Path, array: np.ndarray) -> Path:
-    """Write an array as TIFF (any dtype), NPY, or PNG (uint8/uint16 grey or RGB)."""
+def write_image(path: str | Path, array: np.ndarray, axes: str | None = None) -> Path:
+    """Write an array as TIFF (any dtype; ``axes`` recorded), OME-Zarr, NPY, or PNG (uint8/uint16
+    grey or RGB)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
     if suffix in TIFF:
         import tifffile
 
-        tifffile.imwrite(str(path), array)
+        tifffile.imwrite(str(path), array, metadata={"axes": axes.upper()} if axes else {},
+                         photometric="rgb" if array.ndim == 3 and array.shape[-1] in (3, 4) and array.dtype == np.uint8
+                         else "minisblack")
+    elif suffix == ZARR:
+        from .omezarr import create_omezarr
+
+        create_omezarr(path, array.shape, array.dtype, axes or "tczyx"[-array.ndim:])[...] = array
     elif suffix == ".npy":
         np.save(path, array, allow_pickle=False)
     elif suffix == ".png":
@@ -56,7 +106,7 @@ def write_image(path: str | Path, array: np.ndarray) -> Path:
 
         Image.fromarray(array).save(path)
     else:
-        raise InputError(f"cannot write '{suffix}': expected .tif, .tiff, .npy or .png for {path}")
+        raise InputError(f"cannot write '{suffix}': expected .tif, .tiff, .zarr, .npy or .png for {path}")
     return path
 
 

@@ -10,11 +10,11 @@ import numpy as np
 from . import architectures, spec as specs
 from .errors import InputError, ReproducibilityError
 from .package import files
-from .runtime import layout, ops, runners, tiling
+from .runtime import layout, memory, ops, runners, tiling
 
 log = logging.getLogger("zoo")
 
-DEFAULT_TILE = {2: 512, 3: 128}
+Tile = int | Sequence[int] | None
 
 
 class Model:
@@ -55,16 +55,21 @@ class Model:
         return self._runner
 
     # ------------------------------------------------------------------ prediction
-    def predict(self, image: np.ndarray, axes: str | None = None, tile: int | Sequence[int] | None = None,
-                batch_size: int = 4, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-        """Predict one image (or a batch) given in its natural layout; returns the same layout."""
-        inp, out = self.spec.inputs[0], self.spec.outputs[0]
-        x, natural = layout.to_tensor(image, axes, inp.spatial_axes, inp.n_channels)
-        y = self.predict_tensor(x, tile=tile, batch_size=batch_size, progress=progress)
-        return layout.from_tensor(y, natural, out.spatial_axes)
+    def predict(self, image: np.ndarray, axes: str | None = None, tile: Tile = None, batch_size: int | None = None,
+                blend: int | None = None, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """Predict one image (or a batch) given in its natural layout; returns the same layout.
 
-    def predict_tensor(self, x: np.ndarray, tile: int | Sequence[int] | None = None, batch_size: int = 4,
-                       progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        ``tile`` (pixels per axis, context included) and ``batch_size`` (tiles per network call)
+        are chosen from free memory unless given; ``blend`` is the cross-faded margin between
+        tiles (default a quarter of the halo; 0 crops tiles edge to edge).
+        """
+        inp = self.spec.inputs[0]
+        x, natural = layout.to_tensor(image, axes, inp.spatial_axes, inp.n_channels)
+        y = self.predict_tensor(x, tile=tile, batch_size=batch_size, blend=blend, progress=progress)
+        return layout.from_tensor(y, natural)
+
+    def predict_tensor(self, x: np.ndarray, tile: Tile = None, batch_size: int | None = None,
+                       blend: int | None = None, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """Predict a float32 tensor in the spec's input axes (``b, c, *spatial``)."""
         inp, out = self.spec.inputs[0], self.spec.outputs[0]
         n = len(inp.spatial_axes)
@@ -72,26 +77,52 @@ class Model:
             raise InputError(f"expected a tensor with axes '{inp.axes}' ({n + 2} dimensions), got shape {x.shape}")
         context: ops.Context = {}
         x = ops.apply(inp.preprocessing, x.astype(np.float32, copy=False), context, inp.name, ops.PREPROCESSING)
-        if tile is None:
-            tile = self.default_tile(n)
-        tiles = [tile] * n if isinstance(tile, int) else list(tile)
-        if len(tiles) != n:
-            raise InputError(f"tile must have {n} entries (one per spatial axis '{inp.spatial_axes}'), got {tiles}")
-        y = tiling.predict_tiled(
-            self.runner, x, tile=tiles, halo=inp.halo or [0] * n, step=inp.shape_step or [1] * n,
-            minimum=inp.shape_min or [1] * n, batch_size=batch_size, progress=progress,
-        )
+        plans, batch_size = self.plan_tiles(x.shape[2:], tile, batch_size, blend)
+        y = tiling.predict_planned(self.runner, x, plans, batch_size=batch_size, progress=progress)
         return ops.apply(out.postprocessing, y, context, out.name, ops.POSTPROCESSING)
 
-    @staticmethod
-    def default_tile(n_spatial: int) -> int:
-        return DEFAULT_TILE[n_spatial]
+    def plan_tiles(self, spatial: Sequence[int], tile: Tile = None, batch_size: int | None = None,
+                   blend: int | None = None) -> tuple[list[tiling.AxisPlan], int]:
+        """How an image of this spatial shape is tiled: one plan per axis, and the batch size."""
+        inp = self.spec.inputs[0]
+        n = len(inp.spatial_axes)
+        halo, step, minimum = inp.halo or [0] * n, inp.shape_step or [1] * n, inp.shape_min or [1] * n
+        if tile is None or batch_size is None:
+            margins = [tiling.plan_axis(s, 1 << 30, h, st, m, blend).margin
+                       for s, h, st, m in zip(spatial, halo, step, minimum)]
+            choice = memory.choose(spatial, self.bytes_per_pixel(), margins, on_gpu=self.runner.on_gpu)
+            log.info("tiles %s, batch %d (%s)", "x".join(map(str, choice.tile)), choice.batch_size, choice.reason)
+            tile = choice.tile if tile is None else tile
+            batch_size = choice.batch_size if batch_size is None else batch_size
+        tiles = [tile] * n if isinstance(tile, int) else list(tile)
+        if len(tiles) != n or not all(isinstance(t, (int, np.integer)) and t > 0 for t in tiles):
+            raise InputError(f"tile must be a positive size or {n} of them (one per spatial axis "
+                             f"'{inp.spatial_axes}'), got {tile}")
+        return tiling.plan(spatial, tiles, halo, step, minimum, blend), batch_size
 
-    def predict_file(self, source, target, tile=None, batch_size: int = 4, progress=None) -> tuple[int, ...]:
-        """Predict an image file into a TIFF band by band (out of core); returns the output shape."""
+    def bytes_per_pixel(self) -> float:
+        """The network's estimated activation memory per input pixel (measured once)."""
+        if getattr(self, "_bytes_per_pixel", None) is None:
+            inp = self.spec.inputs[0]
+            n = len(inp.spatial_axes)
+            side = 64 if n == 2 else 32
+            probe = [max(m, -(-side // st) * st) for m, st in zip(inp.shape_min or [1] * n, inp.shape_step or [1] * n)]
+            try:
+                self._bytes_per_pixel = self.runner.bytes_per_pixel((1, inp.n_channels, *probe))
+            except Exception as e:   # noqa: BLE001 - an estimate must never stop a prediction
+                log.info("cannot estimate the network's memory (%s): assuming %d bytes/pixel", e,
+                         memory.FALLBACK_BYTES_PER_PIXEL)
+                self._bytes_per_pixel = float(memory.FALLBACK_BYTES_PER_PIXEL)
+        return self._bytes_per_pixel
+
+    def predict_file(self, source, target, axes: str | None = None, tile: Tile = None,
+                     batch_size: int | None = None, blend: int | None = None, progress=None) -> tuple[int, ...]:
+        """Predict an image file into a TIFF or OME-Zarr block by block (out of core); returns the
+        output shape."""
         from .runtime.stream import predict_file
 
-        return predict_file(self, source, target, tile=tile, batch_size=batch_size, progress=progress)
+        return predict_file(self, source, target, axes=axes, tile=tile, batch_size=batch_size, blend=blend,
+                            progress=progress)
 
     # ------------------------------------------------------------------ checks
     def test(self) -> float:

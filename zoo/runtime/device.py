@@ -24,6 +24,16 @@ def _gpu_present() -> bool:
     return os.path.exists("/dev/nvidia0") or os.path.exists("/proc/driver/nvidia/version")
 
 
+_warned: set[str] = set()
+
+
+def _fall_back(runtime: str, why: str) -> None:
+    """``auto`` found no usable GPU: say so once per runtime (a CPU run is much slower)."""
+    if runtime not in _warned:
+        _warned.add(runtime)
+        log.warning("device auto: %s; running on CPU", why)
+
+
 def onnx_providers(device: str) -> list:
     """ONNX Runtime execution providers for a device, best first."""
     import onnxruntime as ort
@@ -35,9 +45,9 @@ def onnx_providers(device: str) -> list:
     has_cuda = "CUDAExecutionProvider" in available
     if not has_cuda:
         if device == "auto":
-            if _gpu_present():
-                log.warning("a GPU is present but ONNX Runtime has no CUDA provider: running on CPU "
-                            "(install the GPU extra: pip install 'bioimage-zoo[gpu]')")
+            _fall_back("onnx", "a GPU is present but ONNX Runtime has no CUDA provider (install the GPU extra: "
+                               "pip install 'bioimage-zoo[gpu]')" if _gpu_present()
+                       else "no CUDA GPU found for ONNX Runtime")
             return ["CPUExecutionProvider"]
         raise InputError(f"device '{device}' asked for, but ONNX Runtime has no CUDA provider here "
                          f"(available: {', '.join(available)}). Install the GPU extra "
@@ -59,8 +69,8 @@ def torch_device(device: str):
         return torch.device("cpu")
     if not torch.cuda.is_available():
         if device == "auto":
-            if _gpu_present():
-                log.warning("a GPU is present but this torch build cannot use it: running on CPU")
+            _fall_back("torch", "a GPU is present but this torch build cannot use it" if _gpu_present()
+                       else "torch sees no CUDA GPU")
             return torch.device("cpu")
         raise InputError(f"device '{device}' asked for, but torch sees no CUDA GPU here. "
                          "Use --device cpu (or auto), or install a CUDA build of torch.")

@@ -1,16 +1,25 @@
-"""Between a user's array in its natural layout (``yx``, ``cyx``, ``yxc``, ``zyx``, ...) and
-the network's tensor layout (``bcyx``, ``bczyx``)."""
+"""Between a user's array in its natural layout (``yx``, ``cyx``, ``yxc``, ``tzyx``, ...) and the
+network's tensor layout (``bcyx``, ``bczyx``).
+
+Axes the model does not know (a batch ``b``, time ``t``, or ``z`` for a 2D model applied slice by
+slice) are folded into the tensor's batch axis and unfolded again on the way out.
+"""
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import InputError
 
+BATCH_LIKE = "btz"     # axes that may be folded into the batch (z only when the model is 2D)
+
 
 def infer_axes(shape: tuple[int, ...], spatial: str, n_channels: int) -> str:
     """Guess the natural axes of an array for a model with these spatial axes and channels."""
     n = len(spatial)
-    expected = (f"{spatial}" if n_channels == 1 else f"c{spatial} or {spatial}c") + f" (or with a leading batch axis)"
+    expected = (f"{spatial}" if n_channels == 1 else f"c{spatial} or {spatial}c") + " (or with a leading batch axis)"
     if len(shape) == n:
         if n_channels == 1:
             return spatial
@@ -29,51 +38,129 @@ def infer_axes(shape: tuple[int, ...], spatial: str, n_channels: int) -> str:
             return "b" + spatial
         raise InputError(f"cannot tell the axes of an image of shape {shape}: the model expects "
                          f"{n_channels} channel(s) with spatial axes '{spatial}'; expected {expected}. "
-                         "Pass axes=... to say which is which.")
+                         "Pass axes=... (--axes) to say which is which.")
     if len(shape) == n + 2:
         if shape[1] == n_channels:
             return "bc" + spatial
         if shape[-1] == n_channels:
             return "b" + spatial + "c"
     raise InputError(f"the model expects a {n}D image with spatial axes '{spatial}' and {n_channels} "
-                     f"channel(s); got an array of shape {shape}. Expected {expected}.")
+                     f"channel(s); got an array of shape {shape}. Expected {expected}; pass axes=... "
+                     "(--axes, e.g. 'tzyx') if the file does not say.")
 
 
-def to_tensor(image: np.ndarray, axes: str | None, spatial: str, n_channels: int) -> tuple[np.ndarray, str]:
-    """Return (float32 array in ``bc+spatial`` order, the natural axes used)."""
+@dataclass(frozen=True)
+class Layout:
+    """A natural layout: its axes, the model's spatial axes and the sizes folded into the batch."""
+
+    axes: str
+    spatial: str
+    shape: tuple[int, ...]
+
+    @classmethod
+    def of(cls, shape: tuple[int, ...], axes: str | None, spatial: str, n_channels: int) -> "Layout":
+        """Check (or infer) the axes of an array of ``shape`` for a model."""
+        if axes is None:
+            axes = infer_axes(tuple(shape), spatial, n_channels)
+        axes = axes.lower()
+        allowed = "c" + spatial + "".join(a for a in BATCH_LIKE if a not in spatial)
+        if len(axes) != len(shape) or len(set(axes)) != len(axes) or set(axes) - set(allowed):
+            raise InputError(f"axes '{axes}' do not fit an image of shape {tuple(shape)} for a model with "
+                             f"spatial axes '{spatial}': give one letter per dimension from "
+                             f"{', '.join(allowed)} (c = channel; {', '.join(a for a in allowed if a in BATCH_LIKE)} "
+                             "are predicted one by one)")
+        if not set(spatial) <= set(axes):
+            raise InputError(f"axes '{axes}' lack spatial axes {sorted(set(spatial) - set(axes))}: the model "
+                             f"needs '{spatial}'")
+        layout = cls(axes, spatial, tuple(int(s) for s in shape))
+        if layout.n_channels != n_channels:
+            raise InputError(f"the model expects {n_channels} channel(s); the image has {layout.n_channels} "
+                             f"along axis 'c' (shape {tuple(shape)}, axes '{axes}')")
+        return layout
+
+    @property
+    def extra(self) -> str:
+        return "".join(a for a in self.axes if a not in "c" + self.spatial)
+
+    @property
+    def extra_shape(self) -> tuple[int, ...]:
+        return tuple(self.shape[self.axes.index(a)] for a in self.extra)
+
+    @property
+    def n_images(self) -> int:
+        return math.prod(self.extra_shape)
+
+    @property
+    def n_channels(self) -> int:
+        return self.shape[self.axes.index("c")] if "c" in self.axes else 1
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        return tuple(self.shape[self.axes.index(a)] for a in self.spatial)
+
+    def output(self, n_channels: int) -> "Layout":
+        """The layout of a prediction with ``n_channels`` channels (no channel axis when one)."""
+        axes = self.axes if "c" in self.axes or n_channels == 1 else self._with_channel_axis()
+        if n_channels == 1 and "c" in axes and self.n_channels != 1:
+            axes = axes.replace("c", "")
+        shape = tuple(n_channels if a == "c" else self.shape[self.axes.index(a)] for a in axes)
+        return Layout(axes, self.spatial, shape)
+
+    def _with_channel_axis(self) -> str:
+        first = min(self.axes.index(a) for a in self.spatial)
+        return self.axes[:first] + "c" + self.axes[first:]
+
+    # ---------------------------------------------------------------- whole arrays
+    def to_tensor(self, image: np.ndarray) -> np.ndarray:
+        order = [self.axes.index(a) for a in self.extra] + \
+                ([self.axes.index("c")] if "c" in self.axes else []) + [self.axes.index(a) for a in self.spatial]
+        x = np.transpose(np.asarray(image), order).reshape((self.n_images, self.n_channels) + self.spatial_shape)
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def from_tensor(self, y: np.ndarray) -> np.ndarray:
+        """A ``b, c, *spatial`` tensor back in this layout (this must be an :meth:`output` layout)."""
+        tensor_axes = self.extra + "c" + self.spatial
+        y = y.reshape(self.extra_shape + y.shape[1:])
+        if "c" not in self.axes:
+            y = y[(slice(None),) * len(self.extra) + (0,)]
+            tensor_axes = tensor_axes.replace("c", "")
+        return np.transpose(y, [tensor_axes.index(a) for a in self.axes])
+
+    # ---------------------------------------------------------------- pieces of lazy arrays
+    def index(self, b: int, region: tuple[slice, ...]) -> tuple:
+        """Index into an array of this layout for image ``b``, all channels, a spatial region."""
+        where = dict(zip(self.extra, np.unravel_index(b, self.extra_shape) if self.extra else ()))
+        where.update(zip(self.spatial, region))
+        return tuple(int(where[a]) if a in self.extra else where.get(a, slice(None)) for a in self.axes)
+
+    def read(self, array, b: int, region: tuple[slice, ...]) -> np.ndarray:
+        """Image ``b``'s region of a lazy array (memory map, Zarr) as float32 ``c, *region``."""
+        block = np.asarray(array[self.index(b, region)])
+        kept = [a for a in self.axes if a not in self.extra]
+        order = ([kept.index("c")] if "c" in kept else []) + [kept.index(a) for a in self.spatial]
+        block = np.transpose(block, order)
+        return block[np.newaxis] if "c" not in kept else block
+
+    def write(self, array, region: tuple[slice, ...], values: np.ndarray) -> None:
+        """Write ``values`` (``b, c, *region`` for every image) into a lazy array of this layout."""
+        for b in range(values.shape[0]):
+            kept = [a for a in self.axes if a not in self.extra]
+            block = values[b] if "c" in kept else values[b, 0]
+            source = [a for a in "c" + self.spatial if a in kept]
+            array[self.index(b, region)] = np.transpose(block, [source.index(a) for a in kept])
+
+
+def to_tensor(image: np.ndarray, axes: str | None, spatial: str, n_channels: int) -> tuple[np.ndarray, Layout]:
+    """(float32 array in ``bc+spatial`` order, the natural layout it came from)."""
     image = np.asarray(image)
     if image.dtype.kind not in "biuf":
         raise InputError(f"expected a numeric image, got dtype {image.dtype}")
     if image.size == 0:
         raise InputError(f"the image is empty (shape {image.shape})")
-    if axes is None:
-        axes = infer_axes(image.shape, spatial, n_channels)
-    axes = axes.lower()
-    if len(axes) != image.ndim or len(set(axes)) != len(axes) or set(axes) - set("bc" + spatial):
-        raise InputError(f"axes '{axes}' do not fit an image of shape {image.shape} for a model with "
-                         f"spatial axes '{spatial}' (allowed letters: b, c, {', '.join(spatial)})")
-    if not set(spatial) <= set(axes):
-        raise InputError(f"axes '{axes}' lack spatial axes {sorted(set(spatial) - set(axes))}: the model "
-                         f"needs '{spatial}'")
-    full = "bc" + spatial
-    x, current = image, axes
-    for letter in "bc":
-        if letter not in current:
-            x, current = x[np.newaxis], letter + current
-    x = np.transpose(x, [current.index(a) for a in full])
-    if x.shape[1] != n_channels:
-        raise InputError(f"the model expects {n_channels} channel(s); the image has {x.shape[1]} "
-                         f"along axis 'c' (shape {image.shape}, axes '{axes}')")
-    return np.ascontiguousarray(x, dtype=np.float32), axes
+    layout = Layout.of(image.shape, axes, spatial, n_channels)
+    return layout.to_tensor(image), layout
 
 
-def from_tensor(y: np.ndarray, natural_axes: str, spatial: str) -> np.ndarray:
-    """Put a ``bc+spatial`` output back into the user's natural axes (channel dropped when single)."""
-    full = "bc" + spatial
-    axes = natural_axes
-    if "c" not in axes and y.shape[1] != 1:
-        axes = "c" + axes if "b" not in axes else axes.replace("b", "bc", 1)
-    missing = [i for i, a in enumerate(full) if a not in axes]
-    y = np.squeeze(y, axis=tuple(missing)) if missing else y
-    kept = [a for a in full if a in axes]
-    return np.transpose(y, [kept.index(a) for a in axes])
+def from_tensor(y: np.ndarray, layout: Layout) -> np.ndarray:
+    """Put a ``bc+spatial`` output back into the user's natural layout (channel dropped when single)."""
+    return layout.output(y.shape[1]).from_tensor(y)

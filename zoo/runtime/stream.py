@@ -1,121 +1,145 @@
-"""Out-of-core prediction: file in, file out, band by band, in memory set by the band.
+"""Out-of-core prediction: file in, file out, in memory set by one band of tiles.
 
-The input is memory-mapped (uncompressed TIFF, NPY); per-image statistics for normalisation
-are measured once on a sample of rows; the image is then predicted block by block (one tile
-core high, ``batch_size`` cores wide, each read with the halo of real context around it), and
-every block is written into a memory-mapped output TIFF, flushed and released row by row.
-Blocks start on multiples of the tile core, so the result equals the in-memory prediction,
-and memory is set by the block, not by the image's width or height.
+The input is opened lazily (memory-mapped TIFF or NPY, OME-Zarr chunks); per-image statistics
+for normalisation are measured once per image on a sample of rows and then frozen, so every
+tile is normalised the same way; tiles are read as they are needed and blended into bands that
+are post-processed and written into the output (memory-mapped TIFF or NPY, or OME-Zarr) as soon
+as they are final. The output is written under a temporary name and renamed when complete: an
+interrupted prediction never leaves a half-written file under the name asked for.
 """
 from __future__ import annotations
 
-import itertools
 import logging
 import mmap
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
+from ..imageio import TIFF, ZARR, open_lazy
 from . import ops, tiling
+from .layout import Layout
 
 log = logging.getLogger("zoo.runtime")
 
 _SAMPLE_PIXELS = 1 << 22
-
-
-def open_lazy(path: str | Path) -> np.ndarray:
-    """A read-only view of an image that loads pages on demand when the format allows it."""
-    import tifffile
-
-    from ..imageio import read_image
-
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if path.is_file():
-        try:
-            if suffix == ".npy":
-                return np.load(path, mmap_mode="r", allow_pickle=False)
-            if suffix in (".tif", ".tiff"):
-                image = tifffile.memmap(str(path), mode="r")
-                if image.size:
-                    return image
-        except (ValueError, OSError, IndexError):   # compressed, tiled or damaged: read_image decides
-            log.info("%s cannot be memory-mapped: reading it whole", path)
-    return read_image(path)   # clear errors for missing, corrupt and unsupported files
+STREAM_SUFFIXES = TIFF + (ZARR, ".npy")
 
 
 def _release(array) -> None:
-    """Drop a memory map's resident pages (written pages must be flushed first)."""
-    mm = getattr(array, "_mmap", None)
-    if isinstance(mm, mmap.mmap) and hasattr(mm, "madvise"):
-        mm.madvise(mmap.MADV_DONTNEED)
+    """Flush a memory map and drop its resident pages (they are on disk)."""
+    if isinstance(array, np.memmap):
+        if array.mode != "r":
+            array.flush()
+        mm = getattr(array, "_mmap", None)
+        if isinstance(mm, mmap.mmap) and hasattr(mm, "madvise"):
+            mm.madvise(mmap.MADV_DONTNEED)
 
 
-def _row_sample(image: np.ndarray) -> np.ndarray:
-    """Every k-th row (first axis), about _SAMPLE_PIXELS values: statistics without reading it all."""
-    stride = max(1, int(np.ceil(image.size / _SAMPLE_PIXELS)))
-    return np.asarray(image[::stride] if stride < image.shape[0] else image[:1])
-
-
-def predict_file(model, source: str | Path, target: str | Path, tile=None, batch_size: int = 4,
-                 progress=None) -> tuple[int, ...]:
-    """Predict a single-channel image file into a float32 TIFF without holding either in memory."""
-    import tifffile
-
-    inp, out = model.spec.inputs[0], model.spec.outputs[0]
-    spatial = inp.spatial_axes
-    image = open_lazy(source)
-    if inp.n_channels != 1 or image.ndim != len(spatial):
-        raise InputError(f"streaming needs a single {spatial} image for a one-channel model; got shape "
-                         f"{image.shape}. Use in-memory prediction for this file.")
-    n = len(spatial)
-    tiles = [tile or model.default_tile(n)] * n if not isinstance(tile, (list, tuple)) else list(tile)
-    halo, step = inp.halo or [0] * n, inp.shape_step or [1] * n
-    minimum = inp.shape_min or [1] * n
-    plans = [tiling.plan_axis(s, t, hh, st, m) for s, t, hh, st, m in zip(image.shape, tiles, halo, step, minimum)]
-    # a block spans one tile core on every axis but the last, where it spans batch_size cores
-    spans = [c for c, _, _ in plans[:-1]] + [plans[-1][0] * max(1, batch_size)]
-    grids = [range(-(-s // span)) for s, span in zip(image.shape, spans)]
-
-    # per-image statistics, once, from a sample of rows
+def _frozen_statistics(model, layout: Layout, image, b: int) -> ops.Context:
+    """Pre-processing statistics of image ``b``, from about _SAMPLE_PIXELS values of its rows."""
+    inp = model.spec.inputs[0]
+    rows = layout.spatial_shape[0]
+    per_row = max(1, int(np.prod(layout.spatial_shape[1:])) * layout.n_channels)
+    stride = max(1, -(-rows * per_row // _SAMPLE_PIXELS))
+    region = (slice(0, rows, stride),) + tuple(slice(0, s) for s in layout.spatial_shape[1:])
+    sample = layout.read(image, b, region).astype(np.float32)[np.newaxis]
     context: ops.Context = {}
-    sample = _row_sample(image).astype(np.float32)[None, None]
     ops.apply(inp.preprocessing, sample, context, inp.name, ops.PREPROCESSING)
-    frozen = ops.freeze(context)
+    return ops.freeze(context)
 
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    result = None
-    blocks = list(itertools.product(*grids))
-    for done, index in enumerate(blocks, start=1):
-        core_slices, read, crop = [], [], []
-        for i, size, span, (_, h, _) in zip(index, image.shape, spans, plans):
-            start, stop = i * span, min((i + 1) * span, size)
-            lo, hi = max(0, start - h), min(size, stop + h)     # real context around the block
-            core_slices.append(slice(start, stop))
-            read.append(slice(lo, hi))
-            crop.append(slice(start - lo, start - lo + stop - start))
-        x = np.asarray(image[tuple(read)], dtype=np.float32)[None, None]
-        block_context = dict(frozen)
-        x = ops.apply(inp.preprocessing, x, block_context, inp.name, ops.PREPROCESSING)
-        y = tiling.predict_tiled(model.runner, x, tile=tiles, halo=halo, step=step, minimum=minimum,
-                                 batch_size=batch_size)
-        y = ops.apply(out.postprocessing, y, block_context, out.name, ops.POSTPROCESSING)
-        y = y[(0, slice(None)) + tuple(crop)]
-        if result is None:
-            shape = image.shape if y.shape[0] == 1 else (y.shape[0],) + image.shape
-            result = tifffile.memmap(str(target), shape=shape, dtype=y.dtype)
-        if y.shape[0] == 1:
-            result[tuple(core_slices)] = y[0]
+
+class _Sink:
+    """The output file, created at the first band (when channels and dtype are known)."""
+
+    def __init__(self, target: Path, layout: Layout):
+        self.target, self.layout = target, layout
+        self.partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+        self.array = None
+        self.out_layout: Layout | None = None
+
+    def write(self, region: tiling.Region, values: np.ndarray) -> None:
+        if self.array is None:
+            self.out_layout = self.layout.output(values.shape[1])
+            self.array = self._create(self.out_layout, values.dtype)
+        self.out_layout.write(self.array, region, values)
+        _release(self.array)
+
+    def _create(self, layout: Layout, dtype):
+        suffix = self.target.suffix.lower()
+        if suffix in TIFF:
+            import tifffile
+
+            return tifffile.memmap(str(self.partial), shape=layout.shape, dtype=dtype,
+                                   metadata={"axes": layout.axes.upper()}, photometric="minisblack")
+        if suffix == ".npy":
+            return np.lib.format.open_memmap(str(self.partial), mode="w+", dtype=dtype, shape=layout.shape)
+        from ..omezarr import create_omezarr
+
+        return create_omezarr(self.partial, layout.shape, dtype, layout.axes.replace("b", "t"))
+
+    def commit(self) -> tuple[int, ...]:
+        shape = tuple(self.array.shape)
+        _release(self.array)
+        self.array = None
+        if self.target.is_dir():            # an earlier OME-Zarr output: replace it whole
+            old = self.target.with_name(f".{self.target.name}.old-{os.getpid()}")
+            os.replace(self.target, old)
+            os.replace(self.partial, self.target)
+            shutil.rmtree(old, ignore_errors=True)
         else:
-            result[(slice(None),) + tuple(core_slices)] = y
-        if done % len(grids[-1]) == 0 or done == len(blocks):   # after each row of blocks
-            result.flush()
-            _release(result)
-            _release(image)
-        if progress:
-            progress(done, len(blocks))
-    shape = tuple(result.shape)
-    del result
-    return shape
+            os.replace(self.partial, self.target)
+        return shape
+
+    def discard(self) -> None:
+        self.array = None
+        if self.partial.is_dir():
+            shutil.rmtree(self.partial, ignore_errors=True)
+        else:
+            self.partial.unlink(missing_ok=True)
+
+
+def predict_file(model, source: str | Path, target: str | Path, axes: str | None = None, tile=None,
+                 batch_size: int | None = None, blend: int | None = None, progress=None) -> tuple[int, ...]:
+    """Predict an image file into a TIFF, NPY or OME-Zarr without holding either in memory.
+
+    ``axes`` (e.g. ``tzyx``) is needed only when the file does not state them and they cannot be
+    guessed. Returns the output's shape (its axes are those of the input, with ``c`` for several
+    output channels)."""
+    source, target = Path(source), Path(target)
+    if target.suffix.lower() not in STREAM_SUFFIXES:
+        raise InputError(f"cannot stream into '{target.suffix}': expected one of {', '.join(STREAM_SUFFIXES)}")
+    if target.exists() and source.exists() and target.resolve() == source.resolve():
+        raise InputError(f"the output {target} is the input: choose another output path")
+    inp, out = model.spec.inputs[0], model.spec.outputs[0]
+    image, stated = open_lazy(source)
+    if image.size == 0:
+        raise InputError(f"{source} holds no image data (shape {image.shape})")
+    layout = Layout.of(image.shape, axes or stated, inp.spatial_axes, inp.n_channels)
+    plans, batch_size = model.plan_tiles(layout.spatial_shape, tile, batch_size, blend)
+    frozen = [_frozen_statistics(model, layout, image, b) for b in range(layout.n_images)]
+
+    def read(b: int, region: tiling.Region) -> np.ndarray:
+        return layout.read(image, b, region)
+
+    def prepare(tiles: np.ndarray, images: list[int]) -> np.ndarray:
+        return np.concatenate([ops.apply(inp.preprocessing, tiles[k:k + 1], dict(frozen[b]), inp.name,
+                                         ops.PREPROCESSING) for k, b in enumerate(images)])
+
+    def write(region: tiling.Region, band: np.ndarray) -> None:
+        done = [ops.apply(out.postprocessing, band[b:b + 1], {**frozen[b], "scale": dict(frozen[b]["frozen"])},
+                          out.name, ops.POSTPROCESSING) for b in range(band.shape[0])]
+        sink.write(region, np.concatenate(done))
+        _release(image)
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    sink = _Sink(target, layout)
+    try:
+        tiling.run_tiles(model.runner, read, write, (layout.n_images, layout.n_channels) + layout.spatial_shape,
+                         plans, batch_size=batch_size, prepare=prepare, progress=progress)
+        return sink.commit()
+    except BaseException:
+        sink.discard()
+        raise

@@ -1,84 +1,237 @@
-"""N-D tiled prediction: cut an image into overlapping tiles, run them in batches, stitch.
+"""N-D tiled prediction: overlapping tiles, batched through the runner, blended together.
 
-Each tile is a *core* region plus ``halo`` pixels of context on each side; only the core of a
-tile's prediction is kept. Cores are laid on a grid of multiples of the core size starting at
-0, so every tile is aligned to the network's pooling grid (cores are multiples of ``step``),
-and the image is reflect-padded once, the same way whatever the tile size. With a halo that
-covers the receptive field, a tiled prediction equals a whole-image one.
+Along every spatial axis the image is cut into *cores* of equal length (a multiple of the
+network's ``step``, starting at 0, so every tile sits on the pooling grid). A tile is its core
+plus ``blend + halo`` pixels on each side. The ``halo`` is context that is thrown away (it must
+cover the receptive field); the ``blend`` margin is kept and cross-faded with the neighbouring
+tile by linear ramps that add up to one. Where the halo covers the receptive field both tiles
+agree there and the result equals a whole-image prediction; where it does not, the ramps hide
+the seam instead of leaving a step. Outside the image, tiles read a reflection of it; nothing
+is padded in memory, so a tile is read from a lazy source (memory map, Zarr) as it is needed.
+
+Tiles run in raster order and their weighted outputs are summed into a band along the first
+spatial axis; each band is handed to a writer as soon as no later tile can touch it, so memory
+is set by one band and one batch of tiles, not by the image.
 """
 from __future__ import annotations
 
 import itertools
 import math
-from typing import Callable, Sequence
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
 from ..errors import InputError, ZooError
+
+Region = tuple[slice, ...]
+Reader = Callable[[int, Region], np.ndarray]     # image index, spatial region inside it -> (c, *region)
+Writer = Callable[[Region, np.ndarray], None]    # spatial region, (b, c_out, *region)
 
 
 def _round_up(value: int, step: int) -> int:
     return value if step <= 1 else -(-value // step) * step
 
 
-def plan_axis(size: int, tile: int, halo: int, step: int, minimum: int) -> tuple[int, int, int]:
-    """(core, halo, n_tiles) along one axis: tile = core + 2*halo is a valid network size."""
+def default_blend(halo: int, step: int) -> int:
+    """A quarter of the halo, on the pooling grid (0 for a model that declares no halo)."""
+    return _round_up(math.ceil(halo / 4), max(step, 1)) if halo > 0 else 0
+
+
+@dataclass(frozen=True)
+class AxisPlan:
+    """How one axis of ``size`` pixels is cut: ``n`` cores of ``core`` pixels."""
+
+    size: int
+    core: int
+    halo: int
+    blend: int
+    n: int
+
+    @property
+    def margin(self) -> int:
+        return self.halo + self.blend
+
+    @property
+    def tile(self) -> int:
+        return self.core + 2 * self.margin
+
+    def kept(self, i: int) -> tuple[int, int]:
+        """Image range whose prediction tile ``i`` contributes to."""
+        return max(0, i * self.core - self.blend), min(self.size, (i + 1) * self.core + self.blend)
+
+    def final_after(self, i: int) -> int:
+        """Pixels before this position are final once tiles ``0..i`` are summed."""
+        return self.size if i == self.n - 1 else min(self.size, (i + 1) * self.core - self.blend)
+
+    def weights(self, i: int) -> np.ndarray:
+        """Blending weights over ``kept(i)``: ramps across each seam, 1 elsewhere."""
+        lo, hi = self.kept(i)
+        x = np.arange(lo, hi, dtype=np.float64) + 0.5
+        w = np.ones(hi - lo)
+        if self.blend:
+            if i > 0:
+                seam = i * self.core
+                w = np.minimum(w, np.clip((x - seam + self.blend) / (2 * self.blend), 0, 1))
+            if i < self.n - 1:
+                seam = (i + 1) * self.core
+                w = np.minimum(w, np.clip((seam + self.blend - x) / (2 * self.blend), 0, 1))
+        return w.astype(np.float32)
+
+
+def plan_axis(size: int, tile: int, halo: int, step: int, minimum: int, blend: int | None = None) -> AxisPlan:
+    """Cut an axis into cores no larger than ``tile`` allows, as even as the step permits."""
+    if size < 1:
+        raise InputError(f"cannot tile an axis of length {size}")
     step = max(step, 1)
     halo = _round_up(halo, step)
-    # a core smaller than the halo would spend most of the work on context: never go below it
-    core = max(_round_up(tile - 2 * halo, step), _round_up(max(halo, 1), step))
-    core = min(core, _round_up(size, step))          # never larger than the image needs
-    while core + 2 * halo < minimum:                   # respect the spec's minimum shape
+    blend = default_blend(halo, step) if blend is None else _round_up(max(blend, 0), step)
+    margin = halo + blend
+    # a core smaller than the margin would spend most of the work on context; never go below it,
+    # nor below two blend zones (the ramps of both seams must fit in one core)
+    smallest = _round_up(max(halo, 2 * blend, 1), step)
+    largest = max(_round_up(tile - 2 * margin, step) if tile - 2 * margin >= step else 0, smallest)
+    n = math.ceil(size / largest)
+    core = max(_round_up(math.ceil(size / n), step), smallest)   # even cores: least padding
+    while core + 2 * margin < minimum:                             # respect the spec's minimum shape
         core += step
-    return core, halo, math.ceil(size / core)
+    return AxisPlan(size=size, core=core, halo=halo, blend=blend, n=math.ceil(size / core))
 
 
-def _pad_reflect(x: np.ndarray, pads: list[tuple[int, int]]) -> np.ndarray:
-    """Reflect-pad each spatial axis (edge-pad an axis of length 1, which cannot reflect)."""
-    for axis, pad in enumerate(pads, start=2):
-        if pad != (0, 0):
-            widths = [(0, 0)] * x.ndim
-            widths[axis] = pad
-            x = np.pad(x, widths, mode="reflect" if x.shape[axis] > 1 else "edge")
-    return x
+def reflect_index(index: np.ndarray, size: int) -> np.ndarray:
+    """Positions outside ``[0, size)`` mirrored back inside (numpy's 'reflect'; 'edge' for size 1)."""
+    if size == 1:
+        return np.zeros_like(index)
+    period = 2 * (size - 1)
+    index = np.abs(index) % period
+    return np.where(index >= size, period - index, index)
+
+
+def read_tile(read: Reader, b: int, plans: Sequence[AxisPlan], corner: Sequence[int]) -> np.ndarray:
+    """Image ``b``'s tile whose core starts at ``corner`` (``c, *tile``), reflected outside the image."""
+    region, takes = [], []
+    for plan, start in zip(plans, corner):
+        index = reflect_index(np.arange(start - plan.margin, start + plan.core + plan.margin), plan.size)
+        lo, hi = int(index.min()), int(index.max()) + 1
+        region.append(slice(lo, hi))
+        plain = hi - lo == len(index) and index[0] == lo and np.all(np.diff(index) == 1)
+        takes.append(None if plain else index - lo)
+    block = np.asarray(read(b, tuple(region)))
+    for axis, take in enumerate(takes, start=1):
+        if take is not None:
+            block = np.take(block, take, axis=axis)
+    return block
+
+
+class _Band:
+    """Weighted sum of tile outputs over a range of the first spatial axis."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        self.shape = shape       # (b, c_out, first-axis length, *rest)
+        self.lo = 0
+        self.data: np.ndarray | None = None
+
+    def add(self, b: int, region: Region, values: np.ndarray) -> None:
+        hi = region[0].stop
+        if self.data is None or self.lo + self.data.shape[2] < hi:
+            grown = np.zeros(self.shape[:2] + (hi - self.lo,) + self.shape[3:], np.float32)
+            if self.data is not None:
+                grown[:, :, :self.data.shape[2]] = self.data
+            self.data = grown
+        local = (slice(region[0].start - self.lo, hi - self.lo),) + region[1:]
+        self.data[(b, slice(None)) + local] += values
+
+    def flush(self, until: int, write: Writer) -> None:
+        if self.data is None or until <= self.lo:
+            return
+        n = until - self.lo
+        write((slice(self.lo, until),) + tuple(slice(0, s) for s in self.shape[3:]), self.data[:, :, :n])
+        self.data = self.data[:, :, n:].copy() if n < self.data.shape[2] else None
+        self.lo = until
+
+
+def _jobs(plans: Sequence[AxisPlan], n_images: int) -> Iterator[tuple[int, int, tuple[int, ...]]]:
+    """(row along the first axis, image, tile index) in raster order, row by row."""
+    for row in range(plans[0].n):
+        for b in range(n_images):
+            for rest in itertools.product(*(range(p.n) for p in plans[1:])):
+                yield row, b, (row,) + rest
+
+
+def run_tiles(run: Callable[[np.ndarray], np.ndarray], read: Reader, write: Writer,
+              shape: Sequence[int], plans: Sequence[AxisPlan], batch_size: int = 1,
+              prepare: Callable[[np.ndarray, list[int]], np.ndarray] | None = None,
+              progress: Callable[[int, int], None] | None = None) -> None:
+    """Predict an image of ``shape`` (``b, c, *spatial``) tile by tile, from ``read`` to ``write``.
+
+    ``prepare(tiles, images)`` is applied to every batch of tiles before the network, with the
+    image index of each tile (pointwise pre-processing of a streamed image). ``write`` receives finished bands in order along the first spatial axis.
+    """
+    if batch_size < 1:
+        raise InputError(f"batch size must be at least 1, got {batch_size}")
+    n_images, spatial = shape[0], tuple(shape[2:])
+    total = n_images * math.prod(p.n for p in plans)
+    band: _Band | None = None
+    jobs = _jobs(plans, n_images)
+    done = 0
+    while chunk := list(itertools.islice(jobs, batch_size)):
+        tiles = np.stack([read_tile(read, b, plans, [i * p.core for i, p in zip(index, plans)])
+                          for _, b, index in chunk]).astype(np.float32, copy=False)
+        if prepare is not None:
+            tiles = prepare(tiles, [b for _, b, _ in chunk])
+        pred = run(tiles)
+        if pred.ndim != tiles.ndim or pred.shape[0] != tiles.shape[0] or pred.shape[2:] != tiles.shape[2:]:
+            raise ZooError(f"the network returned shape {pred.shape} for tiles of shape {tiles.shape}: tiled "
+                           "prediction needs outputs of the same batch and spatial size as the input")
+        if band is None:
+            band = _Band((n_images, pred.shape[1], spatial[0]) + spatial[1:])
+        for k, (_, b, index) in enumerate(chunk):
+            region, crop, weight = [], [], np.ones((1,) * len(plans), np.float32)
+            for axis, (i, plan) in enumerate(zip(index, plans)):
+                lo, hi = plan.kept(i)
+                origin = i * plan.core - plan.margin
+                region.append(slice(lo, hi))
+                crop.append(slice(lo - origin, hi - origin))
+                shape_ = [1] * len(plans)
+                shape_[axis] = hi - lo
+                weight = weight * plan.weights(i).reshape(shape_)
+            band.add(b, tuple(region), pred[(k, slice(None)) + tuple(crop)] * weight)
+        row, b, index = chunk[-1]
+        row_complete = b == n_images - 1 and all(i == p.n - 1 for i, p in zip(index[1:], plans[1:]))
+        finished_row = row if row_complete else row - 1
+        if finished_row >= 0:
+            band.flush(plans[0].final_after(finished_row), write)
+        done += len(chunk)
+        if progress:
+            progress(done, total)
+
+
+def plan(spatial: Sequence[int], tile: Sequence[int], halo: Sequence[int], step: Sequence[int],
+         minimum: Sequence[int], blend: Sequence[int] | int | None = None) -> list[AxisPlan]:
+    """One :class:`AxisPlan` per spatial axis."""
+    blends = [blend] * len(spatial) if blend is None or isinstance(blend, int) else list(blend)
+    return [plan_axis(*args) for args in zip(spatial, tile, halo, step, minimum, blends)]
 
 
 def predict_tiled(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, *, tile: Sequence[int],
                   halo: Sequence[int], step: Sequence[int], minimum: Sequence[int],
-                  batch_size: int = 4, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """Predict ``x`` (``b, c, *spatial``) tile by tile; returns ``b, c_out, *spatial``."""
-    if batch_size < 1:
-        raise InputError(f"batch size must be at least 1, got {batch_size}")
-    spatial = x.shape[2:]
-    plans = [plan_axis(s, t, h, st, m) for s, t, h, st, m in zip(spatial, tile, halo, step, minimum)]
-    pads = [(h, n * c - s + h) for s, (c, h, n) in zip(spatial, plans)]
-    padded = _pad_reflect(x, pads)
-    grids = [range(n) for _, _, n in plans]
-    corners = [tuple(i * c for i, (c, _, _) in zip(idx, plans)) for idx in itertools.product(*grids)]
-    jobs = [(b, corner) for b in range(x.shape[0]) for corner in corners]
+                  blend: Sequence[int] | int | None = None, batch_size: int = 1,
+                  progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Predict an in-memory ``x`` (``b, c, *spatial``) tile by tile; returns ``b, c_out, *spatial``."""
+    plans = plan(x.shape[2:], tile, halo, step, minimum, blend)
+    return predict_planned(run, x, plans, batch_size=batch_size, progress=progress)
 
-    out = None
-    done = 0
-    for first in range(0, len(jobs), batch_size):
-        chunk = jobs[first:first + batch_size]
-        tiles = np.stack([
-            padded[(b, slice(None)) + tuple(slice(o, o + c + 2 * h) for o, (c, h, _) in zip(corner, plans))]
-            for b, corner in chunk
-        ])
-        pred = run(tiles)
-        if pred.shape[0] != tiles.shape[0] or pred.shape[2:] != tiles.shape[2:]:
-            raise ZooError(f"the network returned shape {pred.shape} for tiles of shape {tiles.shape}: tiled "
-                           "prediction needs outputs of the same batch and spatial size as the input")
-        if out is None:
-            out = np.empty((x.shape[0], pred.shape[1]) + tuple(spatial), dtype=pred.dtype)
-        for k, (b, corner) in enumerate(chunk):
-            target, source = [], []
-            for o, (c, h, _), s in zip(corner, plans, spatial):
-                length = min(c, s - o)
-                target.append(slice(o, o + length))
-                source.append(slice(h, h + length))
-            out[(b, slice(None)) + tuple(target)] = pred[(k, slice(None)) + tuple(source)]
-        done += len(chunk)
-        if progress:
-            progress(done, len(jobs))
-    return out
+
+def predict_planned(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, plans: Sequence[AxisPlan],
+                    batch_size: int = 1, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """:func:`predict_tiled` with the tiling already planned."""
+    result: list[np.ndarray] = []
+
+    def write(region: Region, values: np.ndarray) -> None:
+        if not result:
+            result.append(np.empty(x.shape[:1] + values.shape[1:2] + x.shape[2:], np.float32))
+        result[0][(slice(None), slice(None)) + region] = values
+
+    run_tiles(run, lambda b, region: x[(b, slice(None)) + region], write, x.shape, plans,
+              batch_size=batch_size, progress=progress)
+    return result[0]

@@ -1,0 +1,132 @@
+"""Choosing tile and batch sizes from the memory there is.
+
+The network's memory per input pixel is estimated once per model from its graph: the sum of
+every intermediate tensor for a small probe input (ONNX shape inference, or forward hooks on
+the torch module), divided by the probe's pixels. Not all of them are alive at once: on the N2V
+U-Net the measured peak was 0.39 (ONNX Runtime) and 0.40 (torch) of that sum, so half of it is
+taken as the peak. Tiles then take a share of the free memory (``MemAvailable`` and the cgroup
+limit on CPU, free device memory on CUDA).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+log = logging.getLogger("zoo.runtime")
+
+CPU_SHARE, CPU_CAP = 0.25, 768 << 20      # on CPU bigger tiles stop paying off; batching never does
+GPU_SHARE, GPU_MAX_BATCH = 0.5, 16
+MAX_TILE = {2: 1024, 3: 160}
+LIVE_FRACTION = 0.5
+FALLBACK_BYTES_PER_PIXEL = 4096
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        text = Path(path).read_text().split()[0]
+        return None if text == "max" else int(text)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def available_cpu_bytes() -> int:
+    """Memory this process may still use: MemAvailable, capped by a cgroup (v2 or v1) limit."""
+    available = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    if available is None:
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        limit, usage = _read_int(limit_file), _read_int(usage_file)
+        if limit and usage is not None and limit < 1 << 60:
+            available = min(available, max(limit - usage, 0))
+    return available
+
+
+def available_gpu_bytes(index: int = 0) -> int | None:
+    """Free memory on a CUDA device (through torch when it can see the device)."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return int(torch.cuda.mem_get_info(index)[0])
+    except Exception as e:   # noqa: BLE001 - a broken CUDA setup must not stop a CPU fallback
+        log.info("cannot query GPU memory: %s", e)
+    return None
+
+
+def onnx_bytes_per_pixel(path: str | Path, probe: Sequence[int]) -> float:
+    """Sum of every tensor's bytes in an ONNX graph for a ``probe`` input, per input pixel."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    for dim, value in zip(dims, probe):
+        dim.Clear()
+        dim.dim_value = int(value)
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    total = 0
+    for info in list(inferred.graph.value_info) + list(inferred.graph.output):
+        shape = info.type.tensor_type.shape.dim
+        if shape and all(d.HasField("dim_value") for d in shape):
+            total += 4 * math.prod(d.dim_value for d in shape)
+    return total / math.prod(probe[2:]) if total else FALLBACK_BYTES_PER_PIXEL
+
+
+def torch_bytes_per_pixel(network, probe: Sequence[int]) -> float:
+    """Sum of every leaf module's output bytes for a ``probe`` input, per input pixel."""
+    import torch
+
+    total = 0
+
+    def count(_module, _inputs, output):
+        nonlocal total
+        if isinstance(output, torch.Tensor):
+            total += output.numel() * output.element_size()
+
+    leaves = [m for m in network.modules() if not list(m.children())]
+    hooks = [m.register_forward_hook(count) for m in leaves]
+    try:
+        device = next(network.parameters()).device
+        with torch.inference_mode():
+            network(torch.zeros(tuple(probe), device=device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total / math.prod(probe[2:]) if total else FALLBACK_BYTES_PER_PIXEL
+
+
+@dataclass(frozen=True)
+class TileChoice:
+    tile: list[int]
+    batch_size: int
+    reason: str
+
+
+def choose(spatial: Sequence[int], bytes_per_pixel: float, margins: Sequence[int], on_gpu: bool,
+           available: int | None = None) -> TileChoice:
+    """The largest tile (and, on GPU, batch) whose activations fit the memory share."""
+    n = len(spatial)
+    if available is None:
+        available = (available_gpu_bytes() if on_gpu else None) or available_cpu_bytes()
+    budget = available * GPU_SHARE if on_gpu else min(available * CPU_SHARE, CPU_CAP)
+    pixels = max(budget / max(bytes_per_pixel * LIVE_FRACTION, 1.0), 1.0)
+    side = max(int(pixels ** (1 / n)), 1)
+    # no need for tiles larger than the image (plus its margins) on any axis
+    tile = [min(side, MAX_TILE[n] if n in MAX_TILE else side, s + 2 * m) for s, m in zip(spatial, margins)]
+    batch = 1
+    if on_gpu:
+        batch = int(max(1, min(GPU_MAX_BATCH, pixels // max(math.prod(tile), 1))))
+    reason = (f"{bytes_per_pixel * LIVE_FRACTION / 1024:.2f} KiB/pixel, {budget / 2**20:.0f} MiB budget of "
+              f"{available / 2**20:.0f} MiB free")
+    return TileChoice(tile=tile, batch_size=batch, reason=reason)
