@@ -25,12 +25,13 @@ CHILD = r"""
 import json, resource, sys, time
 import numpy as np, tifffile, zoo
 package, source, target, mode, tile, batch = sys.argv[1:7]
+tile, batch = int(tile) or None, int(batch) or None      # 0: chosen from free memory
 model = zoo.load(package, runtime="onnx", device="cpu")
 started = time.perf_counter()
 if mode == "stream":
-    model.predict_file(source, target, tile=int(tile), batch_size=int(batch))
+    model.predict_file(source, target, tile=tile, batch_size=batch)
 else:
-    tifffile.imwrite(target, model.predict(tifffile.imread(source), tile=int(tile), batch_size=int(batch)))
+    tifffile.imwrite(target, model.predict(tifffile.imread(source), tile=tile, batch_size=batch))
 seconds = time.perf_counter() - started
 print(json.dumps({"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
@@ -53,8 +54,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[4096, 16384])
     parser.add_argument("--package", default="n2v-w2s")
-    parser.add_argument("--tile", type=int, default=512)
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--tile", type=int, default=0, help="tile size (default 0: chosen from free memory)")
+    parser.add_argument("--batch-size", type=int, default=0, help="tiles per call (default 0: from free memory)")
     args = parser.parse_args()
 
     rows = []

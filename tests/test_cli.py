@@ -53,6 +53,26 @@ def test_push_list_info_pull_validate_predict(tmp_path, tiny_package):
     assert (tmp_path / "fig.png").stat().st_size > 1000
 
 
+def test_predict_stacks_with_axes_into_ome_zarr_and_png_into_tiff(tmp_path, tiny_package):
+    from PIL import Image
+
+    from zoo.omezarr import open_omezarr
+
+    home = tmp_path / "home"
+    stack = np.stack([synthetic_nuclei(shape=(80, 96), seed=s)[0] for s in range(6)]).reshape(2, 3, 80, 96)
+    tifffile.imwrite(tmp_path / "stack.tif", stack, photometric="minisblack")   # no axes in the file
+    assert_clean_error(zoo_cli("predict", tiny_package, tmp_path / "stack.tif", "-o", tmp_path / "o.zarr",
+                               env_home=home, check=False), "expects a 2D image", "--axes")
+    out = zoo_cli("predict", tiny_package, tmp_path / "stack.tif", "-o", tmp_path / "o.zarr", "--axes", "tzyx",
+                  "--tile", 64, env_home=home)
+    assert "streamed" in out.stdout
+    array, axes = open_omezarr(tmp_path / "o.zarr")
+    assert axes == "tzyx" and array.shape == stack.shape and np.isfinite(array[...]).all()
+    Image.fromarray(stack[0, 0]).save(tmp_path / "slice.png")
+    zoo_cli("predict", tiny_package, tmp_path / "slice.png", "-o", tmp_path / "slice.tif", env_home=home)
+    assert tifffile.imread(tmp_path / "slice.tif").shape == (80, 96)
+
+
 def test_validate_spec_file_and_folder(tmp_path, tiny_package):
     home = tmp_path / "home"
     assert "valid blueprint spec" in zoo_cli("validate", N2V_BLUEPRINT, env_home=home).stdout

@@ -28,6 +28,28 @@ class Runner(Protocol):
         """Estimated memory of the network's intermediate tensors per input pixel."""
 
 
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed blocks instead of returning them to the system after every call.
+
+    torch on CPU allocates and frees every activation per call; with glibc's defaults, large
+    blocks are mapped and unmapped each time and the page faults cost about a third of the run
+    (measured on the N2V U-Net, 764-px tiles, 2 cores: 0.69 -> 1.12 Mpx/s for +45% peak memory;
+    ONNX Runtime gains only 5% for +70%, so it is left alone).
+    Process-wide; set ZOO_MALLOC_TUNING=0 to leave malloc alone."""
+    if os.environ.get("ZOO_MALLOC_TUNING", "1") == "0":
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        ok = libc.mallopt(m_mmap_threshold, 256 << 20) == 1 and libc.mallopt(m_trim_threshold, 1 << 30) == 1
+    except (OSError, AttributeError):   # not glibc (macOS, musl, Windows): nothing to tune
+        return False
+    log.info("glibc malloc keeps freed memory (ZOO_MALLOC_TUNING=0 to disable): %s", ok)
+    return ok
+
+
 class TorchRunner:
     """Runs a ``torch.nn.Module`` in eval mode under ``inference_mode``, channels-last where the
     convolutions are 2D or 3D (oneDNN on CPU and cuDNN on GPU are faster in that layout)."""
@@ -40,6 +62,8 @@ class TorchRunner:
         self._torch = torch
         self.device = devices.torch_device(device)
         self.on_gpu = self.device.type == "cuda"
+        if not self.on_gpu:
+            keep_freed_memory()
         self.network = network.to(self.device).eval()
         self._formats = {4: torch.channels_last, 5: torch.channels_last_3d} if channels_last else {}
         self._converted: set[int] = set()

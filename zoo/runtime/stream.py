@@ -25,17 +25,21 @@ from .layout import Layout
 log = logging.getLogger("zoo.runtime")
 
 _SAMPLE_PIXELS = 1 << 22
+_WRITE_COLUMNS = 1024     # bands are post-processed and written this many columns at a time
 STREAM_SUFFIXES = TIFF + (ZARR, ".npy")
+
+
+def _advise(array, advice: int) -> None:
+    mm = getattr(array, "_mmap", None) if isinstance(array, np.memmap) else None
+    if isinstance(mm, mmap.mmap) and hasattr(mm, "madvise"):
+        mm.madvise(advice)
 
 
 def _release(array) -> None:
     """Flush a memory map and drop its resident pages (they are on disk)."""
-    if isinstance(array, np.memmap):
-        if array.mode != "r":
-            array.flush()
-        mm = getattr(array, "_mmap", None)
-        if isinstance(mm, mmap.mmap) and hasattr(mm, "madvise"):
-            mm.madvise(mmap.MADV_DONTNEED)
+    if isinstance(array, np.memmap) and array.mode != "r":
+        array.flush()
+    _advise(array, getattr(mmap, "MADV_DONTNEED", 4))
 
 
 def _frozen_statistics(model, layout: Layout, image, b: int) -> ops.Context:
@@ -44,8 +48,16 @@ def _frozen_statistics(model, layout: Layout, image, b: int) -> ops.Context:
     rows = layout.spatial_shape[0]
     per_row = max(1, int(np.prod(layout.spatial_shape[1:])) * layout.n_channels)
     stride = max(1, -(-rows * per_row // _SAMPLE_PIXELS))
-    region = (slice(0, rows, stride),) + tuple(slice(0, s) for s in layout.spatial_shape[1:])
-    sample = layout.read(image, b, region).astype(np.float32)[np.newaxis]
+    rest = tuple(slice(0, s) for s in layout.spatial_shape[1:])
+    # sparse rows: without MADV_RANDOM the kernel's read-around maps most of the file
+    _advise(image, getattr(mmap, "MADV_RANDOM", 1))
+    pieces = []
+    for start in range(0, rows, 16 * stride):   # copied a few rows at a time, pages released
+        pieces.append(np.array(layout.read(image, b, (slice(start, min(rows, start + 16 * stride), stride),) + rest),
+                               dtype=np.float32))
+        _release(image)
+    _advise(image, getattr(mmap, "MADV_NORMAL", 0))
+    sample = np.concatenate(pieces, axis=1)[np.newaxis]
     context: ops.Context = {}
     ops.apply(inp.preprocessing, sample, context, inp.name, ops.PREPROCESSING)
     return ops.freeze(context)
@@ -129,9 +141,13 @@ def predict_file(model, source: str | Path, target: str | Path, axes: str | None
                                          ops.PREPROCESSING) for k, b in enumerate(images)])
 
     def write(region: tiling.Region, band: np.ndarray) -> None:
-        done = [ops.apply(out.postprocessing, band[b:b + 1], {**frozen[b], "scale": dict(frozen[b]["frozen"])},
-                          out.name, ops.POSTPROCESSING) for b in range(band.shape[0])]
-        sink.write(region, np.concatenate(done))
+        width = region[-1].stop
+        for start in range(0, width, _WRITE_COLUMNS):    # temporaries of a few columns, not a band
+            columns = slice(start, min(start + _WRITE_COLUMNS, width))
+            part = band[..., columns]
+            done = [ops.apply(out.postprocessing, part[b:b + 1], {**frozen[b], "scale": dict(frozen[b]["frozen"])},
+                              out.name, ops.POSTPROCESSING) for b in range(part.shape[0])]
+            sink.write(region[:-1] + (columns,), np.concatenate(done))
         _release(image)
 
     target.parent.mkdir(parents=True, exist_ok=True)
