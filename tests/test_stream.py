@@ -91,3 +91,20 @@ def test_output_never_overwrites_the_input_nor_stays_half_written(tmp_path, tiny
     with pytest.raises(KeyboardInterrupt):
         model.predict_file(tmp_path / "in.tif", tmp_path / "out.tif", tile=64, batch_size=1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif"]
+
+
+def test_plain_zarr_arrays_and_empty_groups(tmp_path, tiny_package):
+    import zarr
+
+    image = synthetic_nuclei(shape=(120, 100), seed=2)[0]
+    plain = zarr.open_array(str(tmp_path / "plain.zarr"), mode="w", shape=image.shape, chunks=(50, 50), dtype=image.dtype)
+    plain[...] = image
+    assert open_lazy(tmp_path / "plain.zarr")[1] is None        # no metadata: axes are guessed
+    model = zoo.load(tiny_package)
+    model.predict_file(tmp_path / "plain.zarr", tmp_path / "out.tif", tile=64)
+    _close(tifffile.imread(tmp_path / "out.tif"), model.predict(image, tile=64))
+    zarr.open_group(str(tmp_path / "empty.zarr"), mode="w")
+    with pytest.raises(InputError, match="without images"):
+        model.predict_file(tmp_path / "empty.zarr", tmp_path / "o.tif")
+    with pytest.raises(InputError, match="cannot stream into '.png'"):
+        model.predict_file(tmp_path / "plain.zarr", tmp_path / "o.png")

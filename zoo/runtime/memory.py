@@ -19,7 +19,7 @@ from typing import Sequence
 log = logging.getLogger("zoo.runtime")
 
 CPU_SHARE, CPU_CAP = 0.25, 768 << 20      # on CPU bigger tiles stop paying off; batching never does
-GPU_SHARE, GPU_MAX_BATCH = 0.5, 16
+GPU_SHARE, GPU_MAX_BATCH, GPU_ASSUMED_FREE = 0.5, 16, 4 << 30
 MAX_TILE = {2: 1024, 3: 160}
 LIVE_FRACTION = 0.5
 FALLBACK_BYTES_PER_PIXEL = 4096
@@ -118,7 +118,8 @@ def choose(spatial: Sequence[int], bytes_per_pixel: float, margins: Sequence[int
     """The largest tile (and, on GPU, batch) whose activations fit the memory share."""
     n = len(spatial)
     if available is None:
-        available = (available_gpu_bytes() if on_gpu else None) or available_cpu_bytes()
+        # ONNX Runtime on CUDA without a CUDA torch cannot ask the device: assume a small GPU
+        available = (available_gpu_bytes() or GPU_ASSUMED_FREE) if on_gpu else available_cpu_bytes()
     budget = available * GPU_SHARE if on_gpu else min(available * CPU_SHARE, CPU_CAP)
     pixels = max(budget / max(bytes_per_pixel * LIVE_FRACTION, 1.0), 1.0)
     side = max(int(pixels ** (1 / n)), 1)
