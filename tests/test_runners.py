@@ -57,3 +57,24 @@ def test_automatic_tiles_fit_the_memory_share(tiny_package):
     assert tiny.tile == [90, 92]      # never larger than the image and its margins
     plans, batch = model.plan_tiles((300, 200))
     assert batch == 1 and all(p.n >= 1 for p in plans)
+
+
+def test_batch_norm_folding_keeps_the_output():
+    import torch
+
+    from zoo.nn.unet import UNet
+    from zoo.runtime.runners import fold_batch_norm
+
+    torch.manual_seed(0)
+    net = UNet(dims=2, depth=2, base_channels=8, batch_norm=True).eval()
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    x = torch.rand(1, 1, 64, 64)
+    with torch.inference_mode():
+        before = net(x)
+        fold_batch_norm(net)
+        after = net(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
