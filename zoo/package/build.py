@@ -1,6 +1,7 @@
 """Build a model package from a trained network: weights, ONNX, test tensors, cover, card, spec."""
 from __future__ import annotations
 
+import copy
 import shutil
 import uuid
 from pathlib import Path
@@ -46,7 +47,7 @@ def build(blueprint: Spec, network, out: str | Path, training: Training, sample:
     from safetensors.torch import save_file
 
     from ..model import Model
-    from ..runtime.runners import TorchRunner
+    from ..runtime.runners import TorchRunner, fold_batch_norm
 
     out = Path(out).resolve()
     if out.exists():
@@ -76,7 +77,8 @@ def build(blueprint: Spec, network, out: str | Path, training: Training, sample:
         example = [1, inp.n_channels] + [max(64, m) for m in (inp.shape_min or [64] * n)]
         onnx_export.export(network, tmp / ONNX, example)
 
-        runner_model = Model.with_runner(spec, TorchRunner(network, device="cpu"))
+        # the test outputs come from the network as `zoo.load(..., runtime="torch")` will run it
+        runner_model = Model.with_runner(spec, TorchRunner(fold_batch_norm(copy.deepcopy(network)), device="cpu"))
         x, _ = layout.to_tensor(sample, None, inp.spatial_axes, inp.n_channels)
         test_x = _center_crop(x[:1], test_size, inp.shape_step or [1] * n)
         test_y = runner_model.predict_tensor(test_x)
