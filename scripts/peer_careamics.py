@@ -19,6 +19,35 @@ Subcommands
     creates an (untrained) ``CAREamist`` and times
     ``careamist.predict(image, axes="YX", tile_size=..., tile_overlap=...)`` on a
     synthetic float32 image. Prints one JSON object as the last stdout line.
+``train --train-list TRAIN.txt --val-list VAL.txt --out-dir OUT --steps 300``
+``--patch 64 --batch-size 16 --threads 2 --seed 0 [--json OUT.json]``
+    Run with ``VENV_DIR/bin/python``. Loads the 2D grey images listed one a line
+    in TRAIN.txt (PNG via PIL, TIFF via tifffile; float32; stacked as axes
+    ``SYX`` when all have one size, else a list with axes ``YX``) and trains
+    CAREamics' default N2V (U-Net depth 2, 32 initial filters, default masking,
+    augmentations, Adam and ReduceLROnPlateau, mean/std normalization computed
+    from the training data) for exactly ``--steps`` optimisation steps of
+    ``--batch-size`` patches of ``--patch`` pixels. Then predicts every image in
+    VAL.txt whole (no tiling) and saves each, denormalised by CAREamics, as
+    ``OUT/STEM.npy`` (float32). Prints one JSON object as the last stdout line.
+
+    Exact step count: ``max_epochs=-1`` (``num_epochs=-1``) with Lightning's
+    ``max_steps=--steps`` in the trainer parameters; the run fails unless the
+    timed batches, ``trainer.global_step`` and the "last" checkpoint that
+    prediction loads all say ``--steps``. No validation during training:
+    ``n_val_patches=0`` (CAREamics then requires the scheduler to monitor
+    ``train_loss_epoch`` instead of ``val_loss``; ReduceLROnPlateau acts per
+    epoch with patience 10, so this changes nothing within a few epochs) and
+    ``num_sanity_val_steps=0``. The validation images are never seen in training.
+
+    Timing: a Lightning callback records ``train_seconds`` (from the first
+    ``on_train_epoch_start``, before the first batch is fetched, to the last
+    ``on_train_batch_end``: patch extraction, augmentation, N2V masking, forward,
+    backward and Adam step) and the sum of the per-batch times
+    (``on_train_batch_start`` to ``on_train_batch_end``: masking, forward,
+    backward, optimizer step; no batch fetching). ``fit_seconds`` is the whole
+    ``careamist.train()`` call (adds dataset set-up and the mean/std pass).
+    The median and 90th percentile of the batch times expose CPU contention.
 ``check``
     Run with ``VENV_DIR/bin/python``. Imports CAREamics the way ``run`` does and
     prints the versions as JSON; ``setup`` uses it to decide whether it is done.
@@ -524,6 +553,263 @@ def run(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------
+# train
+# --------------------------------------------------------------------------
+
+
+def _read_list(path: Path) -> list[Path]:
+    """Image paths listed one a line in ``path`` (blank lines and ``#`` comments skipped)."""
+    base = path.resolve().parent
+    paths = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        item = Path(line)
+        paths.append(item if item.is_absolute() else base / item)
+    if not paths:
+        raise SystemExit(f"{path} lists no images")
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise SystemExit(f"{path}: {len(missing)} listed files do not exist, e.g. {missing[0]}")
+    return paths
+
+
+def _load_grey(path: Path):
+    """A 2D grey image (PNG via PIL, TIFF via tifffile) as a float32 array."""
+    import numpy as np
+
+    if path.suffix.lower() in (".tif", ".tiff"):
+        import tifffile
+
+        array = tifffile.imread(path)
+    else:
+        from PIL import Image
+
+        with Image.open(path) as image:
+            if image.mode not in ("L", "I", "I;16", "I;16B", "I;16L", "F"):
+                raise SystemExit(f"{path}: PIL mode {image.mode!r} is not a grey image")
+            array = np.asarray(image)
+    array = np.squeeze(array)
+    if array.ndim != 2:
+        raise SystemExit(f"{path}: expected a 2D grey image, got shape {array.shape}")
+    return array.astype(np.float32)
+
+
+def _quiet_training() -> None:
+    """Also silence what only training prints: CAREamics' own loggers (created by
+    ``careamics.utils.logging.get_logger`` under bare names such as "Statistics",
+    which do not propagate) and the tqdm bar of its normalization statistics."""
+    import functools
+    import logging
+
+    from careamics.dataset.normalization import statistics
+    from careamics.utils import logging as careamics_logging
+
+    for name in list(careamics_logging.LOGGERS):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if not isinstance(statistics.tqdm, functools.partial):
+        statistics.tqdm = functools.partial(statistics.tqdm, disable=True)
+
+
+def train(args: argparse.Namespace) -> int:
+    depth = 2  # CAREamics' default UNetConfig.depth (num_channels_init 32)
+    if args.steps <= 0 or args.batch_size <= 0 or args.threads <= 0:
+        raise SystemExit("--steps, --batch-size and --threads must be positive")
+    if args.patch <= 0 or args.patch % (2**depth):
+        raise SystemExit(f"--patch must be a positive multiple of {2**depth}")
+
+    train_paths = _read_list(Path(args.train_list))
+    val_paths = _read_list(Path(args.val_list))
+    overlap = {p.resolve() for p in train_paths} & {p.resolve() for p in val_paths}
+    if overlap:
+        raise SystemExit(f"{len(overlap)} images are in both lists, e.g. {min(overlap)}")
+    stems = [p.stem for p in val_paths]
+    if len(set(stems)) != len(stems):
+        raise SystemExit("validation images must have distinct file stems (outputs are STEM.npy)")
+
+    _set_thread_env(args.threads)
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(args.threads)
+    torch.set_num_interop_threads(args.threads)
+
+    careamics = _import_careamics()
+    import warnings
+
+    from careamics import CAREamist
+    from careamics.config import create_advanced_n2v_config
+    from lightning.pytorch.callbacks import Callback
+
+    _quiet_libraries()
+    _quiet_training()
+    # num_workers=0 is deliberate (threads stay as set); no validation loader.
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=r".*Total length of .* is zero.*")
+    warnings.filterwarnings("ignore", message=r".*val_dataloader.*")
+
+    train_images = [_load_grey(p) for p in train_paths]
+    val_images = [_load_grey(p) for p in val_paths]
+    shapes = {im.shape for im in train_images}
+    if len(shapes) == 1:
+        # one stack of same-sized images: CAREamics wants axes "SYX" for it
+        train_data, train_axes = np.stack(train_images), "SYX"
+    else:
+        train_data, train_axes = train_images, "YX"
+    for image in train_images:
+        if min(image.shape) < args.patch:
+            raise SystemExit(f"a training image {image.shape} is smaller than --patch {args.patch}")
+
+    class StepTimer(Callback):
+        """Times the training loop and each optimisation step (batch)."""
+
+        def __init__(self) -> None:
+            self.loop_start: float | None = None
+            self.loop_end: float | None = None
+            self.batch_start = 0.0
+            self.batch_seconds: list[float] = []
+
+        def on_train_epoch_start(self, trainer, pl_module) -> None:
+            if self.loop_start is None:  # the first batch is fetched after this hook
+                self.loop_start = time.perf_counter()
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            self.batch_start = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            now = time.perf_counter()
+            self.batch_seconds.append(now - self.batch_start)
+            self.loop_end = now
+            actual = int(batch[0].data.shape[0])
+            if actual != args.batch_size:
+                raise RuntimeError(
+                    f"batch {len(self.batch_seconds)} has {actual} patches, not {args.batch_size}"
+                )
+
+    # Exact step count: an unbounded number of epochs (max_epochs=-1) cut by
+    # Lightning's max_steps (optimizer steps == batches: automatic optimisation,
+    # no gradient accumulation). No validation: n_val_patches=0, which CAREamics
+    # only allows with a training-loss monitor for its (per-epoch,
+    # patience-10) ReduceLROnPlateau; no sanity validation either.
+    config = create_advanced_n2v_config(
+        experiment_name="peer_careamics_train",
+        data_type="array",
+        axes=train_axes,
+        patch_size=[args.patch, args.patch],
+        batch_size=args.batch_size,
+        num_epochs=-1,
+        n_val_patches=0,
+        monitor_metric="train_loss_epoch",
+        num_workers=0,
+        trainer_params={
+            "max_steps": args.steps,
+            "num_sanity_val_steps": 0,
+            "enable_model_summary": False,
+        },
+        seed=args.seed + 1,  # careamics wants a seed > 0
+    )
+    unet = config.algorithm_config.model
+    torch.manual_seed(args.seed)
+    timer = StepTimer()
+
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="peer-careamics-train-") as work_dir:
+        careamist = CAREamist(
+            config, work_dir=work_dir, callbacks=[timer], enable_progress_bar=False
+        )
+        _quiet_libraries()
+        _quiet_training()
+
+        start = time.perf_counter()
+        careamist.train(train_data=train_data)
+        fit_seconds = time.perf_counter() - start
+
+        trainer = careamist.trainer
+        steps_run = len(timer.batch_seconds)
+        if steps_run != args.steps or trainer.global_step != args.steps:
+            raise SystemExit(
+                f"CAREamics ran {steps_run} batches / {trainer.global_step} optimizer"
+                f" steps, not the requested {args.steps}"
+            )
+        batches_per_epoch = trainer.num_training_batches
+        epochs_touched = -(-steps_run // max(1, int(batches_per_epoch)))  # ceil
+        final_loss = trainer.callback_metrics.get("train_loss")
+        train_seconds = timer.loop_end - timer.loop_start
+        batch_seconds_sum = float(sum(timer.batch_seconds))
+
+        # N2V predicts from the "last" checkpoint; make sure it holds the final weights.
+        last_ckpt = getattr(trainer.checkpoint_callback, "last_model_path", "") or ""
+        if last_ckpt and Path(last_ckpt).is_file():
+            ckpt_step = torch.load(last_ckpt, map_location="cpu", weights_only=False)["global_step"]
+            if ckpt_step != args.steps:
+                raise SystemExit(f"the last checkpoint is from step {ckpt_step}, not {args.steps}")
+            predict_weights = f"last checkpoint (global_step {ckpt_step})"
+        else:
+            predict_weights = "in-memory weights (no last checkpoint)"
+
+        start = time.perf_counter()
+        predictions, _sources = careamist.predict(
+            val_images, axes="YX", data_type="array", tile_size=None
+        )
+        predict_seconds = time.perf_counter() - start
+
+    if len(predictions) != len(val_images):
+        raise SystemExit(f"got {len(predictions)} predictions for {len(val_images)} images")
+    written = []
+    for path, image, prediction in zip(val_paths, val_images, predictions):
+        output = np.squeeze(np.asarray(prediction)).astype(np.float32)
+        if output.shape != image.shape:
+            raise SystemExit(f"{path.name}: prediction shape {output.shape} != {image.shape}")
+        if not np.isfinite(output).all():
+            raise SystemExit(f"{path.name}: prediction contains non-finite values")
+        target = out_dir / f"{path.stem}.npy"
+        np.save(target, output)
+        written.append(str(target))
+
+    patches = args.steps * args.batch_size
+    result = {
+        "peer": "careamics",
+        "careamics_version": careamics.__version__,
+        "torch_version": torch.__version__,
+        "steps": steps_run,
+        "batch_size": args.batch_size,
+        "patch": args.patch,
+        "threads": args.threads,
+        "train_seconds": round(train_seconds, 4),
+        "patches_per_s": round(patches / train_seconds, 3),
+        "batch_seconds_sum": round(batch_seconds_sum, 4),
+        "patches_per_s_batches": round(patches / batch_seconds_sum, 3),
+        # per-step spread: a shared/oversubscribed CPU shows up as a long tail
+        "batch_seconds_median": round(float(np.median(timer.batch_seconds)), 4),
+        "batch_seconds_p90": round(float(np.percentile(timer.batch_seconds, 90)), 4),
+        "patches_per_s_median_batch": round(
+            args.batch_size / float(np.median(timer.batch_seconds)), 3
+        ),
+        "fit_seconds": round(fit_seconds, 4),
+        "predict_seconds": round(predict_seconds, 4),
+        "predict_weights": predict_weights,
+        "final_train_loss": None if final_loss is None else round(float(final_loss), 6),
+        "batches_per_epoch": int(batches_per_epoch),
+        "epochs_touched": int(epochs_touched),
+        "train_axes": train_axes,
+        "unet_depth": unet.depth,
+        "unet_num_channels_init": unet.num_channels_init,
+        "seed": args.seed,
+        "predictions": written,
+        "n_train_images": len(train_images),
+        "n_val_images": len(val_images),
+    }
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+# --------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -549,6 +835,17 @@ def main(argv: list[str] | None = None) -> int:
                        help="data loader worker processes (0: in the main process)")
     p_run.add_argument("--json", help="also write the result to this file")
 
+    p_train = sub.add_parser("train", help="inside the venv: train N2V for exact steps, predict")
+    p_train.add_argument("--train-list", required=True, help="training image paths, one a line")
+    p_train.add_argument("--val-list", required=True, help="images to predict, one a line")
+    p_train.add_argument("--out-dir", required=True, help="predictions go here as STEM.npy")
+    p_train.add_argument("--steps", type=int, default=300, help="optimisation steps")
+    p_train.add_argument("--patch", type=int, default=64, help="patch side (pixels)")
+    p_train.add_argument("--batch-size", type=int, default=16)
+    p_train.add_argument("--threads", type=int, default=2, help="torch/OpenMP threads")
+    p_train.add_argument("--seed", type=int, default=0)
+    p_train.add_argument("--json", help="also write the result to this file")
+
     args = parser.parse_args(argv)
     if args.command == "setup":
         try:
@@ -558,6 +855,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     if args.command == "check":
         return check()
+    if args.command == "train":
+        return train(args)
     return run(args)
 
 

@@ -13,15 +13,9 @@ N2V_BLUEPRINT = REPO / "models" / "n2v" / "spec.yaml"
 
 def synthetic_nuclei(shape=(96, 96), n=12, seed=0, peak=200.0, read_noise=5.0) -> tuple[np.ndarray, np.ndarray]:
     """(noisy uint16 image, clean float image): blurred blobs with Poisson-Gaussian noise."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[: shape[0], : shape[1]]
-    clean = np.full(shape, 10.0)
-    for _ in range(n):
-        cy, cx = rng.uniform(0, shape[0]), rng.uniform(0, shape[1])
-        r = rng.uniform(4, 9)
-        clean += peak * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r**2))
-    noisy = rng.poisson(clean) + rng.normal(0, read_noise, shape)
-    return np.clip(noisy, 0, 65535).astype(np.uint16), clean
+    from zoo.synthetic import nuclei
+
+    return nuclei(shape, n=n, seed=seed, peak=peak, read_noise=read_noise)
 
 
 @pytest.fixture

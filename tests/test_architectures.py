@@ -24,7 +24,7 @@ def test_unknown_architecture_names_it():
 
 def test_third_party_registration_in_process():
     arch = architectures.Architecture(id="my-net", package="zoo.models.n2v",
-                                      network="zoo.models.n2v.network:build_network",
+                                      network="zoo.nn.unet:restoration_unet",
                                       training="zoo.models.n2v.module:N2VModule")
     architectures.register(arch)
     try:
@@ -38,14 +38,14 @@ def test_prediction_imports_no_lightning():
     import subprocess
     import sys
 
-    code = ("import sys, zoo, zoo.model, zoo.runtime.runners, zoo.models.n2v.network; "
+    code = ("import sys, zoo, zoo.model, zoo.runtime.runners, zoo.nn.unet; "
             "print('pytorch_lightning' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
 def test_blind_spot_replaces_masked_pixels_with_neighbours_only():
-    from zoo.models.n2v.module import blind_spot
+    from zoo.trainers.masking import blind_spot
 
     g = torch.Generator().manual_seed(0)
     x = torch.arange(2 * 1 * 32 * 32, dtype=torch.float32).reshape(2, 1, 32, 32)  # all values distinct
@@ -63,7 +63,7 @@ def test_blind_spot_replaces_masked_pixels_with_neighbours_only():
 
 
 def test_blind_spot_works_in_3d():
-    from zoo.models.n2v.module import blind_spot
+    from zoo.trainers.masking import blind_spot
 
     x = torch.rand(1, 1, 8, 16, 16)
     masked, mask = blind_spot(x, fraction=0.02, radius=1)
@@ -98,7 +98,7 @@ def test_network_is_fully_convolutional():
 
 
 def test_blind_spot_never_shows_a_masked_pixel_its_own_value_at_borders():
-    from zoo.models.n2v.module import blind_spot
+    from zoo.trainers.masking import blind_spot
 
     x = torch.arange(64, dtype=torch.float32).reshape(1, 1, 8, 8).repeat(64, 1, 1, 1)
     masked, mask = blind_spot(x, fraction=0.3, radius=2, generator=torch.Generator().manual_seed(3))

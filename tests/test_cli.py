@@ -122,5 +122,5 @@ def test_errors_are_clear_and_traceback_free(tmp_path, tiny_package, package_cop
 
 
 def test_help_for_every_command(tmp_path):
-    for command in ["list", "info", "pull", "push", "validate", "predict", "train"]:
+    for command in ["list", "info", "pull", "push", "validate", "predict", "evaluate", "train"]:
         assert "usage: zoo " + command in zoo_cli(command, "--help", env_home=tmp_path).stdout

@@ -24,8 +24,19 @@ class ZooModule(pl.LightningModule):
         """Training hyper-parameters, recorded in the package's training config."""
         return {"lr": self.lr}
 
+    def on_fit_start(self) -> None:
+        """Channels-last on 2D/3D convolutions (oneDNN and cuDNN are faster in that layout) and,
+        on CPU, an allocator that keeps freed memory (the page faults otherwise cost a third)."""
+        from zoo.runtime.runners import keep_freed_memory
+
+        if self.device.type == "cpu":
+            keep_freed_memory()
+        self._layout = {4: torch.channels_last, 5: torch.channels_last_3d}
+        self.network.to(memory_format=self._layout[len(self.spec.inputs[0].axes)])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.network(x)
+        layout = getattr(self, "_layout", {}).get(x.ndim)
+        return self.network(x.contiguous(memory_format=layout) if layout else x)
 
     def loss(self, batch, generator: torch.Generator | None = None) -> torch.Tensor:
         raise NotImplementedError

@@ -25,3 +25,28 @@ class KeepBest(pl.Callback):
     def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if self._state is not None:
             module.network.load_state_dict(self._state)
+
+
+class BatchTimer(pl.Callback):
+    """Wall time spent in training batches (forward, backward, optimiser step; no validation)."""
+
+    def __init__(self):
+        self.seconds, self.batches, self.samples = 0.0, 0, 0
+        self._started = 0.0
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        import time
+
+        self._started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        import time
+
+        self.seconds += time.perf_counter() - self._started
+        self.batches += 1
+        first = batch[0] if isinstance(batch, (list, tuple)) else batch
+        self.samples += int(first.shape[0])
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.samples / self.seconds if self.seconds else 0.0

@@ -1,4 +1,5 @@
-"""Training data: image folders, a by-image train/validation split, normalised random patches."""
+"""Training data: image folders (single or paired by name), a by-image train/validation split,
+normalised random patches with foreground-aware sampling and flip/rot90 augmentation."""
 from __future__ import annotations
 
 import random
@@ -11,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from zoo.errors import InputError, NotFoundError
-from zoo.imageio import IMAGE_SUFFIXES, read_image
+from zoo.imageio import IMAGE_SUFFIXES, ZARR, read_image
 from zoo.runtime import layout, ops
 from zoo.spec import TensorSpec
 
@@ -20,10 +21,25 @@ def list_images(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise NotFoundError(f"training data folder not found: {folder}")
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+                   and (p.is_file() or p.suffix.lower() == ZARR))
     if not paths:
         raise InputError(f"no images in {folder}: expected files ending in {', '.join(IMAGE_SUFFIXES)}")
     return paths
+
+
+def match_targets(images: Sequence[Path], target_folder: str | Path) -> list[Path]:
+    """The target of every image: the file of the same name (or stem) in ``target_folder``."""
+    targets = {p.name: p for p in list_images(target_folder)}
+    by_stem = {p.stem: p for p in targets.values()}
+    matched, missing = [], []
+    for image in images:
+        target = targets.get(image.name) or by_stem.get(image.stem)
+        (matched.append(target) if target else missing.append(image.name))
+    if missing:
+        raise InputError(f"{len(missing)} image(s) have no target of the same name in {target_folder}: "
+                         f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+    return matched
 
 
 def split_by_image(paths: Sequence[Path], val_fraction: float, seed: int = 0) -> tuple[list[Path], list[Path]]:
@@ -59,30 +75,40 @@ def intensity_statistics(images: Sequence[np.ndarray]) -> dict:
             "percentiles": {f"p{q:g}": float(v) for q, v in zip(qs, values)}}
 
 
-def _augment(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Random flips along every spatial axis and a random 90-degree rotation in yx."""
-    for axis in range(1, patch.ndim):
+def _augment(patches: tuple[np.ndarray, ...], rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """The same random flips along every spatial axis and 90-degree rotation in yx for all."""
+    for axis in range(1, patches[0].ndim):
         if rng.random() < 0.5:
-            patch = np.flip(patch, axis)
-    if patch.shape[-1] == patch.shape[-2]:
-        patch = np.rot90(patch, int(rng.integers(4)), axes=(-2, -1))
-    return np.ascontiguousarray(patch)
+            patches = tuple(np.flip(p, axis) for p in patches)
+    if patches[0].shape[-1] == patches[0].shape[-2]:
+        k = int(rng.integers(4))
+        patches = tuple(np.rot90(p, k, axes=(-2, -1)) for p in patches)
+    return patches
 
 
 class PatchDataset(Dataset):
-    """Random patches from a list of normalised images (``c, *spatial``).
+    """Random patches from normalised images (``c, *spatial``), or from (image, target) pairs
+    cut at the same place.
 
-    With ``fixed=True`` (validation) patch positions are drawn once, so every epoch sees the same.
+    ``foreground``: the probability that a patch is required to hold foreground (at least 10% of
+    its pixels above the image's 80th percentile; up to 8 draws), so that sparse images do not
+    train on background alone. With ``fixed=True`` (validation) positions are drawn once.
     """
 
-    def __init__(self, images: list[np.ndarray], patch: Sequence[int], length: int, augment: bool,
-                 seed: int = 0, fixed: bool = False):
-        for img in images:
-            if any(s < p for s, p in zip(img.shape[1:], patch)):
-                raise InputError(f"an image of shape {img.shape[1:]} is smaller than the patch size {tuple(patch)}; "
+    def __init__(self, images: list[np.ndarray | tuple[np.ndarray, ...]], patch: Sequence[int], length: int,
+                 augment: bool, seed: int = 0, fixed: bool = False, foreground: float = 0.0):
+        self.images = [img if isinstance(img, tuple) else (img,) for img in images]
+        for group in self.images:
+            shape = group[0].shape[1:]
+            if any(g.shape[1:] != shape for g in group):
+                raise InputError(f"an image and its target differ in size: {[g.shape[1:] for g in group]}")
+            if any(s < p for s, p in zip(shape, patch)):
+                raise InputError(f"an image of shape {shape} is smaller than the patch size {tuple(patch)}; "
                                  "use a smaller --patch")
-        self.images, self.patch, self.length, self.augment = images, list(patch), length, augment
-        self.seed = seed
+        self.patch, self.length, self.augment = list(patch), length, augment
+        self.seed, self.foreground = seed, foreground
+        self._thresholds = [float(np.percentile(g[-1][:, ::4, ::4] if g[-1].ndim == 3 else g[-1], 80))
+                            for g in self.images] if foreground > 0 else None
         self._fixed = [self._draw(np.random.default_rng(seed + i)) for i in range(length)] if fixed else None
         self._rng: np.random.Generator | None = None
 
@@ -91,8 +117,16 @@ class PatchDataset(Dataset):
 
     def _draw(self, rng: np.random.Generator) -> tuple[int, tuple[int, ...]]:
         k = int(rng.integers(len(self.images)))
-        shape = self.images[k].shape[1:]
-        return k, tuple(int(rng.integers(s - p + 1)) for s, p in zip(shape, self.patch))
+        shape = self.images[k][0].shape[1:]
+        tries = 8 if self._thresholds is not None and rng.random() < self.foreground else 1
+        for _ in range(tries):
+            corner = tuple(int(rng.integers(s - p + 1)) for s, p in zip(shape, self.patch))
+            if tries == 1 or np.mean(self._cut(self.images[k][-1], corner) > self._thresholds[k]) >= 0.1:
+                break
+        return k, corner
+
+    def _cut(self, image: np.ndarray, corner: tuple[int, ...]) -> np.ndarray:
+        return image[(slice(None),) + tuple(slice(c, c + p) for c, p in zip(corner, self.patch))]
 
     def _stream(self) -> np.random.Generator:
         """A random stream per process (each DDP rank and data-loader worker draws different patches)."""
@@ -103,36 +137,45 @@ class PatchDataset(Dataset):
             self._rng = np.random.default_rng((self.seed, rank, worker.id if worker else 0))
         return self._rng
 
-    def __getitem__(self, i: int) -> torch.Tensor:
+    def __getitem__(self, i: int):
         rng = self._stream()
         k, corner = self._fixed[i] if self._fixed else self._draw(rng)
-        region = (slice(None),) + tuple(slice(c, c + p) for c, p in zip(corner, self.patch))
-        patch = self.images[k][region]
+        patches = tuple(self._cut(image, corner) for image in self.images[k])
         if self.augment:
-            patch = _augment(patch, rng)
-        return torch.from_numpy(np.ascontiguousarray(patch, dtype=np.float32))
+            patches = _augment(patches, rng)
+        tensors = tuple(torch.from_numpy(np.ascontiguousarray(p, dtype=np.float32)) for p in patches)
+        return tensors[0] if len(tensors) == 1 else tensors
 
 
-class ImageFolderDataModule(pl.LightningDataModule):
-    """Single images (no targets), for self-supervised training: patches of normalised images."""
+class RestorationDataModule(pl.LightningDataModule):
+    """Patches of normalised images for image-to-image training: images alone (self-supervised)
+    or (image, target) pairs. Targets are normalised with the input's own ops, per image."""
 
     def __init__(self, tensor: TensorSpec, train_files: Sequence[Path], val_files: Sequence[Path],
                  patch: Sequence[int], batch_size: int = 16, steps_per_epoch: int = 200,
-                 val_patches: int = 64, seed: int = 0):
+                 val_patches: int = 64, seed: int = 0, train_targets: Sequence[Path] | None = None,
+                 val_targets: Sequence[Path] | None = None, foreground: float = 0.5):
         super().__init__()
+        if (train_targets is None) != (val_targets is None):
+            raise InputError("give targets for both the training and the validation images, or for neither")
         self.tensor, self.train_files, self.val_files = tensor, list(train_files), list(val_files)
         self.patch, self.batch_size, self.seed = list(patch), batch_size, seed
-        self.steps_per_epoch, self.val_patches = steps_per_epoch, val_patches
+        self.steps_per_epoch, self.val_patches, self.foreground = steps_per_epoch, val_patches, foreground
         self.raw_train = [read_raw(p, tensor) for p in self.train_files]
-        self.train_images = [normalise(x, tensor) for x in self.raw_train]
-        self.val_images = [normalise(read_raw(p, tensor), tensor) for p in self.val_files]
+        self.train_images = self._pairs([normalise(x, tensor) for x in self.raw_train], train_targets)
+        self.val_images = self._pairs([normalise(read_raw(p, tensor), tensor) for p in self.val_files], val_targets)
+
+    def _pairs(self, images: list[np.ndarray], targets: Sequence[Path] | None) -> list:
+        if targets is None:
+            return images
+        return [(x, normalise(read_raw(t, self.tensor), self.tensor)) for x, t in zip(images, targets)]
 
     def statistics(self) -> dict:
         return intensity_statistics(self.raw_train)
 
     def train_dataloader(self) -> DataLoader:
         ds = PatchDataset(self.train_images, self.patch, self.steps_per_epoch * self.batch_size,
-                          augment=True, seed=self.seed)
+                          augment=True, seed=self.seed, foreground=self.foreground)
         return DataLoader(ds, batch_size=self.batch_size, shuffle=False, num_workers=0)
 
     def val_dataloader(self) -> DataLoader:

@@ -12,27 +12,32 @@ from zoo.hashing import fingerprint_files
 from zoo.package import build
 from zoo.spec import Spec, Training
 
-from .callbacks import KeepBest
-from .data import ImageFolderDataModule, list_images, read_raw, split_by_image
+from .callbacks import BatchTimer, KeepBest
+from .data import RestorationDataModule, list_images, match_targets, read_raw, split_by_image
 
 log = logging.getLogger("zoo.trainers")
 
 
 def fit(blueprint: str | Path | Spec, data: str | Path | None, out: str | Path, *,
+        target: str | Path | None = None,
         train_files: Sequence[Path] | None = None, val_files: Sequence[Path] | None = None,
         val_fraction: float = 0.15, name: str | None = None, version: str = "0.1.0",
-        description: str | None = None, patch: int = 64, batch_size: int = 16, max_steps: int = 1000,
+        description: str | None = None, patch: int | Sequence[int] = 64, batch_size: int = 16, max_steps: int = 1000,
         steps_per_epoch: int = 200, lr: float | None = None, seed: int = 0,
         accelerator: str = "auto", devices: str | int = "auto", precision: str = "32-true",
         strategy: str = "auto", progress: bool = True, module_options: dict | None = None,
         data_description: str | None = None, data_source: str | None = None,
-        data_license: str | None = None, sample: str | Path | None = None, overwrite: bool = False) -> Path:
+        data_license: str | None = None, sample: str | Path | None = None, overwrite: bool = False,
+        callbacks: Sequence = ()) -> Path:
     """Train ``blueprint`` on the images in ``data`` (or explicit file lists); return the package path.
 
+    Architectures trained on pairs (CARE, Noise2Noise) take their targets from the folder
+    ``target``: the file of the same name as each image.
     The split is by image: ``val_files`` if given, else ``val_fraction`` of the folder's images.
     The weights kept are those with the lowest validation loss. Lightning options (accelerator, devices, precision, strategy) pass straight through.
     ``sample``: the image whose crop becomes the package's test tensors and cover (default: the
     first validation image; pass one whose licence allows redistribution when publishing).
+    ``callbacks``: extra Lightning callbacks.
     """
     import pytorch_lightning as pl
 
@@ -51,18 +56,29 @@ def fit(blueprint: str | Path | Spec, data: str | Path | None, out: str | Path, 
     if not train_files:
         raise InputError("no training images left after setting the validation images aside")
 
+    arch = architectures.get(spec.architecture_id)
+    if arch.needs_targets and target is None:
+        raise InputError(f"'{arch.id}' learns from pairs: give the folder of targets (--target), one file "
+                         "of the same name per image")
+    if target is not None and not arch.needs_targets:
+        raise InputError(f"'{arch.id}' trains on the images alone; drop --target (or use care / n2n)")
+    pairs = {}
+    if target is not None:
+        pairs = {"train_targets": match_targets(train_files, target), "val_targets": match_targets(val_files, target)}
+
     pl.seed_everything(seed, workers=True, verbose=False)
     inp = spec.inputs[0]
     n = len(inp.spatial_axes)
-    datamodule = ImageFolderDataModule(inp, train_files, val_files, patch=[patch] * n, batch_size=batch_size,
-                                       steps_per_epoch=min(steps_per_epoch, max_steps), seed=seed)
+    patches = [patch] * n if isinstance(patch, int) else list(patch)
+    datamodule = RestorationDataModule(inp, train_files, val_files, patch=patches, batch_size=batch_size,
+                                       steps_per_epoch=min(steps_per_epoch, max_steps), seed=seed, **pairs)
     options = dict(module_options or {})
     if lr is not None:
         options["lr"] = lr
-    module = architectures.get(spec.architecture_id).training_module()(spec, **options)
+    module = arch.training_module()(spec, **options)
 
-    keep_best = KeepBest("val_loss")
-    trainer = pl.Trainer(max_steps=max_steps, callbacks=[keep_best], accelerator=accelerator, devices=devices, precision=precision,
+    keep_best, timer = KeepBest("val_loss"), BatchTimer()
+    trainer = pl.Trainer(max_steps=max_steps, callbacks=[keep_best, timer, *callbacks], accelerator=accelerator, devices=devices, precision=precision,
                          strategy=strategy, enable_progress_bar=progress, enable_checkpointing=False,
                          logger=False, enable_model_summary=False, num_sanity_val_steps=0,
                          log_every_n_steps=10, deterministic=False)
@@ -75,12 +91,14 @@ def fit(blueprint: str | Path | Spec, data: str | Path | None, out: str | Path, 
         data={"description": data_description or f"{len(train_files) + len(val_files)} images" + (f" from {data}" if data else ""),
               **({"source": data_source} if data_source else {}),
               **({"license": data_license} if data_license else {}),
-              "fingerprint": fingerprint_files([*train_files, *val_files]),
+              "fingerprint": fingerprint_files([*train_files, *val_files, *pairs.get("train_targets", []),
+                                                *pairs.get("val_targets", [])]),
               "n_train": len(train_files), "n_validation": len(val_files)},
         statistics=datamodule.statistics(),
         metrics={"val_loss": val_loss},
         config={"max_steps": max_steps, "patch": patch, "batch_size": batch_size, "seed": seed,
                 "precision": precision, "training_seconds": round(seconds, 1),
+                "patches_per_second": round(timer.samples_per_second, 1),
                 "selected_step": keep_best.best_step,
                 **{k: v for k, v in module.hparams_for_record().items()},
                 "validation_files": [p.name for p in val_files]},

@@ -35,12 +35,14 @@ class Architecture:
     network: ``module:callable`` taking the spec's ``architecture.params`` as keywords and
         returning a ``torch.nn.Module`` (imports torch only).
     training: ``module:Class`` of its LightningModule, constructed as ``Class(spec)``.
+    needs_targets: trained on (image, target) pairs rather than on images alone.
     """
 
     id: str
     package: str
     network: str
     training: str
+    needs_targets: bool = False
 
     def build_network(self, params: dict[str, Any]):
         return _import(self.network)(**params)
@@ -48,8 +50,13 @@ class Architecture:
     def training_module(self) -> type:
         return _import(self.training)
 
-    def blueprint_path(self) -> Path:
-        return Path(str(resources.files(self.package).joinpath("spec.yaml")))
+    def blueprint_path(self, dims: int = 2) -> Path:
+        """The blueprint shipped with the architecture: ``spec.yaml`` (2D) or ``spec-3d.yaml``."""
+        name = "spec.yaml" if dims == 2 else f"spec-{dims}d.yaml"
+        path = Path(str(resources.files(self.package).joinpath(name)))
+        if not path.is_file():
+            raise UnknownArchitectureError(f"architecture '{self.id}' ships no {dims}D blueprint ({name})")
+        return path
 
 
 _extra: dict[str, Architecture] = {}

@@ -157,10 +157,40 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def _blueprint(name: str, dims: int) -> Path:
+    """A blueprint file, or the one an installed architecture ships (``care``, ``n2v`` ...)."""
+    path = Path(name)
+    if path.suffix.lower() in (".yaml", ".yml") or path.exists():
+        return path
+    from . import architectures
+
+    return architectures.get(name).blueprint_path(dims)
+
+
+def cmd_evaluate(args) -> int:
+    import zoo
+
+    from .evaluate import evaluate_pairs, summary, write_figure, write_table
+    from .trainers.data import list_images, match_targets
+
+    model = zoo.load(args.ref, runtime=args.runtime, device=args.device, registry=_registry(args))
+    images = list_images(args.data)
+    targets = match_targets(images, args.target)
+    rows = evaluate_pairs(model, images, targets, axes=args.axes)
+    table = write_table(rows, args.out / "metrics.csv")
+    fig = write_figure(model, images[0], targets[0], args.out / "figure.png", axes=args.axes)
+    mean = summary(rows)
+    print(f"{model.spec.ref} on {mean['n_images']} image(s): PSNR {mean['psnr_input']:.2f} -> "
+          f"{mean['psnr_output']:.2f} dB, SSIM {mean['ssim_input']:.3f} -> {mean['ssim_output']:.3f}")
+    print(f"{table}\n{fig}")
+    return 0
+
+
 def cmd_train(args) -> int:
     from .trainers.fit import fit
 
-    path = fit(args.blueprint, args.data, args.out, name=args.name, version=args.version,
+    path = fit(_blueprint(args.blueprint, args.dims), args.data, args.out, target=args.target,
+               name=args.name, version=args.version,
                val_fraction=args.val_fraction, patch=args.patch, batch_size=args.batch_size,
                max_steps=args.max_steps, lr=args.lr, seed=args.seed, accelerator=args.accelerator,
                devices=args.devices, precision=args.precision, strategy=args.strategy,
@@ -218,9 +248,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", type=Path, help="a reference image to add to the figure")
     p.set_defaults(func=cmd_predict)
 
+    p = sub.add_parser("evaluate", help="PSNR/SSIM of a restoration model on image/target pairs")
+    p.add_argument("ref", help="NAME[@VERSION] or a package folder")
+    p.add_argument("--data", type=Path, required=True, help="folder of input images")
+    p.add_argument("--target", type=Path, required=True, help="folder of targets, same file names")
+    p.add_argument("--out", type=Path, default=Path("evaluation"), help="folder for metrics.csv and figure.png")
+    p.add_argument("--axes", help="axes of the images when they cannot be guessed")
+    p.add_argument("--runtime", choices=["onnx", "torch"], default="onnx")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_evaluate)
+
     p = sub.add_parser("train", help="train a blueprint on a folder of images and write a package")
-    p.add_argument("blueprint", type=Path, help="blueprint spec, e.g. models/n2v/spec.yaml")
-    p.add_argument("--data", type=Path, required=True, help="folder of training images (TIFF/PNG)")
+    p.add_argument("blueprint", help="blueprint spec (models/care/spec.yaml) or an architecture: care, n2n, n2v, n2v2")
+    p.add_argument("--dims", type=int, choices=[2, 3], default=2, help="2D or 3D blueprint of an architecture")
+    p.add_argument("--data", type=Path, required=True, help="folder of training images (TIFF/PNG/NPY/Zarr)")
+    p.add_argument("--target", type=Path, help="folder of targets, same file names (care, n2n)")
     p.add_argument("--out", type=Path, required=True, help="package folder to write")
     p.add_argument("--name", help="package name (default: the blueprint's)")
     p.add_argument("--version", default="0.1.0")

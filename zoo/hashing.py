@@ -20,9 +20,19 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _content_hash(path: Path) -> str:
+    """A file's sha256, or a folder's (a Zarr store): over its files' relative names and hashes."""
+    if not path.is_dir():
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(f"{file.relative_to(path).as_posix()}\0{sha256_file(file)}\n".encode())
+    return digest.hexdigest()
+
+
 def fingerprint_files(paths: Iterable[str | Path]) -> str:
     """One sha256 over (file name, content hash) pairs, order-independent: a data set's identity."""
     digest = hashlib.sha256()
-    for name, file_hash in sorted((Path(p).name, sha256_file(p)) for p in paths):
+    for name, file_hash in sorted((Path(p).name, _content_hash(Path(p))) for p in paths):
         digest.update(f"{name}\0{file_hash}\n".encode())
     return digest.hexdigest()

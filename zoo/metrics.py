@@ -29,3 +29,22 @@ def normalized_psnr(prediction: np.ndarray, target: np.ndarray) -> float:
     """PSNR after normalising the target to its 0.1-99.9 percentiles and fitting the prediction to it."""
     t = normalize_percentile(target)
     return psnr(fit_affine(prediction, t), t, data_range=1.0)
+
+
+def ssim(prediction: np.ndarray, target: np.ndarray, data_range: float = 1.0, sigma: float = 1.5) -> float:
+    """Mean structural similarity (Wang et al. 2004) with a Gaussian window, 2D or 3D."""
+    from scipy.ndimage import gaussian_filter
+
+    x, y = prediction.astype(np.float64), target.astype(np.float64)
+    blur = lambda a: gaussian_filter(a, sigma, truncate=3.5)  # noqa: E731  the 11-pixel window of the paper
+    mx, my = blur(x), blur(y)
+    vx, vy, cxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    return float(s.mean())
+
+
+def normalized_ssim(prediction: np.ndarray, target: np.ndarray) -> float:
+    """SSIM after the same normalisation as :func:`normalized_psnr`."""
+    t = normalize_percentile(target)
+    return ssim(fit_affine(prediction, t), t, data_range=1.0)

@@ -4,6 +4,6 @@ from zoo.architectures import Architecture
 architecture = Architecture(
     id="n2v",
     package=__name__,
-    network="zoo.models.n2v.network:build_network",
+    network="zoo.nn.unet:restoration_unet",
     training="zoo.models.n2v.module:N2VModule",
 )
