@@ -87,6 +87,26 @@ def test_train_command_writes_a_package(tmp_path, image_folder):
     assert "valid package" in zoo_cli("validate", tmp_path / "pkg", env_home=home).stdout
 
 
+def test_train_care_by_name_with_targets_then_evaluate(tmp_path):
+    home = tmp_path / "home"
+    for folder in ("low", "high"):
+        (tmp_path / folder).mkdir()
+    for i in range(3):
+        noisy, clean = synthetic_nuclei(shape=(64, 64), seed=20 + i)
+        tifffile.imwrite(tmp_path / "low" / f"s{i}.tif", noisy)
+        tifffile.imwrite(tmp_path / "high" / f"s{i}.tif", clean.astype(np.float32))
+    assert_clean_error(zoo_cli("train", "care", "--data", tmp_path / "low", "--out", tmp_path / "pkg",
+                               env_home=home, check=False), "--target")
+    zoo_cli("train", "care", "--data", tmp_path / "low", "--target", tmp_path / "high", "--out", tmp_path / "pkg",
+            "--max-steps", 2, "--batch-size", 2, "--patch", 32, "--val-fraction", 0.34, env_home=home)
+    out = zoo_cli("evaluate", tmp_path / "pkg", "--data", tmp_path / "low", "--target", tmp_path / "high",
+                  "--out", tmp_path / "eval", env_home=home).stdout
+    assert "PSNR" in out and "SSIM" in out
+    rows = (tmp_path / "eval" / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("image,psnr_input") and len(rows) == 5 and rows[-1].startswith("mean,")
+    assert (tmp_path / "eval" / "figure.png").stat().st_size > 1000
+
+
 def test_errors_are_clear_and_traceback_free(tmp_path, tiny_package, package_copy):
     home = tmp_path / "home"
     bad_yaml = tmp_path / "bad.yaml"
