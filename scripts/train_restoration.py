@@ -106,13 +106,13 @@ RECIPES = {r.name: r for r in [
            "frames; nuclei, actin, mitochondria). Input: one noisy 2D grey image of any size.",
            "W2S widefield fields of view 1-40 (3 channels, noisy frame + 400-frame average) train, 41-48 "
            "validate; 49-60 held out for the metrics below.", W2S_SOURCE, "research use (cite Zhou et al. 2020)",
-           max_steps=1500, out_of_domain=hagen_pairs("")),
+           max_steps=2500, out_of_domain=hagen_pairs("")),
     Recipe("n2v-w2s-2d", "n2v2", 2, lambda work: w2s_split(False),
            "N2V2 self-supervised denoiser for widefield fluorescence (trained on W2S noisy frames alone). Input: "
            "one noisy 2D grey image of any size.",
            "W2S widefield fields of view 1-40 (3 channels, one noisy frame each) train, 41-48 validate; 49-60 "
            "held out (their 400-frame averages are used only for the metrics below).", W2S_SOURCE,
-           "research use (cite Zhou et al. 2020)", max_steps=1500, module_options={"mask_fraction": 0.01},
+           "research use (cite Zhou et al. 2020)", max_steps=2500, module_options={"mask_fraction": 0.01},
            out_of_domain=hagen_pairs("")),
     Recipe("n2v-cbmi-2d", "n2v2", 2, lambda work: cbmi_split(),
            "N2V2 self-supervised denoiser for low-SNR ER and mitochondria (trained on CBMI noisy crops alone). "
@@ -120,13 +120,13 @@ RECIPES = {r.name: r for r in [
            "CBMI low-SNR ER and mitochondria crops (256x256 uint16), every fifth crop validates; no clean "
            "targets exist, so held-out quality is measured on the Hagen mitochondria low/high-SNR pairs.",
            "CBMI noisy crops as copied in ND-HowardGroup/Instant-Image-Denoising", "research use",
-           max_steps=1000, module_options={"mask_fraction": 0.01}, out_of_domain=hagen_pairs("mito")),
+           max_steps=1500, module_options={"mask_fraction": 0.01}, out_of_domain=hagen_pairs("mito")),
     Recipe("care-synth-3d", "care", 3, synthetic_3d_split,
            "CARE 3D restoration of noisy nuclei volumes (trained on synthetic Poisson-Gaussian pairs with clean "
            "ground truth). Input: one noisy zyx volume of any size.",
            "34 synthetic 32x96x96 nuclei volumes (zoo.synthetic.nuclei, seeds 10000-10033): 24 train, 4 "
            "validate, 6 held out for the metrics below.", "bioimage-zoo synthetic data (zoo.synthetic)", "MIT",
-           max_steps=800, patch=[16, 48, 48], batch_size=8, sample=lambda work, split: split.test[0]),
+           max_steps=1200, patch=[16, 48, 48], batch_size=8, sample=lambda work, split: split.test[0]),
     Recipe("n2v-w2s", "n2v", 2, lambda work: w2s_split(False),
            "Noise2Void denoiser for widefield fluorescence (trained self-supervised on W2S noisy frames: nuclei, "
            "actin, mitochondria channels). Input: one noisy 2D grey image of any size.",
