@@ -8,7 +8,7 @@ import zoo
 from zoo import architectures, spec as specs
 from zoo.errors import InputError
 from zoo.synthetic import nuclei
-from zoo.trainers.data import PatchDataset, match_targets, normalise, read_raw
+from zoo.trainers.data import PatchDataset, match_targets
 from zoo.trainers.masking import blind_spot
 
 
@@ -151,8 +151,11 @@ def test_pairs_are_matched_by_name_and_cut_and_augmented_together(tmp_path):
 def test_foreground_aware_sampling_prefers_objects():
     image = np.zeros((1, 256, 256), np.float32)
     image[:, 200:240, 200:240] = 1.0                       # one bright object in a dark field
-    hits = lambda fg: np.mean([ds[i].max().item() > 0 for ds in [PatchDataset([image], [32, 32], 200, False, 0, False, fg)]
-                               for i in range(200)])     # noqa: E731
+
+    def hits(foreground):
+        ds = PatchDataset([image], [32, 32], 200, augment=False, seed=0, foreground=foreground)
+        return np.mean([ds[i].max().item() > 0 for i in range(200)])
+
     assert hits(1.0) > 2 * hits(0.0)
 
 

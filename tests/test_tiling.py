@@ -107,7 +107,10 @@ def test_blending_hides_seams_that_cropping_shows():
     kw = dict(tile=[64, 64], halo=[8, 8], step=[4, 4], minimum=[16, 16])
     cropped = predict_tiled(tile_dependent, x, blend=0, **kw)
     blended = predict_tiled(tile_dependent, x, blend=16, **kw)
-    jump = lambda y: max(np.abs(np.diff(y[0, 0], axis=0)).max(), np.abs(np.diff(y[0, 0], axis=1)).max())
+
+    def jump(y):
+        return max(np.abs(np.diff(y[0, 0], axis=0)).max(), np.abs(np.diff(y[0, 0], axis=1)).max())
+
     assert jump(cropped) > 0.2
     assert jump(blended) < jump(cropped) / 8
 

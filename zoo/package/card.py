@@ -22,6 +22,24 @@ def _tensor_rows(tensors, ops_attr: str) -> list[str]:
     return rows
 
 
+def _before_after(metrics: dict) -> tuple[list[str], dict]:
+    """Restoration metrics (``<data>_psnr_input``, ``<data>_psnr_output``, ...) as one before/after
+    table row per data set; the other metrics are returned as they are."""
+    prefixes = [k[: -len("_psnr_input")] for k in metrics if k.endswith("_psnr_input")]
+    if not prefixes:
+        return [], dict(metrics)
+    used = set()
+    rows = ["| data | images | PSNR input (dB) | PSNR output (dB) | SSIM input | SSIM output |",
+            "|---|---|---|---|---|---|"]
+    for prefix in prefixes:
+        keys = [f"{prefix}_{k}" for k in ("n_images", "psnr_input", "psnr_output", "ssim_input", "ssim_output",
+                                          "psnr_gain")]
+        used.update(keys)
+        cells = [_fmt(metrics.get(k, "-")) for k in keys[:-1]]
+        rows.append(f"| {prefix} | " + " | ".join(cells) + " |")
+    return rows + [""], {k: v for k, v in metrics.items() if k not in used}
+
+
 def render(spec: Spec) -> str:
     lines = [f"# {spec.name} {spec.version}", "", spec.description.strip(), ""]
     lines += [f"- **Task**: {spec.task}", f"- **Architecture**: `{spec.architecture_id}` "
@@ -52,10 +70,11 @@ def render(spec: Spec) -> str:
         config = ", ".join(f"{k}={_fmt(v)}" for k, v in t.config.items() if not isinstance(v, (list, dict)))
         lines += [f"- configuration: {config}", ""]
         if t.metrics:
-            lines += ["## Validation", "", "Measured on held-out data that training never saw.", "",
-                      "| metric | value |", "|---|---|"]
-            lines += [f"| {k} | {_fmt(v)} |" for k, v in t.metrics.items()]
-            lines.append("")
+            lines += ["## Validation", "", "Measured on held-out data that training never saw.", ""]
+            restoration, rest = _before_after(t.metrics)
+            lines += restoration
+            if rest:
+                lines += ["| metric | value |", "|---|---|", *[f"| {k} | {_fmt(v)} |" for k, v in rest.items()], ""]
     if spec.cite:
         lines += ["## Cite", ""]
         lines += [f"- {c['text']}" + (f" doi:{c['doi']}" if c.get("doi") else "") for c in spec.cite]
