@@ -112,7 +112,7 @@ RECIPES = {r.name: r for r in [
            "one noisy 2D grey image of any size.",
            "W2S widefield fields of view 1-40 (3 channels, one noisy frame each) train, 41-48 validate; 49-60 "
            "held out (their 400-frame averages are used only for the metrics below).", W2S_SOURCE,
-           "research use (cite Zhou et al. 2020)", max_steps=2500, module_options={"mask_fraction": 0.01},
+           "research use (cite Zhou et al. 2020)", max_steps=2500, module_options={"mask_fraction": 0.01, "lr": 4e-4},
            out_of_domain=hagen_pairs("")),
     Recipe("n2v-cbmi-2d", "n2v2", 2, lambda work: cbmi_split(),
            "N2V2 self-supervised denoiser for low-SNR ER and mitochondria (trained on CBMI noisy crops alone). "
@@ -120,7 +120,7 @@ RECIPES = {r.name: r for r in [
            "CBMI low-SNR ER and mitochondria crops (256x256 uint16), every fifth crop validates; no clean "
            "targets exist, so held-out quality is measured on the Hagen mitochondria low/high-SNR pairs.",
            "CBMI noisy crops as copied in ND-HowardGroup/Instant-Image-Denoising", "research use",
-           max_steps=1500, module_options={"mask_fraction": 0.01}, out_of_domain=hagen_pairs("mito")),
+           max_steps=1500, module_options={"mask_fraction": 0.01, "lr": 4e-4}, out_of_domain=hagen_pairs("mito")),
     Recipe("care-synth-3d", "care", 3, synthetic_3d_split,
            "CARE 3D restoration of noisy nuclei volumes (trained on synthetic Poisson-Gaussian pairs with clean "
            "ground truth). Input: one noisy zyx volume of any size.",
@@ -132,8 +132,8 @@ RECIPES = {r.name: r for r in [
            "actin, mitochondria channels). Input: one noisy 2D grey image of any size.",
            "W2S widefield fields of view 1-40 (3 channels each, one noisy frame per image) for training, 41-48 "
            "for validation; 49-60 held out for the metrics below.", W2S_SOURCE,
-           "research use (cite Zhou et al. 2020)", max_steps=4000, module_options={"mask_fraction": 0.01},
-           params={"layout": None}, out_of_domain=hagen_pairs("")),   # published 0.1.0: the plain U-Net
+           "research use (cite Zhou et al. 2020)", max_steps=4000, module_options={"mask_fraction": 0.01, "lr": 4e-4},
+           params={"layout": None, "residual": None}, out_of_domain=hagen_pairs("")),   # 0.1.0: plain, residual
 ]}
 
 

@@ -27,11 +27,14 @@ class PairedRestorationModule(ZooModule):
 
 
 class BlindSpotModule(ZooModule):
-    """Self-supervised: predict masked pixels from their surroundings (MSE on those pixels)."""
+    """Self-supervised: predict masked pixels from their surroundings (MSE on those pixels).
+
+    The default learning rate is 2e-3: with only ~0.2% of pixels giving a gradient, 4e-4 was too
+    slow (W2S, 300 steps, CSBDeep-width U-Net: 27.8 dB at 4e-4, 30.2 at 1e-3, 30.7 at 2e-3)."""
 
     paired = False
 
-    def __init__(self, spec, lr: float = 4e-4, mask_fraction: float = 0.002, radius: int = 2,
+    def __init__(self, spec, lr: float = 2e-3, mask_fraction: float = 0.002, radius: int = 2,
                  masking: str = "uniform"):
         super().__init__(spec, lr=lr)
         blind_spot(torch.zeros(1, 1, 8, 8), 0.1, 1, masking=masking)   # validate the options now

@@ -8,6 +8,6 @@ class N2V2Module(N2VModule):
     """N2V2: masked pixels take the median of their neighbourhood (no centre), which with the
     blueprint's blur-pool U-Net without a top skip removes N2V's checkerboard artefacts."""
 
-    def __init__(self, spec, lr: float = 4e-4, mask_fraction: float = 0.002, radius: int = 2,
+    def __init__(self, spec, lr: float = 2e-3, mask_fraction: float = 0.002, radius: int = 2,
                  masking: str = "median"):
         super().__init__(spec, lr=lr, mask_fraction=mask_fraction, radius=radius, masking=masking)
