@@ -129,6 +129,9 @@ def test_errors_are_clear_and_traceback_free(tmp_path, tiny_package, package_cop
                                env_home=home, check=False), "could not read")
     assert_clean_error(zoo_cli("predict", tiny_package, tmp_path / "4d.tif", "-o", tmp_path / "o.tif",
                                "--device", "cuda", env_home=home, check=False), "cuda")
+    tifffile.imwrite(tmp_path / "grey.tif", synthetic_nuclei(shape=(64, 64))[0])
+    assert_clean_error(zoo_cli("predict", tiny_package, tmp_path / "grey.tif", "-o", tmp_path / "o.png",
+                               env_home=home, check=False), "write it as .tif")
 
     zoo_cli("push", tiny_package, env_home=home)
     from zoo import spec as specs

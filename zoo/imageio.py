@@ -104,6 +104,9 @@ def write_image(path: str | Path, array: np.ndarray, axes: str | None = None) ->
     elif suffix == ".png":
         from PIL import Image
 
+        if array.dtype not in (np.uint8, np.uint16) or not (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (3, 4))):
+            raise InputError(f"PNG holds 8- or 16-bit grey or RGB(A) images; this one is {array.dtype} with shape "
+                             f"{array.shape}: write it as .tif (or .zarr, .npy) instead of {path.name}")
         Image.fromarray(array).save(path)
     else:
         raise InputError(f"cannot write '{suffix}': expected .tif, .tiff, .zarr, .npy or .png for {path}")
