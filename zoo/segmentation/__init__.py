@@ -1,0 +1,2 @@
+"""Instance segmentation: classical baselines and (later) the post-processing of the
+segmentation architectures."""
