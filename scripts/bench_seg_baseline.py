@@ -13,7 +13,6 @@ import csv
 import time
 from pathlib import Path
 
-import numpy as np
 import tifffile
 
 from zoo.imageio import read_image
