@@ -449,6 +449,16 @@ def _synthetic_image(size: int, seed: int):
     return image.astype(np.float32)
 
 
+def _report(result: dict, json_path: str | None) -> int:
+    """Print the result as the last stdout line (and write it to ``json_path`` when given)."""
+    if json_path:
+        path = Path(json_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result), flush=True)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     depth = 2  # CAREamics' default UNetConfig.depth (num_channels_init 32)
     if args.tile % (2**depth) or args.tile <= 0:
@@ -544,12 +554,7 @@ def run(args: argparse.Namespace) -> int:
         "unet_num_channels_init": unet.num_channels_init,
         "warmup_seconds": round(warmup_seconds, 4),
     }
-    if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result), flush=True)
-    return 0
+    return _report(result, args.json)
 
 
 # --------------------------------------------------------------------------
@@ -801,12 +806,7 @@ def train(args: argparse.Namespace) -> int:
         "n_train_images": len(train_images),
         "n_val_images": len(val_images),
     }
-    if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result), flush=True)
-    return 0
+    return _report(result, args.json)
 
 
 # --------------------------------------------------------------------------

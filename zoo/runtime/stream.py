@@ -77,7 +77,11 @@ class _Sink:
             self.out_layout = self.layout.output(values.shape[1])
             self.array = self._create(self.out_layout, values.dtype)
         self.out_layout.write(self.array, region, values)
-        _release(self.array)
+
+    def release(self) -> None:
+        """Flush what was written and drop it from memory (once per band, not per write)."""
+        if self.array is not None:
+            _release(self.array)
 
     def _create(self, layout: Layout, dtype):
         suffix = self.target.suffix.lower()
@@ -148,6 +152,7 @@ def predict_file(model, source: str | Path, target: str | Path, axes: str | None
             done = [ops.apply(out.postprocessing, part[b:b + 1], {**frozen[b], "scale": dict(frozen[b]["frozen"])},
                               out.name, ops.POSTPROCESSING) for b in range(part.shape[0])]
             sink.write(region[:-1] + (columns,), np.concatenate(done))
+        sink.release()
         _release(image)
 
     target.parent.mkdir(parents=True, exist_ok=True)
