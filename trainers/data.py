@@ -55,7 +55,7 @@ def split_by_image(paths: Sequence[Path], val_fraction: float, seed: int = 0) ->
 
 def read_raw(path: Path, tensor: TensorSpec) -> np.ndarray:
     """An image as float32 ``c, *spatial`` in the model's input layout (not yet normalised)."""
-    x, _ = layout.to_tensor(read_image(path), None, tensor.spatial_axes, tensor.n_channels)
+    x, _ = layout.to_tensor(read_image(path), None, tensor.spatial_axes, tensor.n_channels, tensor.grey == "repeat")
     if x.shape[0] != 1:
         raise InputError(f"{path}: training images must be single images, got a batch of {x.shape[0]}")
     return x[0]
@@ -107,13 +107,17 @@ class PatchDataset(Dataset):
                                  "use a smaller --patch")
         self.patch, self.length, self.augment = list(patch), length, augment
         self.seed, self.foreground = seed, foreground
-        self._thresholds = [float(np.percentile(g[-1][:, ::4, ::4] if g[-1].ndim == 3 else g[-1], 80))
-                            for g in self.images] if foreground > 0 else None
+        self._thresholds = [self.foreground_threshold(g[-1]) for g in self.images] if foreground > 0 else None
         self._fixed = [self._draw(np.random.default_rng(seed + i)) for i in range(length)] if fixed else None
         self._rng: np.random.Generator | None = None
 
     def __len__(self) -> int:
         return self.length
+
+    @staticmethod
+    def foreground_threshold(image: np.ndarray) -> float:
+        """Pixels of the group's last array above this value are foreground: its 80th percentile."""
+        return float(np.percentile(image[:, ::4, ::4] if image.ndim == 3 else image, 80))
 
     def _draw(self, rng: np.random.Generator) -> tuple[int, tuple[int, ...]]:
         k = int(rng.integers(len(self.images)))

@@ -58,7 +58,8 @@ def fit(blueprint: str | Path | Spec, data: str | Path | None, out: str | Path, 
 
     arch = architectures.get(spec.architecture_id)
     if arch.needs_targets and target is None:
-        raise InputError(f"'{arch.id}' learns from pairs: give the folder of targets (--target), one file "
+        raise InputError(f"'{arch.id}' learns from pairs: give the folder of targets (--target: "
+                         f"{'label images' if arch.task == 'segmentation' else 'clean images'}), one file "
                          "of the same name per image")
     if target is not None and not arch.needs_targets:
         raise InputError(f"'{arch.id}' trains on the images alone; drop --target (or use care / n2n)")
@@ -70,12 +71,17 @@ def fit(blueprint: str | Path | Spec, data: str | Path | None, out: str | Path, 
     inp = spec.inputs[0]
     n = len(inp.spatial_axes)
     patches = [patch] * n if isinstance(patch, int) else list(patch)
-    datamodule = RestorationDataModule(inp, train_files, val_files, patch=patches, batch_size=batch_size,
-                                       steps_per_epoch=min(steps_per_epoch, max_steps), seed=seed, **pairs)
     options = dict(module_options or {})
     if lr is not None:
         options["lr"] = lr
     module = arch.training_module()(spec, **options)
+    if getattr(module, "datamodule", None) is not None:     # segmentation: targets made from label images
+        datamodule = module.datamodule(inp, train_files, val_files, patch=patches, targets=module.targets,
+                                       roles=module.roles(), batch_size=batch_size,
+                                       steps_per_epoch=min(steps_per_epoch, max_steps), seed=seed, **pairs)
+    else:
+        datamodule = RestorationDataModule(inp, train_files, val_files, patch=patches, batch_size=batch_size,
+                                           steps_per_epoch=min(steps_per_epoch, max_steps), seed=seed, **pairs)
 
     keep_best, timer = KeepBest("val_loss"), BatchTimer()
     trainer = pl.Trainer(max_steps=max_steps, callbacks=[keep_best, timer, *callbacks], accelerator=accelerator, devices=devices, precision=precision,

@@ -36,6 +36,8 @@ class Architecture:
         returning a ``torch.nn.Module`` (imports torch only).
     training: ``module:Class`` of its LightningModule, constructed as ``Class(spec)``.
     needs_targets: trained on (image, target) pairs rather than on images alone.
+    task: ``restoration`` (image out) or ``segmentation`` (instance labels out; its targets
+        are label images).
     """
 
     id: str
@@ -43,6 +45,7 @@ class Architecture:
     network: str
     training: str
     needs_targets: bool = False
+    task: str = "restoration"
 
     def build_network(self, params: dict[str, Any]):
         return _import(self.network)(**params)

@@ -135,7 +135,8 @@ def cmd_predict(args) -> int:
         raise NotFoundError(f"image not found: {args.input}")
     model = zoo.load(args.ref, runtime=args.runtime, device=args.device, registry=_registry(args))
     update, close = _progress(f"{model.spec.name}")
-    options = dict(axes=args.axes, tile=args.tile, batch_size=args.batch_size, blend=args.blend, progress=update)
+    options = dict(axes=args.axes, tile=args.tile, batch_size=args.batch_size, blend=args.blend, progress=update,
+                   raw=args.raw)
     try:
         if args.output.suffix.lower() in STREAM_SUFFIXES:   # block by block, in bounded memory
             shape = model.predict_file(args.input, args.output, **options)
@@ -176,6 +177,8 @@ def cmd_evaluate(args) -> int:
     model = zoo.load(args.ref, runtime=args.runtime, device=args.device, registry=_registry(args))
     images = list_images(args.data)
     targets = match_targets(images, args.target)
+    if model.makes_instances:
+        return _evaluate_segmentation(model, images, targets, args.out)
     rows = evaluate_pairs(model, images, targets, axes=args.axes)
     table = write_table(rows, args.out / "metrics.csv")
     fig = write_figure(model, images[0], targets[0], args.out / "figure.png", axes=args.axes)
@@ -183,6 +186,21 @@ def cmd_evaluate(args) -> int:
     print(f"{model.spec.ref} on {mean['n_images']} image(s): PSNR {mean['psnr_input']:.2f} -> "
           f"{mean['psnr_output']:.2f} dB, SSIM {mean['ssim_input']:.3f} -> {mean['ssim_output']:.3f}")
     print(f"{table}\n{fig}")
+    return 0
+
+
+def _evaluate_segmentation(model, images, labels, out: Path) -> int:
+    import json
+
+    from .segmentation.evaluate import evaluate_segmentation, write_table
+
+    results = evaluate_segmentation(model, images, labels)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(results, indent=1))
+    print(f"{model.spec.ref} on {len(images)} image(s), objects matched by IoU (Hungarian), next to the "
+          f"Otsu + watershed baseline:")
+    print(write_table(results, out / "metrics.md"), end="")
+    print(f"{out / 'metrics.json'}\n{out / 'metrics.md'}")
     return 0
 
 
@@ -246,13 +264,18 @@ def build_parser() -> argparse.ArgumentParser:
                                              "(default a quarter of the halo; 0 = crop only)")
     p.add_argument("--figure", type=Path, help="also write a PNG figure: input | output")
     p.add_argument("--reference", type=Path, help="a reference image to add to the figure")
+    p.add_argument("--raw", action="store_true", help="segmentation models: write the network's outputs "
+                                                      "(probabilities, distances, flows) instead of instance labels")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("evaluate", help="PSNR/SSIM of a restoration model on image/target pairs")
+    p = sub.add_parser("evaluate", help="a model on held-out data: PSNR/SSIM of restoration (image/target pairs), "
+                                        "AP/F1/PQ of segmentation (image/label pairs)")
     p.add_argument("ref", help="NAME[@VERSION] or a package folder")
     p.add_argument("--data", type=Path, required=True, help="folder of input images")
-    p.add_argument("--target", type=Path, required=True, help="folder of targets, same file names")
-    p.add_argument("--out", type=Path, default=Path("evaluation"), help="folder for metrics.csv and figure.png")
+    p.add_argument("--target", type=Path, required=True,
+                   help="folder of targets (restoration) or label images (segmentation), same file names")
+    p.add_argument("--out", type=Path, default=Path("evaluation"),
+                   help="folder for metrics.csv and figure.png (restoration) or metrics.json/.md (segmentation)")
     p.add_argument("--axes", help="axes of the images when they cannot be guessed")
     p.add_argument("--runtime", choices=["onnx", "torch"], default="onnx")
     p.add_argument("--device", default="auto")

@@ -56,21 +56,32 @@ class Model:
 
     # ------------------------------------------------------------------ prediction
     def predict(self, image: np.ndarray, axes: str | None = None, tile: Tile = None, batch_size: int | None = None,
-                blend: int | None = None, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+                blend: int | None = None, progress: Callable[[int, int], None] | None = None,
+                raw: bool = False) -> np.ndarray:
         """Predict one image (or a batch) given in its natural layout; returns the same layout.
+
+        Instance-segmentation models return the label image (0 = background, ``int32``);
+        ``raw=True`` returns the network's outputs instead (probabilities, distances, flows).
 
         ``tile`` (pixels per axis, context included) and ``batch_size`` (tiles per network call)
         are chosen from free memory unless given; ``blend`` is the cross-faded margin between
         tiles (default a quarter of the halo; 0 crops tiles edge to edge).
         """
         inp = self.spec.inputs[0]
-        x, natural = layout.to_tensor(image, axes, inp.spatial_axes, inp.n_channels)
-        y = self.predict_tensor(x, tile=tile, batch_size=batch_size, blend=blend, progress=progress)
+        x, natural = layout.to_tensor(image, axes, inp.spatial_axes, inp.n_channels, inp.grey == "repeat")
+        y = self.predict_tensor(x, tile=tile, batch_size=batch_size, blend=blend, progress=progress, raw=raw)
         return layout.from_tensor(y, natural)
 
+    @property
+    def makes_instances(self) -> bool:
+        """Whether predictions are instance label images."""
+        return ops.makes_instances(self.spec)
+
     def predict_tensor(self, x: np.ndarray, tile: Tile = None, batch_size: int | None = None,
-                       blend: int | None = None, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-        """Predict a float32 tensor in the spec's input axes (``b, c, *spatial``)."""
+                       blend: int | None = None, progress: Callable[[int, int], None] | None = None,
+                       raw: bool = False) -> np.ndarray:
+        """Predict a float32 tensor in the spec's input axes (``b, c, *spatial``). Instance ops
+        run on the whole stitched output, never per tile; ``raw`` skips them."""
         inp, out = self.spec.inputs[0], self.spec.outputs[0]
         n = len(inp.spatial_axes)
         if x.ndim != n + 2:
@@ -79,7 +90,7 @@ class Model:
         x = ops.apply(inp.preprocessing, x.astype(np.float32, copy=False), context, inp.name, ops.PREPROCESSING)
         plans, batch_size = self.plan_tiles(x.shape[2:], tile, batch_size, blend)
         y = tiling.predict_planned(self.runner, x, plans, batch_size=batch_size, progress=progress)
-        return ops.apply(out.postprocessing, y, context, out.name, ops.POSTPROCESSING)
+        return ops.apply(ops.output_ops(self.spec, raw), y, context, out.name, ops.POSTPROCESSING)
 
     def plan_tiles(self, spatial: Sequence[int], tile: Tile = None, batch_size: int | None = None,
                    blend: int | None = None) -> tuple[list[tiling.AxisPlan], int]:
@@ -116,13 +127,14 @@ class Model:
         return self._bytes_per_pixel
 
     def predict_file(self, source, target, axes: str | None = None, tile: Tile = None,
-                     batch_size: int | None = None, blend: int | None = None, progress=None) -> tuple[int, ...]:
-        """Predict an image file into a TIFF or OME-Zarr block by block (out of core); returns the
-        output shape."""
+                     batch_size: int | None = None, blend: int | None = None, progress=None,
+                     raw: bool = False) -> tuple[int, ...]:
+        """Predict an image file into a TIFF, NPY or OME-Zarr block by block (out of core); returns
+        the output shape. Segmentation models write instance labels unless ``raw``."""
         from .runtime.stream import predict_file
 
         return predict_file(self, source, target, axes=axes, tile=tile, batch_size=batch_size, blend=blend,
-                            progress=progress)
+                            progress=progress, raw=raw)
 
     # ------------------------------------------------------------------ checks
     def test(self) -> float:
@@ -130,7 +142,7 @@ class Model:
         t = self.spec.test
         x = np.load(files.safe_join(self.root, t.inputs[0].file), allow_pickle=False)
         expected = np.load(files.safe_join(self.root, t.outputs[0].file), allow_pickle=False)
-        got = self.predict_tensor(x)
+        got = self.predict_tensor(x, raw=True)    # labels are compared as the outputs behind them
         if got.shape != expected.shape:
             raise ReproducibilityError(f"{self.spec.ref} ({self.runtime}): test output has shape {got.shape}, "
                                        f"expected {expected.shape}")

@@ -50,6 +50,7 @@ class TensorSpec:
     preprocessing: list[Op] = field(default_factory=list)
     postprocessing: list[Op] = field(default_factory=list)
     description: str | None = None
+    grey: str | None = None          # "repeat": a grey image is repeated into every channel
 
     @property
     def spatial_axes(self) -> str:
@@ -67,7 +68,7 @@ class TensorSpec:
             shape_min=shape.get("min"), shape_step=shape.get("step"), halo=d.get("halo"),
             preprocessing=[Op.from_dict(o) for o in d.get("preprocessing", [])],
             postprocessing=[Op.from_dict(o) for o in d.get("postprocessing", [])],
-            description=d.get("description"),
+            description=d.get("description"), grey=d.get("grey"),
         )
 
     def to_dict(self) -> dict:
@@ -77,6 +78,8 @@ class TensorSpec:
         d.update(axes=self.axes, dtype=self.dtype)
         if self.channels:
             d["channels"] = list(self.channels)
+        if self.grey:
+            d["grey"] = self.grey
         if self.shape_min is not None:
             d["shape"] = {"min": list(self.shape_min), "step": list(self.shape_step or [0] * len(self.shape_min))}
         if self.halo is not None:

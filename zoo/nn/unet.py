@@ -127,3 +127,45 @@ def restoration_unet(dims: int = 2, channels: int = 1, depth: int = 2, base_chan
     return UNet(dims=dims, in_channels=channels, out_channels=channels, depth=depth,
                 base_channels=base_channels, batch_norm=batch_norm, residual=residual, layout=layout,
                 blur_pool=blur_pool, top_skip=top_skip)
+
+
+class SegmentationUNet(nn.Module):
+    """A U-Net whose output channels are split into named heads, each with its activation:
+    ``sigmoid`` (probabilities), ``softmax`` (classes), ``linear`` (distances, flows).
+
+    ``forward`` returns the activated outputs (what the package exports and the runtime tiles);
+    ``logits`` the raw ones, for numerically stable losses.
+    """
+
+    ACTIVATIONS = ("linear", "sigmoid", "softmax")
+
+    def __init__(self, heads: list[dict], dims: int = 2, channels: int = 1, depth: int = 3,
+                 base_channels: int = 32, batch_norm: bool = True, layout: str = "plain"):
+        super().__init__()
+        for head in heads:
+            if head.get("activation", "linear") not in self.ACTIVATIONS:
+                raise ValueError(f"head {head.get('name')}: activation must be one of {self.ACTIVATIONS}")
+        self.heads = [(h["name"], int(h["channels"]), h.get("activation", "linear")) for h in heads]
+        self.unet = UNet(dims=dims, in_channels=channels, out_channels=sum(c for _, c, _ in self.heads),
+                         depth=depth, base_channels=base_channels, batch_norm=batch_norm, layout=layout)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.unet(x)
+
+    def split(self, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The output channels by head name."""
+        parts = torch.split(y, [c for _, c, _ in self.heads], dim=1)
+        return {name: part for (name, _, _), part in zip(self.heads, parts)}
+
+    def activate(self, y: torch.Tensor) -> torch.Tensor:
+        parts = []
+        for (_, _, activation), part in zip(self.heads, self.split(y).values()):
+            if activation == "sigmoid":
+                part = torch.sigmoid(part)
+            elif activation == "softmax":
+                part = torch.softmax(part, dim=1)
+            parts.append(part)
+        return torch.cat(parts, dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.activate(self.logits(x))

@@ -79,9 +79,9 @@ def build(blueprint: Spec, network, out: str | Path, training: Training, sample:
 
         # the test outputs come from the network as `zoo.load(..., runtime="torch")` will run it
         runner_model = Model.with_runner(spec, TorchRunner(fold_batch_norm(copy.deepcopy(network)), device="cpu"))
-        x, _ = layout.to_tensor(sample, None, inp.spatial_axes, inp.n_channels)
+        x, _ = layout.to_tensor(sample, None, inp.spatial_axes, inp.n_channels, inp.grey == "repeat")
         test_x = _center_crop(x[:1], test_size, inp.shape_step or [1] * n)
-        test_y = runner_model.predict_tensor(test_x)
+        test_y = runner_model.predict_tensor(test_x, raw=True)
         np.save(tmp / TEST_INPUT, test_x, allow_pickle=False)
         np.save(tmp / TEST_OUTPUT, test_y, allow_pickle=False)
 

@@ -1,6 +1,7 @@
 """The model card (README.md of a package), generated from its spec."""
 from __future__ import annotations
 
+from ..runtime.ops import makes_instances
 from ..spec import Spec
 
 
@@ -40,6 +41,23 @@ def _before_after(metrics: dict) -> tuple[list[str], dict]:
     return rows + [""], {k: v for k, v in metrics.items() if k not in used}
 
 
+def _segmentation(metrics: dict) -> tuple[list[str], dict]:
+    """Segmentation metrics (``segmentation: {image kind: {ap50, ...}}``) as one row per image kind,
+    next to the classical baseline on the same images."""
+    groups = metrics.get("segmentation")
+    if not isinstance(groups, dict):
+        return [], dict(metrics)
+    rows = ["Objects matched one-to-one by IoU (Hungarian); AP = TP / (TP + FP + FN) as in the DSB2018 and "
+            "StarDist papers; baseline: Otsu threshold + distance-transform watershed on the same images.", "",
+            "| images | n | AP@0.5 | AP@0.75 | AP@0.9 | F1@0.5 | PQ@0.5 | baseline AP@0.5 | baseline AP@0.75 |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for group, r in groups.items():
+        cells = [r.get(k, "-") for k in ("images", "ap50", "ap75", "ap90", "f1_50", "pq50", "baseline_ap50",
+                                          "baseline_ap75")]
+        rows.append(f"| {group} | " + " | ".join(f"{c:.3f}" if isinstance(c, float) else str(c) for c in cells) + " |")
+    return rows + [""], {k: v for k, v in metrics.items() if k != "segmentation"}
+
+
 def render(spec: Spec) -> str:
     lines = [f"# {spec.name} {spec.version}", "", spec.description.strip(), ""]
     lines += [f"- **Task**: {spec.task}", f"- **Architecture**: `{spec.architecture_id}` "
@@ -53,6 +71,9 @@ def render(spec: Spec) -> str:
               f"zoo predict {spec.ref} image.tif -o prediction.tif", "```", "", "```python", "import zoo",
               f'model = zoo.load("{spec.ref}")', "prediction = model.predict(image)  # numpy array, natural layout",
               "```", ""]
+    if makes_instances(spec):
+        lines[-1:] = ["", "The prediction is an instance label image (0 = background, one id per object); "
+                      "`--raw` (`model.predict(image, raw=True)`) gives the network's outputs instead.", ""]
     lines += ["## Inputs", "", "| name | axes | dtype | channels | shape | halo | preprocessing |",
               "|---|---|---|---|---|---|---|", *_tensor_rows(spec.inputs, "preprocessing"), ""]
     lines += ["## Outputs", "", "| name | axes | dtype | channels | shape | halo | postprocessing |",
@@ -72,7 +93,8 @@ def render(spec: Spec) -> str:
         if t.metrics:
             lines += ["## Validation", "", "Measured on held-out data that training never saw.", ""]
             restoration, rest = _before_after(t.metrics)
-            lines += restoration
+            segmentation, rest = _segmentation(rest)
+            lines += restoration + segmentation
             if rest:
                 lines += ["| metric | value |", "|---|---|", *[f"| {k} | {_fmt(v)} |" for k, v in rest.items()], ""]
     if spec.cite:

@@ -150,15 +150,37 @@ class Layout:
             array[self.index(b, region)] = np.transpose(block, [source.index(a) for a in kept])
 
 
-def to_tensor(image: np.ndarray, axes: str | None, spatial: str, n_channels: int) -> tuple[np.ndarray, Layout]:
-    """(float32 array in ``bc+spatial`` order, the natural layout it came from)."""
+def for_input(shape: tuple[int, ...], axes: str | None, spatial: str, n_channels: int,
+              grey_repeat: bool = False) -> tuple[Layout, int]:
+    """(the natural layout of an input of ``shape``, how many times its channel is repeated).
+
+    ``grey_repeat``: a model with several channels also takes a single-channel image, repeated
+    into every channel (the conversion its spec declares); the repeat count is then
+    ``n_channels``, otherwise 1."""
+    try:
+        return Layout.of(shape, axes, spatial, n_channels), 1
+    except InputError:
+        if not grey_repeat or n_channels == 1:
+            raise
+        try:
+            return Layout.of(shape, axes, spatial, 1), n_channels
+        except InputError:
+            raise InputError(f"the model expects {n_channels} channels (or one grey channel, which it repeats); "
+                             f"got shape {tuple(shape)}{f' with axes {axes!r}' if axes else ''}") from None
+
+
+def to_tensor(image: np.ndarray, axes: str | None, spatial: str, n_channels: int,
+              grey_repeat: bool = False) -> tuple[np.ndarray, Layout]:
+    """(float32 array in ``bc+spatial`` order, the natural layout it came from); see
+    :func:`for_input` for ``grey_repeat``."""
     image = np.asarray(image)
     if image.dtype.kind not in "biuf":
         raise InputError(f"expected a numeric image, got dtype {image.dtype}")
     if image.size == 0:
         raise InputError(f"the image is empty (shape {image.shape})")
-    layout = Layout.of(image.shape, axes, spatial, n_channels)
-    return layout.to_tensor(image), layout
+    layout, repeat = for_input(image.shape, axes, spatial, n_channels, grey_repeat)
+    x = layout.to_tensor(image)
+    return (np.repeat(x, repeat, axis=1) if repeat > 1 else x), layout
 
 
 def from_tensor(y: np.ndarray, layout: Layout) -> np.ndarray:

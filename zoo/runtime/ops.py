@@ -10,6 +10,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import SpecError
+from ..segmentation.ops import INSTANCE_OPS
 
 Context = dict[str, Any]
 OpFunction = Callable[[np.ndarray, dict, Context, str], np.ndarray]
@@ -135,6 +136,21 @@ POSTPROCESSING: dict[str, OpFunction] = {
     "threshold": threshold,
     **_SHARED,
 }
+POSTPROCESSING.update(INSTANCE_OPS)
+
+
+def is_instance_op(name: str) -> bool:
+    """Whole-image ops that turn network outputs into instance labels (skipped for raw outputs)."""
+    return name in INSTANCE_OPS
+
+
+def output_ops(spec, raw: bool = False) -> list:
+    """The output's post-processing ops; with ``raw`` only those that act pixel by pixel."""
+    return [op for op in spec.outputs[0].postprocessing if not (raw and is_instance_op(op.op))]
+
+
+def makes_instances(spec) -> bool:
+    return any(is_instance_op(op.op) for op in spec.outputs[0].postprocessing)
 
 
 def check_known(spec) -> None:

