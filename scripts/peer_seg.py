@@ -79,6 +79,7 @@ import argparse
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -315,11 +316,20 @@ def run_peer(venv: Path, job: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix="peer-seg-models-") as empty_models:
         threads = str(job["threads"])
         env = {**os.environ, "CELLPOSE_LOCAL_MODELS_PATH": empty_models,
-               "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+               "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "TQDM_MININTERVAL": "30"}
         say(f"training {job['peer']} from scratch in {venv} ...")
-        proc = subprocess.run([str(venv_python(venv)), str(SCRIPT), "_peer", str(job_path)], env=env)
-    if proc.returncode != 0:
-        raise SystemExit(f"the peer process failed (exit {proc.returncode})")
+        proc = subprocess.Popen([str(venv_python(venv)), str(SCRIPT), "_peer", str(job_path)], env=env)
+        try:
+            returncode = proc.wait()
+        finally:  # interrupted (Ctrl-C, or SIGTERM from `timeout`): never leave the peer running
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    if returncode != 0:
+        raise SystemExit(f"the peer process failed (exit {returncode})")
     return json.loads((pred_dir / "peer.json").read_text())
 
 
@@ -348,6 +358,7 @@ def markdown(result: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # runs `finally`
     data, out = args.data.resolve(), args.out.resolve()
     pred_dir = (args.pred_dir or out.with_name(f"{out.stem}_labels")).resolve()
     train_ids, val_ids = project_split(data, args.kind)

@@ -1,4 +1,4 @@
-"""U-Net semantic segmentation (background / interior / boundary) with a seeded-watershed
+"""U-Net semantic segmentation (background / interior / boundary) with seeded instance growth
 instance step (Ronneberger et al. 2015; Caicedo et al. 2019), 2D and 3D."""
 from zoo.architectures import Architecture
 

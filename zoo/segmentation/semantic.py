@@ -1,6 +1,6 @@
 """Three-class semantic segmentation (background / object interior / object boundary), 2D or
 3D, as in the DSB2018 U-Net entries and Caicedo et al. 2019: the training target from a label
-image, and instances by a watershed seeded at the interiors.
+image, and instances by growing the interiors over the foreground.
 
 The boundary class (each object's outermost pixel layer) separates touching objects, so the
 interior components are one seed per object; the seeds then grow back over the foreground.
@@ -27,12 +27,11 @@ def classes(labels: np.ndarray) -> np.ndarray:
 def instances(probabilities: np.ndarray, seed_threshold: float = 0.5, mask_threshold: float = 0.5,
               min_size: int = 10) -> np.ndarray:
     """Label image from class probabilities (``3, *spatial``): seeds are connected interior
-    regions (probability above ``seed_threshold``), grown by a watershed on the interior
-    probability over the foreground (1 - background above ``mask_threshold``). Foreground
+    regions (probability above ``seed_threshold``), grown over the foreground (1 - background
+    above ``mask_threshold``), each pixel joining its nearest seed. Foreground
     components without a seed become objects of their own; objects under ``min_size`` pixels
     are dropped."""
     from scipy import ndimage as ndi
-    from skimage.segmentation import watershed
 
     from .cellpose import relabel_small
 
@@ -41,7 +40,13 @@ def instances(probabilities: np.ndarray, seed_threshold: float = 0.5, mask_thres
     interior = probabilities[INTERIOR]
     foreground = (1.0 - probabilities[BACKGROUND]) > mask_threshold
     seeds, n = ndi.label((interior > seed_threshold) & foreground)
-    labels = watershed(-interior, seeds, mask=foreground)
+    components, _ = ndi.label(foreground)
+    # every foreground pixel joins its nearest seed within the same foreground component: a rule
+    # that depends on the neighbourhood alone (a flooding order would depend on the whole image,
+    # and labelling in bands must give what the whole image gives)
+    nearest = ndi.distance_transform_edt(seeds == 0, return_distances=False, return_indices=True)
+    nearest = tuple(nearest)
+    labels = np.where(foreground & (components[nearest] == components), seeds[nearest], 0)
     orphans, _ = ndi.label(foreground & (labels == 0))
     labels = np.where(orphans > 0, orphans + n, labels)
     return relabel_small(labels.astype(np.int32), min_size)
