@@ -21,9 +21,9 @@ numpy / OpenCV pins never touch the project. This one file has three roles:
     path), starts ``VENV/bin/python`` on this file with the internal ``_peer`` subcommand, which
     trains the peer from scratch on the training ids of KIND, predicts the validation ids and
     writes one label image per id (``<id>.tif``) to ``--pred-dir`` (default: next to RESULT.json,
-    ``<RESULT stem>_labels/``). Back in the project's python it scores those label images with
-    ``zoo.segmentation_metrics.evaluate`` against ``masks/<id>.tif``, writes RESULT.json and
-    prints a markdown row.
+    ``<RESULT stem>_labels/``; the trained weights go to its ``models/`` folder). Back in the
+    project's python it scores those label images with ``zoo.segmentation_metrics.evaluate``
+    against ``masks/<id>.tif``, writes RESULT.json and prints a markdown row.
 
 ``_peer JOB.json`` (internal, inside the peer venv)
     The peer side of ``run``; ``check`` (also inside the venv) prints the versions as JSON.
@@ -51,8 +51,9 @@ How the peer is trained (Cellpose 3.1.1.3)
   ``flows_seconds``) and passed to ``train.train_seg`` (cellpose then skips recomputing them).
 * ``train.train_seg`` with its defaults otherwise: AdamW, learning rate 0.005 (10-epoch linear
   warm-up; the last 100/50 epochs halve it when there are more than 300/100), weight decay 1e-5,
-  batch 8 random 224x224 crops with rotation/flip/scale augmentation, ``min_train_masks=5``
-  (cellpose drops training images with fewer than 5 nuclei; the count used is reported).
+  batch 8 random 224x224 crops (``--bsize``) with rotation/flip/scale augmentation,
+  ``min_train_masks=5`` (cellpose drops training images with fewer than 5 nuclei; the count
+  used is reported). The trained weights are kept (``weights`` in the result).
   No test data is given to it: the validation images are never seen in training.
 * ``--epochs E``: E cellpose epochs, each a pass over all training images (ceil(n/8) steps).
   Note the warm-up: epoch 0 runs at learning rate 0, so a few epochs teach little.
@@ -67,10 +68,22 @@ How the peer is trained (Cellpose 3.1.1.3)
 Timing: ``train_seconds`` is the ``train_seg`` call (normalisation, diameters and the training
 loop; flows excluded), ``predict_seconds`` the ``eval`` call for all validation images. Threads:
 ``--threads`` (default 2) via ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` and ``torch.set_num_threads``.
+On a CPU shared with other jobs use ``--threads 1``: two threads that wait on each other ran a
+step 3-4x slower than one thread here. A fluo step (8 crops of 224 px) took 5-10 s on this
+2-core machine, so one pass over the 363 usable fluo training images (46 steps) takes 4-8 min;
+``--bsize 128`` crops are about 3.5x cheaper per step.
 
-Why not cellpose 4: cellpose 4.x requires torchvision and segment-anything (its only network is
-CPSAM, a ViT-L SAM encoder), and PyPI's torchvision builds do not import beside this machine's
-torch 2.13.0 CPU wheel; training a ViT-L from scratch on a CPU would not be brief anyway.
+Short runs predict nothing. CPnet's BatchNorm layers update their running statistics with
+momentum 0.05, and ``eval`` uses those statistics: after a few dozen steps they still lag far
+behind the network, so the cell-probability map stays below 0 everywhere and no object is found
+(AP 0), although the network in batch-statistics mode already separates nuclei from background.
+Budget at least a few hundred steps for a meaningful number.
+
+Why not cellpose 4: cellpose 4.x (4.2.1.1 is the newest) requires torchvision and
+segment-anything, because its only network is CPSAM, a ViT-L SAM encoder. Training that from
+scratch on a CPU would not be brief, and torchvision is a risk beside this torch 2.13.0 CPU wheel
+(``scripts/peer_careamics.py`` found PyPI's torchvision <= 0.26 does not import beside it; newer
+torchvision releases were not tried). Cellpose 3.1.1.3 needs neither.
 """
 
 from __future__ import annotations
@@ -116,7 +129,8 @@ def check_venv(venv: Path) -> dict | None:
     python = venv_python(venv)
     if not python.exists():
         return None
-    proc = subprocess.run([str(python), str(SCRIPT), "check"], capture_output=True, text=True)
+    proc = subprocess.run([str(python), str(SCRIPT), "check"], check=False, capture_output=True,
+                          text=True)
     if proc.returncode != 0:
         return None
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -127,9 +141,11 @@ def pip_install(python: Path, *args: str) -> None:
     cmd = [str(python), "-m", "pip", "install", "--disable-pip-version-check",
            "--progress-bar", "off", *args]
     say(" ".join(cmd[1:]))
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.run(cmd, check=False, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
     if proc.returncode != 0:
-        raise SystemExit(f"pip failed (exit {proc.returncode}):\n" + "\n".join(proc.stdout.splitlines()[-30:]))
+        tail = "\n".join(proc.stdout.splitlines()[-30:])
+        raise SystemExit(f"pip failed (exit {proc.returncode}):\n{tail}")
 
 
 def setup(venv: Path) -> int:
@@ -251,15 +267,16 @@ def peer(job_path: Path) -> int:
     flows = dynamics.labels_to_flows(train_masks, device=model.device)
     flows_seconds = time.perf_counter() - started
 
-    with tempfile.TemporaryDirectory(prefix="peer-seg-weights-") as work_dir:
-        started = time.perf_counter()
-        _, train_losses, _ = train.train_seg(
-            model.net, train_data=train_images, train_labels=flows, channels=CHANNELS,
-            channel_axis=channel_axis, batch_size=job["batch_size"],
-            learning_rate=job["learning_rate"], n_epochs=schedule["n_epochs"],
-            nimg_per_epoch=schedule["nimg_per_epoch"], min_train_masks=job["min_train_masks"],
-            save_path=work_dir, save_every=schedule["n_epochs"], model_name="peer_seg")
-        train_seconds = time.perf_counter() - started
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    weights, train_losses, _ = train.train_seg(
+        model.net, train_data=train_images, train_labels=flows, channels=CHANNELS,
+        channel_axis=channel_axis, batch_size=job["batch_size"],
+        learning_rate=job["learning_rate"], n_epochs=schedule["n_epochs"],
+        nimg_per_epoch=schedule["nimg_per_epoch"], min_train_masks=job["min_train_masks"],
+        bsize=job["bsize"], save_path=out_dir, save_every=schedule["n_epochs"],
+        model_name=f"cellpose_{job['kind']}")
+    train_seconds = time.perf_counter() - started
 
     diameter = float(model.net.diam_labels.item())  # mean diameter of the training nuclei
     started = time.perf_counter()
@@ -267,7 +284,6 @@ def peer(job_path: Path) -> int:
                              diameter=diameter)
     predict_seconds = time.perf_counter() - started
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     for image_id, image, mask in zip(job["val_ids"], val_images, masks):
         if mask.shape != image.shape[:2]:
             raise RuntimeError(f"{image_id}: labels {mask.shape} for an image {image.shape}")
@@ -278,11 +294,13 @@ def peer(job_path: Path) -> int:
         "n_train": len(train_images), "n_train_used": int(n_used), "n_val": len(val_images),
         "epochs": schedule["n_epochs"], "nimg_per_epoch": schedule["nimg_per_epoch"],
         "optimizer_steps": schedule["optimizer_steps"], "batch_size": job["batch_size"],
-        "learning_rate": job["learning_rate"], "threads": job["threads"], "seed": job["seed"],
+        "bsize": job["bsize"], "learning_rate": job["learning_rate"], "threads": job["threads"],
+        "seed": job["seed"],
         "flows_seconds": round(flows_seconds, 2), "train_seconds": round(train_seconds, 2),
         "seconds_per_step": round(train_seconds / schedule["optimizer_steps"], 3),
         "predict_seconds": round(predict_seconds, 2),
         "final_train_loss": round(float(train_losses[-1]), 5), "diameter": round(diameter, 2),
+        "weights": str(weights),
     }
     (out_dir / "peer.json").write_text(json.dumps(result, indent=1))
     return 0
@@ -318,7 +336,8 @@ def run_peer(venv: Path, job: dict) -> dict:
         env = {**os.environ, "CELLPOSE_LOCAL_MODELS_PATH": empty_models,
                "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "TQDM_MININTERVAL": "30"}
         say(f"training {job['peer']} from scratch in {venv} ...")
-        proc = subprocess.Popen([str(venv_python(venv)), str(SCRIPT), "_peer", str(job_path)], env=env)
+        cmd = [str(venv_python(venv)), str(SCRIPT), "_peer", str(job_path)]
+        proc = subprocess.Popen(cmd, env=env)
         try:
             returncode = proc.wait()
         finally:  # interrupted (Ctrl-C, or SIGTERM from `timeout`): never leave the peer running
@@ -345,9 +364,9 @@ def score(data: Path, val_ids: list[str], pred_dir: Path) -> dict[float, dict]:
 
 
 def markdown(result: dict) -> str:
-    """Header and one row: peer, kind, images, AP@0.5, AP@0.75, F1@0.5, training s, steps."""
+    """Header and one row: peer, kind, images, AP@0.5, AP@0.75, F1@0.5, training s, budget."""
     p, s = result["peer"], result["scores"]
-    budget = f"{p['optimizer_steps']} steps"
+    budget = f"{p['optimizer_steps']} steps x {p['batch_size']} crops of {p['bsize']} px"
     if p["nimg_per_epoch"] is None:
         budget += f" ({p['epochs']} epochs)"
     return ("| peer | kind | images | AP@0.5 | AP@0.75 | F1@0.5 | train s | training |\n"
@@ -365,7 +384,7 @@ def run(args: argparse.Namespace) -> int:
     say(f"{args.kind}: {len(train_ids)} training, {len(val_ids)} validation images")
     job = {"peer": "cellpose", "data": str(data), "kind": args.kind, "pred_dir": str(pred_dir),
            "train_ids": train_ids, "val_ids": val_ids, "steps": args.steps, "epochs": args.epochs,
-           "batch_size": args.batch_size, "learning_rate": args.learning_rate,
+           "batch_size": args.batch_size, "bsize": args.bsize, "learning_rate": args.learning_rate,
            "min_train_masks": args.min_train_masks, "threads": args.threads, "seed": args.seed}
     peer_result = run_peer(args.venv.resolve(), job)
     scores = score(data, val_ids, pred_dir)
@@ -397,6 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--out", type=Path, required=True, help="result JSON")
     p_run.add_argument("--pred-dir", type=Path, help="predicted labels (default: OUT_labels/)")
     p_run.add_argument("--batch-size", type=int, default=8)
+    p_run.add_argument("--bsize", type=int, default=224,
+                       help="side of the training crops (cellpose's default 224)")
     p_run.add_argument("--learning-rate", type=float, default=0.005)
     p_run.add_argument("--min-train-masks", type=int, default=5,
                        help="cellpose drops training images with fewer nuclei")

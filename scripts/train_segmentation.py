@@ -103,23 +103,23 @@ RECIPES = {r.name: r for r in [
            "StarDist 2D nuclei segmentation for fluorescence images (trained on the DSB2018 fluorescence images). "
            "Input: one 2D grey image of nuclei of any size; output: instance labels.",
            "DSB2018 stage1_train fluorescence images (368 train, 92 validate, split by image).",
-           max_steps=4000, patch=192),
+           max_steps=2400),
     Recipe("unet-dsb-2d", "unet-seg", 2, ALL_KINDS,
            "U-Net 3-class (background / interior / boundary) nuclei segmentation with seeded instance growth, for "
            "fluorescence, brightfield and H&E images (trained on all DSB2018 kinds). Input: one 2D grey or RGB "
            "image of any size; output: instance labels.",
            "DSB2018 stage1_train, all kinds (fluorescence, H&E, brightfield; 452 train, 113 validate, split by "
-           "image within each kind).", max_steps=3000, patch=192, channels=3),
+           "image within each kind).", max_steps=1500, channels=3),
     Recipe("cellpose-dsb-2d", "cellpose", 2, ALL_KINDS,
            "Cellpose-style flow-field nuclei segmentation for fluorescence, brightfield and H&E images (trained "
            "on all DSB2018 kinds). Input: one 2D grey or RGB image of any size; output: instance labels.",
            "DSB2018 stage1_train, all kinds (fluorescence, H&E, brightfield; 452 train, 113 validate, split by "
-           "image within each kind).", max_steps=3000, patch=192, channels=3),
+           "image within each kind).", max_steps=1800, channels=3),
     Recipe("unet-synth-3d", "unet-seg", 3, (),
            "3D U-Net 3-class nuclei segmentation with seeded instance growth (trained on synthetic touching nuclei "
            "volumes). Input: one zyx volume of nuclei of any size; output: instance labels.",
            "30 synthetic 32x96x96 nuclei volumes with exact labels (zoo.synthetic.labelled_nuclei, seeds "
-           "20000-20029): 24 train, 6 validate.", max_steps=1500, patch=[32, 64, 64], batch_size=4),
+           "20000-20029): 24 train, 6 validate.", max_steps=800, patch=[32, 64, 64], batch_size=4),
 ]}
 
 

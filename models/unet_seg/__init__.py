@@ -1,5 +1,5 @@
 """U-Net semantic segmentation (background / interior / boundary) with seeded instance growth
-instance step (Ronneberger et al. 2015; Caicedo et al. 2019), 2D and 3D."""
+as the instance step (Ronneberger et al. 2015; Caicedo et al. 2019), 2D and 3D."""
 from zoo.architectures import Architecture
 
 architecture = Architecture(
