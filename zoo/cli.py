@@ -149,12 +149,14 @@ def cmd_predict(args) -> int:
     finally:
         close()
     if args.figure:
-        panels = [("input", args.input), (model.spec.outputs[0].name, args.output)]
+        labels = model.makes_instances and not args.raw
+        panels = [("input", args.input, None), (model.spec.outputs[0].name, args.output, "labels" if labels else None)]
         if args.reference:
-            panels.append(("reference", args.reference))
-        flat = [(title, _preview(open_lazy(path)[0])) for title, path in panels]
+            panels.append(("reference", args.reference, None))
+        flat = [(title, _preview(open_lazy(path)[0]), *([kind] if kind else []))
+                for title, path, kind in panels]
         figure(args.figure, flat)
-        print(f"{args.figure}: figure ({' | '.join(t for t, _ in flat)})")
+        print(f"{args.figure}: figure ({' | '.join(panel[0] for panel in flat)})")
     return 0
 
 

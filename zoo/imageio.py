@@ -120,25 +120,37 @@ def stretch(image: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarr
     return (np.clip((image - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
 
 
-def figure(path: str | Path, panels: Sequence[tuple[str, np.ndarray]], max_side: int = 512) -> Path:
-    """Save 2D images side by side as one PNG, each stretched on its own, titled above."""
+def label_colours(labels: np.ndarray) -> np.ndarray:
+    """An RGB picture of a label image: a fixed pseudo-random colour per object, black background."""
+    ids = np.asarray(labels).astype(np.uint64)
+    rgb = np.stack([(ids * np.uint64(k) + np.uint64(71)) % np.uint64(200) + np.uint64(55)
+                    for k in (2654435761, 40503, 2246822519)], axis=-1).astype(np.uint8)
+    rgb[ids == 0] = 0
+    return rgb
+
+
+def figure(path: str | Path, panels: Sequence[tuple], max_side: int = 512) -> Path:
+    """Save 2D images side by side as one PNG, each stretched on its own, titled above. A panel
+    is ``(title, image)``, or ``(title, labels, "labels")`` for a label image (drawn in colours)."""
     from PIL import Image, ImageDraw
 
     tiles = []
-    for title, image in panels:
-        im = Image.fromarray(stretch(image))
+    for title, image, *kind in panels:
+        is_labels = kind == ["labels"]
+        im = Image.fromarray(label_colours(image) if is_labels else stretch(image))
         scale = max_side / max(im.size)
         if scale < 1:
-            im = im.resize((round(im.width * scale), round(im.height * scale)), Image.Resampling.BILINEAR)
+            resample = Image.Resampling.NEAREST if is_labels else Image.Resampling.BILINEAR
+            im = im.resize((round(im.width * scale), round(im.height * scale)), resample)
         tiles.append((title, im))
     pad, header = 8, 22
     width = sum(im.width for _, im in tiles) + pad * (len(tiles) + 1)
     height = max(im.height for _, im in tiles) + header + pad
-    canvas = Image.new("L", (width, height), 255)
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     x = pad
     for title, im in tiles:
-        draw.text((x, 5), title, fill=0)
+        draw.text((x, 5), title, fill=(0, 0, 0))
         canvas.paste(im, (x, header))
         x += im.width + pad
     path = Path(path)

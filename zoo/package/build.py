@@ -11,6 +11,7 @@ import numpy as np
 from .. import imageio, spec as specs
 from ..errors import InputError
 from ..hashing import sha256_file
+from ..runtime.ops import makes_instances
 from ..runtime import layout
 from ..spec import FileRef, Spec, TestRecord, Training, Weights
 from . import card, onnx_export
@@ -88,7 +89,9 @@ def build(blueprint: Spec, network, out: str | Path, training: Training, sample:
         cover_x = _center_crop(x[:1], 256, inp.shape_step or [1] * n)
         cover_y = runner_model.predict_tensor(cover_x)
         mid = tuple(s // 2 for s in cover_x.shape[2:-2])    # middle slice of 3D volumes
-        imageio.figure(tmp / COVER, [("input", cover_x[(0, 0) + mid]), ("output", cover_y[(0, 0) + mid])])
+        output_panel = ("instances", cover_y[(0, 0) + mid], "labels") if makes_instances(spec) else \
+            ("output", cover_y[(0, 0) + mid])
+        imageio.figure(tmp / COVER, [("input", cover_x[(0, 0) + mid]), output_panel])
 
         spread = float(np.ptp(test_y)) if test_y.size else 1.0
         spec.weights = Weights(safetensors=_ref(tmp, WEIGHTS), onnx=_ref(tmp, ONNX), onnx_opset=onnx_export.OPSET)
