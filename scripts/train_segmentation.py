@@ -30,6 +30,7 @@ from zoo.package.build import record_metrics
 from zoo.registry import LocalRegistry, standard_store
 from zoo.segmentation.evaluate import evaluate_segmentation, write_table
 from zoo.synthetic import labelled_nuclei
+from zoo.trainers.callbacks import ValidationLog
 from zoo.trainers.fit import fit
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,18 +104,18 @@ RECIPES = {r.name: r for r in [
            "StarDist 2D nuclei segmentation for fluorescence images (trained on the DSB2018 fluorescence images). "
            "Input: one 2D grey image of nuclei of any size; output: instance labels.",
            "DSB2018 stage1_train fluorescence images (368 train, 92 validate, split by image).",
-           max_steps=2400),
+           max_steps=5000, params={"base_channels": 16}),
     Recipe("unet-dsb-2d", "unet-seg", 2, ALL_KINDS,
            "U-Net 3-class (background / interior / boundary) nuclei segmentation with seeded instance growth, for "
            "fluorescence, brightfield and H&E images (trained on all DSB2018 kinds). Input: one 2D grey or RGB "
            "image of any size; output: instance labels.",
            "DSB2018 stage1_train, all kinds (fluorescence, H&E, brightfield; 452 train, 113 validate, split by "
-           "image within each kind).", max_steps=1500, channels=3),
+           "image within each kind).", max_steps=3000, channels=3, params={"base_channels": 16}),
     Recipe("cellpose-dsb-2d", "cellpose", 2, ALL_KINDS,
            "Cellpose-style flow-field nuclei segmentation for fluorescence, brightfield and H&E images (trained "
            "on all DSB2018 kinds). Input: one 2D grey or RGB image of any size; output: instance labels.",
            "DSB2018 stage1_train, all kinds (fluorescence, H&E, brightfield; 452 train, 113 validate, split by "
-           "image within each kind).", max_steps=1800, channels=3),
+           "image within each kind).", max_steps=4000, channels=3, params={"base_channels": 16}),
     Recipe("unet-synth-3d", "unet-seg", 3, (),
            "3D U-Net 3-class nuclei segmentation with seeded instance growth (trained on synthetic touching nuclei "
            "volumes). Input: one zyx volume of nuclei of any size; output: instance labels.",
@@ -145,7 +146,7 @@ def build(recipe: Recipe, work: Path, max_steps: int | None, version: str) -> tu
                   progress=sys.stderr.isatty(), overwrite=True, sample=sample, description=recipe.description,
                   data_description=recipe.data_description,
                   data_source=DSB_SOURCE if recipe.dims == 2 else "bioimage-zoo synthetic data (zoo.synthetic)",
-                  data_license="CC0" if recipe.dims == 2 else "MIT")
+                  data_license="CC0" if recipe.dims == 2 else "MIT", callbacks=[ValidationLog()])
     seconds = time.perf_counter() - started
     model = zoo.load(package, runtime="onnx", device="cpu")
     labels = [split.labels / (p.stem + ".tif") for p in split.val]

@@ -50,3 +50,22 @@ class BatchTimer(pl.Callback):
     @property
     def samples_per_second(self) -> float:
         return self.samples / self.seconds if self.seconds else 0.0
+
+
+class ValidationLog(pl.Callback):
+    """One line per validation (step, training and validation loss, elapsed seconds) on a stream:
+    a record of long runs without a progress bar (logs, CI)."""
+
+    def __init__(self, stream=None):
+        import sys
+        import time
+
+        self.stream = stream or sys.stderr
+        self._started = time.perf_counter()
+
+    def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        import time
+
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ("train_loss", "val_loss")}
+        print(f"step {trainer.global_step}: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())) +
+              f" ({time.perf_counter() - self._started:.0f} s)", file=self.stream, flush=True)
