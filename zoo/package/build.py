@@ -117,8 +117,14 @@ def write_spec_and_card(spec: Spec, root: Path) -> None:
 
 def record_metrics(root: str | Path, metrics: dict) -> Spec:
     """Add held-out metrics to an unpublished package's training record and regenerate its card."""
+    return amend(root, lambda spec: spec.training.metrics.update(metrics))
+
+
+def amend(root: str | Path, change) -> Spec:
+    """Change an unpublished package's spec in place (``change(spec)``; weights and test tensors
+    stay as they are) and regenerate its card."""
     root = Path(root)
     spec = specs.load(root)
-    spec.training.metrics.update(metrics)
+    change(spec)
     write_spec_and_card(spec, root)
     return spec
