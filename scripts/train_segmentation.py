@@ -111,12 +111,12 @@ RECIPES = {r.name: r for r in [
            "fluorescence, brightfield and H&E images (trained on all DSB2018 kinds). Input: one 2D grey or RGB "
            "image of any size; output: instance labels.",
            "DSB2018 stage1_train, all kinds (fluorescence, H&E, brightfield; 452 train, 113 validate, split by "
-           "image within each kind).", max_steps=3000, channels=3, params={"base_channels": 16}),
+           "image within each kind).", max_steps=2200, channels=3, params={"base_channels": 16}),
     Recipe("cellpose-dsb-2d", "cellpose", 2, ALL_KINDS,
            "Cellpose-style flow-field nuclei segmentation for fluorescence, brightfield and H&E images (trained "
            "on all DSB2018 kinds). Input: one 2D grey or RGB image of any size; output: instance labels.",
            "DSB2018 stage1_train, all kinds (fluorescence, H&E, brightfield; 452 train, 113 validate, split by "
-           "image within each kind).", max_steps=4000, channels=3, params={"base_channels": 16}),
+           "image within each kind).", max_steps=3000, channels=3, params={"base_channels": 16}),
     Recipe("unet-synth-3d", "unet-seg", 3, (),
            "3D U-Net 3-class nuclei segmentation with seeded instance growth (trained on synthetic touching nuclei "
            "volumes). Input: one zyx volume of nuclei of any size; output: instance labels.",
