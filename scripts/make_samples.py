@@ -1,4 +1,5 @@
-"""Cut the main job's sample images from ../shared/data (Hagen et al., CC0) into samples/.
+"""Cut the sample images from ../shared/data into samples/: the main job's Hagen actin pair (CC0)
+and a DSB2018 fluorescence validation image with its nuclei labels (CC0; never trained on).
 
 Reproduce:  python scripts/make_samples.py
 """
@@ -11,6 +12,8 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 HAGEN = REPO.parent / "shared" / "data" / "hagen_snr"
 CROP = (slice(0, 1024), slice(512, 1536))  # a 1024 x 1024 field with several cells
+DSB = REPO.parent / "shared" / "data" / "dsb2018"
+DSB_ID = "0ea221716cf13710214dcd331a61cea48308c3940df1d28cfc7fd817c83714e1"  # 520 x 696, 369 nuclei
 
 
 def main() -> None:
@@ -20,6 +23,12 @@ def main() -> None:
         image = np.asarray(Image.open(HAGEN / folder / "actin-20x-noise1.png"))[CROP]
         tifffile.imwrite(out / name, image, compression="zlib")
         print(out / name, image.shape, image.dtype)
+    image = np.asarray(Image.open(DSB / "images" / f"{DSB_ID}.png"))
+    image = image if image.ndim == 2 else image[..., 0]        # grey stored as RGB: one channel
+    tifffile.imwrite(out / "dsb_fluo_nuclei.tif", image, compression="zlib")
+    labels = tifffile.imread(DSB / "masks" / f"{DSB_ID}.tif")
+    tifffile.imwrite(out / "dsb_fluo_nuclei_labels.tif", labels, compression="zlib")
+    print(out / "dsb_fluo_nuclei.tif", image.shape, image.dtype, f"{labels.max()} nuclei")
 
 
 if __name__ == "__main__":
