@@ -59,6 +59,15 @@ def evaluate_segmentation(model, images: Sequence[Path], labels: Sequence[Path],
     return results
 
 
+def _raw_outputs(model, image: np.ndarray) -> np.ndarray:
+    """The network's outputs for one image as ``1, c, *spatial`` (whatever the image's layout)."""
+    from ..runtime.layout import to_tensor
+
+    inp = model.spec.inputs[0]
+    x, _ = to_tensor(image, None, inp.spatial_axes, inp.n_channels, inp.grey == "repeat")
+    return model.predict_tensor(x, raw=True)
+
+
 # the thresholds each instance step exposes, and the values tried when tuning them
 THRESHOLD_GRIDS = {
     "stardist_instances": {"prob_threshold": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8], "nms_threshold": [0.3, 0.4, 0.5]},
@@ -77,12 +86,12 @@ def tune_thresholds(model, images: Sequence[Path], labels: Sequence[Path]) -> tu
 
     op = next(o for o in model.spec.outputs[0].postprocessing if ops.is_instance_op(o.op))
     grid = THRESHOLD_GRIDS[op.op]
-    raws = [model.predict(read_image(p), raw=True) for p in images]
+    raws = [_raw_outputs(model, read_image(p)) for p in images]
     truths = [np.asarray(read_image(p)) for p in labels]
     best, best_score = dict(op.params), -1.0
     for values in itertools.product(*grid.values()):
         params = {**op.params, **dict(zip(grid, values))}
-        predicted = [ops.POSTPROCESSING[op.op](r[None], params, {}, "labels")[0, 0] for r in raws]
+        predicted = [ops.POSTPROCESSING[op.op](r, params, {}, "labels")[0, 0] for r in raws]
         rows = evaluate(truths, predicted, thresholds=[0.5, 0.75])
         score = (rows[0]["ap"] + rows[1]["ap"]) / 2
         if score > best_score:
