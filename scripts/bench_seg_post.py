@@ -3,7 +3,8 @@
 Reproduce:  python scripts/bench_seg_post.py [PACKAGE ...] [--size 2048] [--runtime onnx]
             (default: the standard segmentation packages in the local registry)
 
-The image is a mosaic of DSB2018 fluorescence validation images (CC0), several thousand nuclei.
+The image is a mosaic of 256x256 crops of DSB2018 fluorescence validation images (CC0), about
+1,300 nuclei.
 For each package: the network's tiled prediction (raw outputs), then its instance step on the
 stitched outputs, timed apart in the same run; prints seconds, ms per megapixel and the share
 of the post-processing in the total.
