@@ -9,12 +9,13 @@ from conftest import N2V_BLUEPRINT, REPO
 
 
 def test_every_model_folder_is_registered_through_entry_points():
-    folders = {p.parent.name for p in (REPO / "models").glob("*/spec.yaml")}
-    registered = set(architectures.available())
-    assert folders and folders <= registered
-    for arch_id in folders:
-        blueprint = specs.load(architectures.get(arch_id).blueprint_path())
-        assert blueprint.kind == "blueprint" and blueprint.architecture_id == arch_id
+    blueprints = {p.parent.name: specs.load(p) for p in (REPO / "models").glob("*/spec.yaml")}
+    registered = architectures.available()
+    assert blueprints
+    for folder, blueprint in blueprints.items():       # folder unet_seg holds architecture unet-seg
+        arch = registered[blueprint.architecture_id]
+        assert blueprint.kind == "blueprint" and arch.package.rsplit(".", 1)[-1] == folder
+        assert specs.load(arch.blueprint_path()).architecture_id == arch.id
 
 
 def test_unknown_architecture_names_it():
