@@ -12,10 +12,8 @@ actin crop, CC0, or the project's synthetic volumes), never from W2S or CBMI.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +26,10 @@ import zoo
 from zoo import architectures, spec as specs
 from zoo.evaluate import evaluate_pairs, summary
 from zoo.package.build import record_metrics
-from zoo.registry import LocalRegistry, standard_store
 from zoo.synthetic import nuclei
 from zoo.trainers.fit import fit
+
+import recipe_cli  # noqa: E402  (scripts/, beside this file)
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -168,25 +167,13 @@ def build(recipe: Recipe, work: Path, max_steps: int | None, version: str) -> tu
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("recipes", nargs="+", help=f"{', '.join(RECIPES)} or all")
-    parser.add_argument("--max-steps", type=int, help="override the recipe's step count")
-    parser.add_argument("--version", default="0.1.0")
-    parser.add_argument("--store", type=Path, default=standard_store(), help="registry to publish into")
-    parser.add_argument("--no-publish", action="store_true")
-    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "zoo-restoration-build",
-                        help="where packages are built before publishing (kept)")
-    args = parser.parse_args()
-    names = [n for n in RECIPES if n != "n2v-w2s"] if args.recipes == ["all"] else args.recipes
-    unknown = [n for n in names if n not in RECIPES]
-    if unknown:
-        parser.error(f"unknown recipe(s) {unknown}: choose from {', '.join(RECIPES)}")
-    for name in names:
+    cli = recipe_cli.parser(__doc__, RECIPES, "zoo-restoration-build")
+    args = cli.parse_args()
+    for name in recipe_cli.chosen(cli, args, RECIPES, [n for n in RECIPES if n != "n2v-w2s"]):
         package, numbers = build(RECIPES[name], args.work / name, args.max_steps, args.version)
         print(json.dumps({"package": name, **numbers}, indent=1), flush=True)
         if not args.no_publish:
-            result = LocalRegistry(args.store, seed=None).publish(package)
-            print(f"published {result.ref} to {args.store} (new: {result.created})", flush=True)
+            recipe_cli.publish(package, args.store)
 
 
 if __name__ == "__main__":

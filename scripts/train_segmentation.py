@@ -13,11 +13,9 @@ and covers come from DSB2018 images (CC0) or the project's synthetic volumes.
 """
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,11 +25,12 @@ import tifffile
 import zoo
 from zoo import architectures, spec as specs
 from zoo.package.build import amend, record_metrics
-from zoo.registry import LocalRegistry, standard_store
 from zoo.segmentation.evaluate import THRESHOLD_GRIDS, evaluate_segmentation, tune_thresholds, write_table
 from zoo.synthetic import labelled_nuclei
 from zoo.trainers.callbacks import ValidationLog
 from zoo.trainers.fit import fit
+
+import recipe_cli  # noqa: E402  (scripts/, beside this file)
 
 REPO = Path(__file__).resolve().parents[1]
 DSB = REPO.parent / "shared" / "data" / "dsb2018"
@@ -174,22 +173,11 @@ def tune_and_evaluate(package: Path, split: Split) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("recipes", nargs="+", help=f"{', '.join(RECIPES)} or all")
-    parser.add_argument("--max-steps", type=int, help="override the recipe's step count")
-    parser.add_argument("--version", default="0.1.0")
-    parser.add_argument("--store", type=Path, default=standard_store(), help="registry to publish into")
-    parser.add_argument("--no-publish", action="store_true")
-    parser.add_argument("--evaluate-only", action="store_true",
-                        help="skip training: tune and evaluate the package already built in --work")
-    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "zoo-segmentation-build",
-                        help="where packages are built before publishing (kept)")
-    args = parser.parse_args()
-    names = list(RECIPES) if args.recipes == ["all"] else args.recipes
-    unknown = [n for n in names if n not in RECIPES]
-    if unknown:
-        parser.error(f"unknown recipe(s) {unknown}: choose from {', '.join(RECIPES)}")
-    for name in names:
+    cli = recipe_cli.parser(__doc__, RECIPES, "zoo-segmentation-build")
+    cli.add_argument("--evaluate-only", action="store_true",
+                     help="skip training: tune and evaluate the package already built in --work")
+    args = cli.parse_args()
+    for name in recipe_cli.chosen(cli, args, RECIPES, list(RECIPES)):
         recipe, work = RECIPES[name], args.work / name
         split = split_for(recipe, work)
         started = time.perf_counter()
@@ -199,8 +187,7 @@ def main() -> None:
         print(json.dumps({"package": name, "train_seconds": round(seconds, 1), "segmentation": results}, indent=1),
               flush=True)
         if not args.no_publish:
-            result = LocalRegistry(args.store, seed=None).publish(package)
-            print(f"published {result.ref} to {args.store} (new: {result.created})", flush=True)
+            recipe_cli.publish(package, args.store)
 
 
 if __name__ == "__main__":
