@@ -17,6 +17,7 @@ import itertools
 import numpy as np
 
 from ..errors import InputError
+from .labels import relabel_small
 
 
 def _centres(labels: np.ndarray) -> np.ndarray:
@@ -152,15 +153,3 @@ def instances(flow: np.ndarray, probability: np.ndarray, prob_threshold: float =
     idx = tuple(np.rint(ends).astype(np.int64).T)
     labels[mask] = basins[idx]
     return relabel_small(labels, min_size)
-
-
-def relabel_small(labels: np.ndarray, min_size: int) -> np.ndarray:
-    """Drop objects under ``min_size`` pixels and number the rest 1..n (in order of first pixel)."""
-    sizes = np.bincount(labels.ravel())
-    keep = sizes >= min_size
-    keep[0] = False
-    ids, first = np.unique(labels.ravel(), return_index=True)
-    order = [i for _, i in sorted(zip(first, ids)) if keep[i]]
-    table = np.zeros(len(sizes), np.int32)
-    table[order] = np.arange(1, len(order) + 1)
-    return table[labels]

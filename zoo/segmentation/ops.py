@@ -47,4 +47,3 @@ INSTANCE_OPS = {
     "stardist_instances": stardist_instances,
     "cellpose_instances": cellpose_instances,
 }
-

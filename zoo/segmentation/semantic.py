@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
+from .labels import relabel_small
 
 BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
 
@@ -32,8 +33,6 @@ def instances(probabilities: np.ndarray, seed_threshold: float = 0.5, mask_thres
     components without a seed become objects of their own; objects under ``min_size`` pixels
     are dropped."""
     from scipy import ndimage as ndi
-
-    from .cellpose import relabel_small
 
     if probabilities.ndim not in (3, 4) or probabilities.shape[0] != 3:
         raise InputError(f"expected class probabilities of shape (3, *spatial), got {probabilities.shape}")
