@@ -1,6 +1,8 @@
 """The LightningModule every architecture's training module derives from."""
 from __future__ import annotations
 
+import math
+
 import pytorch_lightning as pl
 import torch
 
@@ -11,7 +13,8 @@ from zoo.spec import Spec
 class ZooModule(pl.LightningModule):
     """Builds the spec's network; subclasses define ``loss(batch, generator=None)``.
 
-    Adam with a cosine decay of the learning rate over ``trainer.max_steps``.
+    Adam with a cosine decay of the learning rate over ``trainer.max_steps`` (after a warm-up
+    when fine-tuning).
     """
 
     def __init__(self, spec: Spec, lr: float = 4e-4):
@@ -50,10 +53,26 @@ class ZooModule(pl.LightningModule):
         generator = torch.Generator(device=self.device).manual_seed(batch_idx)  # same masks every time
         self.log("val_loss", self.loss(batch, generator), prog_bar=True, on_epoch=True)
 
+    def optimizer_groups(self) -> list[dict]:
+        """Parameter groups with their learning rates (fine-tuning sets ``layer_decay``)."""
+        from .transfer import layerwise_groups
+
+        return layerwise_groups(self.network, self.lr, getattr(self, "layer_decay", None))
+
     def configure_optimizers(self):
-        optimizer = torch.optim.Adam(self.parameters(), lr=self.lr)
+        """Adam; over ``trainer.max_steps``, a linear warm-up of ``warmup_steps`` (0 unless
+        fine-tuning) then a cosine decay to 5% of each group's learning rate."""
+        optimizer = torch.optim.Adam(self.optimizer_groups(), lr=self.lr)
         total = self.trainer.max_steps if self.trainer and self.trainer.max_steps > 0 else None
         if not total:
             return optimizer
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=self.lr * 0.05)
+        warmup = min(int(getattr(self, "warmup_steps", 0)), total - 1)
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -3,6 +3,7 @@ normalised random patches with foreground-aware sampling and flip/rot90 augmenta
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -93,11 +94,16 @@ class PatchDataset(Dataset):
     ``foreground``: the probability that a patch is required to hold foreground (at least 10% of
     its pixels above the image's 80th percentile; up to 8 draws), so that sparse images do not
     train on background alone. With ``fixed=True`` (validation) positions are drawn once.
+    ``weights``: how often each image is drawn (default: equally often).
     """
 
     def __init__(self, images: list[np.ndarray | tuple[np.ndarray, ...]], patch: Sequence[int], length: int,
-                 augment: bool, seed: int = 0, fixed: bool = False, foreground: float = 0.0):
+                 augment: bool, seed: int = 0, fixed: bool = False, foreground: float = 0.0,
+                 weights: Sequence[float] | None = None):
         self.images = [img if isinstance(img, tuple) else (img,) for img in images]
+        if weights is not None and len(weights) != len(self.images):
+            raise ValueError(f"{len(weights)} sampling weights for {len(self.images)} images")
+        self.weights = None if weights is None else np.asarray(weights, np.float64) / np.sum(weights)
         for group in self.images:
             shape = group[0].shape[1:]
             if any(g.shape[1:] != shape for g in group):
@@ -120,7 +126,7 @@ class PatchDataset(Dataset):
         return float(np.percentile(image[:, ::4, ::4] if image.ndim == 3 else image, 80))
 
     def _draw(self, rng: np.random.Generator) -> tuple[int, tuple[int, ...]]:
-        k = int(rng.integers(len(self.images)))
+        k = int(rng.integers(len(self.images)) if self.weights is None else rng.choice(len(self.images), p=self.weights))
         shape = self.images[k][0].shape[1:]
         tries = 8 if self._thresholds is not None and rng.random() < self.foreground else 1
         for _ in range(tries):
@@ -151,6 +157,30 @@ class PatchDataset(Dataset):
         return tensors[0] if len(tensors) == 1 else tensors
 
 
+@dataclass(frozen=True)
+class Rehearsal:
+    """Images of the parent's own training data mixed into fine-tuning, so that the child does
+    not forget the parent's domain: ``fraction`` of the training patches come from them."""
+
+    files: Sequence[Path]
+    fraction: float
+    targets: Sequence[Path] | None = None
+
+    def __post_init__(self):
+        if not 0 < self.fraction < 1:
+            raise InputError(f"the rehearsal fraction must be between 0 and 1 (exclusive), got {self.fraction}")
+        if not self.files:
+            raise InputError("rehearsal needs at least one image of the parent's training data")
+
+
+def mixed_weights(n_own: int, rehearsal: Rehearsal | None) -> list[float] | None:
+    """Per-image sampling weights: the own images share ``1 - fraction``, rehearsal ``fraction``."""
+    if rehearsal is None:
+        return None
+    n = len(rehearsal.files)
+    return [(1 - rehearsal.fraction) / n_own] * n_own + [rehearsal.fraction / n] * n
+
+
 class RestorationDataModule(pl.LightningDataModule):
     """Patches of normalised images for image-to-image training: images alone (self-supervised)
     or (image, target) pairs. Targets are normalised with the input's own ops, per image."""
@@ -158,7 +188,8 @@ class RestorationDataModule(pl.LightningDataModule):
     def __init__(self, tensor: TensorSpec, train_files: Sequence[Path], val_files: Sequence[Path],
                  patch: Sequence[int], batch_size: int = 16, steps_per_epoch: int = 200,
                  val_patches: int = 64, seed: int = 0, train_targets: Sequence[Path] | None = None,
-                 val_targets: Sequence[Path] | None = None, foreground: float = 0.5):
+                 val_targets: Sequence[Path] | None = None, foreground: float = 0.5,
+                 rehearsal: Rehearsal | None = None):
         super().__init__()
         if (train_targets is None) != (val_targets is None):
             raise InputError("give targets for both the training and the validation images, or for neither")
@@ -168,6 +199,12 @@ class RestorationDataModule(pl.LightningDataModule):
         self.raw_train = [read_raw(p, tensor) for p in self.train_files]
         self.train_images = self._pairs([normalise(x, tensor) for x in self.raw_train], train_targets)
         self.val_images = self._pairs([normalise(read_raw(p, tensor), tensor) for p in self.val_files], val_targets)
+        if rehearsal is not None:
+            if (rehearsal.targets is None) != (train_targets is None):
+                raise InputError("rehearsal images need targets exactly when the training images have them")
+            self.train_images += self._pairs([normalise(read_raw(p, tensor), tensor) for p in rehearsal.files],
+                                             rehearsal.targets)
+        self.weights = mixed_weights(len(self.train_files), rehearsal)
 
     def _pairs(self, images: list[np.ndarray], targets: Sequence[Path] | None) -> list:
         if targets is None:
@@ -179,7 +216,7 @@ class RestorationDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         ds = PatchDataset(self.train_images, self.patch, self.steps_per_epoch * self.batch_size,
-                          augment=True, seed=self.seed, foreground=self.foreground)
+                          augment=True, seed=self.seed, foreground=self.foreground, weights=self.weights)
         return DataLoader(ds, batch_size=self.batch_size, shuffle=False, num_workers=0)
 
     def val_dataloader(self) -> DataLoader:

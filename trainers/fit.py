@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -13,7 +14,7 @@ from zoo.package import build
 from zoo.spec import Spec, Training
 
 from .callbacks import BatchTimer, KeepBest
-from .data import RestorationDataModule, list_images, match_targets, read_raw, split_by_image
+from .data import Rehearsal, RestorationDataModule, list_images, match_targets, read_raw, split_by_image
 
 log = logging.getLogger("zoo.trainers")
 
@@ -42,6 +43,35 @@ def fit(blueprint: str | Path | Spec, data: str | Path | None, out: str | Path, 
     import pytorch_lightning as pl
 
     spec = blueprint if isinstance(blueprint, Spec) else specs.load(blueprint)
+    arch = architectures.get(spec.architecture_id)
+    train_files, val_files = split_files(data, train_files, val_files, val_fraction, seed)
+    pairs = pair_targets(arch, target, train_files, val_files)
+
+    pl.seed_everything(seed, workers=True, verbose=False)
+    options = dict(module_options or {})
+    if lr is not None:
+        options["lr"] = lr
+    module = arch.training_module()(spec, **options)
+    datamodule = make_datamodule(module, train_files, val_files, pairs, patch, batch_size,
+                                 min(steps_per_epoch, max_steps), seed)
+    run = train(module, datamodule, max_steps, callbacks, progress=progress, accelerator=accelerator,
+                devices=devices, precision=precision, strategy=strategy)
+    training = Training(
+        data=data_record(train_files, val_files, pairs, data, data_description, data_source, data_license),
+        statistics=datamodule.statistics(),
+        metrics={"val_loss": run.val_loss},
+        config={"max_steps": max_steps, "patch": patch, "batch_size": batch_size, "seed": seed,
+                "precision": precision, **run.record(), **module.hparams_for_record(),
+                "validation_files": [p.name for p in val_files]},
+        parent=None,
+    )
+    return build.build(spec, module.network, out, training, sample_image(spec, sample, val_files), name=name,
+                       version=version, description=description, overwrite=overwrite)
+
+
+# ---------------------------------------------------------------------------- shared by fit and finetune
+def split_files(data, train_files, val_files, val_fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
+    """Training and validation images: explicit lists, or a by-image split of the folder ``data``."""
     if train_files is None:
         if data is None:
             raise InputError("give a data folder (--data) or explicit training files")
@@ -55,61 +85,78 @@ def fit(blueprint: str | Path | Spec, data: str | Path | None, out: str | Path, 
     train_files, val_files = [Path(p) for p in train_files], [Path(p) for p in val_files]
     if not train_files:
         raise InputError("no training images left after setting the validation images aside")
+    return train_files, val_files
 
-    arch = architectures.get(spec.architecture_id)
+
+def pair_targets(arch, target, train_files: list[Path], val_files: list[Path]) -> dict:
+    """``{train_targets, val_targets}`` for architectures that learn from pairs, else ``{}``."""
     if arch.needs_targets and target is None:
         raise InputError(f"'{arch.id}' learns from pairs: give the folder of targets (--target: "
                          f"{'label images' if arch.task == 'segmentation' else 'clean images'}), one file "
                          "of the same name per image")
     if target is not None and not arch.needs_targets:
         raise InputError(f"'{arch.id}' trains on the images alone; drop --target (or use care / n2n)")
-    pairs = {}
-    if target is not None:
-        pairs = {"train_targets": match_targets(train_files, target), "val_targets": match_targets(val_files, target)}
+    if target is None:
+        return {}
+    return {"train_targets": match_targets(train_files, target), "val_targets": match_targets(val_files, target)}
 
-    pl.seed_everything(seed, workers=True, verbose=False)
-    inp = spec.inputs[0]
+
+def make_datamodule(module, train_files, val_files, pairs: dict, patch, batch_size: int, steps_per_epoch: int,
+                    seed: int, rehearsal: Rehearsal | None = None):
+    """The architecture's data module (segmentation modules name their own) over these files."""
+    inp = module.spec.inputs[0]
     n = len(inp.spatial_axes)
     patches = [patch] * n if isinstance(patch, int) else list(patch)
-    options = dict(module_options or {})
-    if lr is not None:
-        options["lr"] = lr
-    module = arch.training_module()(spec, **options)
+    extra = {"rehearsal": rehearsal} if rehearsal is not None else {}
     if getattr(module, "datamodule", None) is not None:     # segmentation: targets made from label images
-        datamodule = module.datamodule(inp, train_files, val_files, patch=patches, targets=module.targets,
-                                       roles=module.roles(), batch_size=batch_size,
-                                       steps_per_epoch=min(steps_per_epoch, max_steps), seed=seed, **pairs)
-    else:
-        datamodule = RestorationDataModule(inp, train_files, val_files, patch=patches, batch_size=batch_size,
-                                           steps_per_epoch=min(steps_per_epoch, max_steps), seed=seed, **pairs)
+        return module.datamodule(inp, train_files, val_files, patch=patches, targets=module.targets,
+                                 roles=module.roles(), batch_size=batch_size, steps_per_epoch=steps_per_epoch,
+                                 seed=seed, **pairs, **extra)
+    return RestorationDataModule(inp, train_files, val_files, patch=patches, batch_size=batch_size,
+                                 steps_per_epoch=steps_per_epoch, seed=seed, **pairs, **extra)
+
+
+@dataclass
+class Run:
+    """What a training run measured."""
+
+    val_loss: float
+    selected_step: int
+    steps: int
+    seconds: float
+    patches_per_second: float
+
+    def record(self) -> dict:
+        return {"training_seconds": round(self.seconds, 1), "patches_per_second": round(self.patches_per_second, 1),
+                "selected_step": self.selected_step, "steps_run": self.steps}
+
+
+def train(module, datamodule, max_steps: int, callbacks: Sequence = (), *, progress: bool = True,
+          **lightning) -> Run:
+    """Fit ``module`` with Lightning; the weights with the lowest validation loss are kept."""
+    import pytorch_lightning as pl
 
     keep_best, timer = KeepBest("val_loss"), BatchTimer()
-    trainer = pl.Trainer(max_steps=max_steps, callbacks=[keep_best, timer, *callbacks], accelerator=accelerator, devices=devices, precision=precision,
-                         strategy=strategy, enable_progress_bar=progress, enable_checkpointing=False,
-                         logger=False, enable_model_summary=False, num_sanity_val_steps=0,
-                         log_every_n_steps=10, deterministic=False)
+    trainer = pl.Trainer(max_steps=max_steps, callbacks=[keep_best, timer, *callbacks], enable_progress_bar=progress,
+                         enable_checkpointing=False, logger=False, enable_model_summary=False,
+                         num_sanity_val_steps=0, log_every_n_steps=10, deterministic=False, **lightning)
     started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
-    seconds = time.perf_counter() - started
-    val_loss = keep_best.best
+    return Run(keep_best.best, keep_best.best_step, trainer.global_step, time.perf_counter() - started,
+               timer.samples_per_second)
 
-    training = Training(
-        data={"description": data_description or f"{len(train_files) + len(val_files)} images" + (f" from {data}" if data else ""),
-              **({"source": data_source} if data_source else {}),
-              **({"license": data_license} if data_license else {}),
-              "fingerprint": fingerprint_files([*train_files, *val_files, *pairs.get("train_targets", []),
-                                                *pairs.get("val_targets", [])]),
-              "n_train": len(train_files), "n_validation": len(val_files)},
-        statistics=datamodule.statistics(),
-        metrics={"val_loss": val_loss},
-        config={"max_steps": max_steps, "patch": patch, "batch_size": batch_size, "seed": seed,
-                "precision": precision, "training_seconds": round(seconds, 1),
-                "patches_per_second": round(timer.samples_per_second, 1),
-                "selected_step": keep_best.best_step,
-                **{k: v for k, v in module.hparams_for_record().items()},
-                "validation_files": [p.name for p in val_files]},
-        parent=None,
-    )
-    sample_image = read_raw(Path(sample) if sample else val_files[0], inp)[None]  # b, c, *spatial
-    return build.build(spec, module.network, out, training, sample_image, name=name, version=version,
-                       description=description, overwrite=overwrite)
+
+def data_record(train_files, val_files, pairs: dict, data=None, description: str | None = None,
+                source: str | None = None, license: str | None = None) -> dict:
+    """The training record's ``data``: what, from where, and the fingerprint of every file."""
+    return {"description": description or f"{len(train_files) + len(val_files)} images" + (f" from {data}" if data else ""),
+            **({"source": source} if source else {}),
+            **({"license": license} if license else {}),
+            "fingerprint": fingerprint_files([*train_files, *val_files, *pairs.get("train_targets", []),
+                                              *pairs.get("val_targets", [])]),
+            "n_train": len(train_files), "n_validation": len(val_files)}
+
+
+def sample_image(spec: Spec, sample, val_files):
+    """The raw image (``b, c, *spatial``) whose crop becomes the test tensors and the cover."""
+    return read_raw(Path(sample) if sample else val_files[0], spec.inputs[0])[None]

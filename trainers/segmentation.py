@@ -20,7 +20,7 @@ from zoo.imageio import read_image
 from zoo.spec import TensorSpec
 
 from .base import ZooModule
-from .data import PatchDataset, intensity_statistics, normalise, read_raw
+from .data import PatchDataset, Rehearsal, intensity_statistics, mixed_weights, normalise, read_raw
 
 # How a target channel transforms with the image (see ``transform_targets``):
 #   ("scalar",)            a value per pixel (probability, class, weight)
@@ -106,7 +106,7 @@ class SegmentationDataModule(pl.LightningDataModule):
                  patch: Sequence[int], targets, roles: Sequence[Role], batch_size: int = 8,
                  steps_per_epoch: int = 200, val_patches: int = 64, seed: int = 0,
                  train_targets: Sequence[Path] | None = None, val_targets: Sequence[Path] | None = None,
-                 foreground: float = 0.9):
+                 foreground: float = 0.9, rehearsal: Rehearsal | None = None):
         super().__init__()
         if train_targets is None or val_targets is None:
             raise InputError("segmentation learns from label images: give the folder of labels (--target), "
@@ -116,6 +116,12 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.raw_train = [read_raw(p, tensor) for p in train_files]
         self.train_images = [self._example(x, tensor, t, targets) for x, t in zip(self.raw_train, train_targets)]
         self.val_images = [self._example(read_raw(p, tensor), tensor, t, targets) for p, t in zip(val_files, val_targets)]
+        if rehearsal is not None:
+            if rehearsal.targets is None:
+                raise InputError("rehearsal images for segmentation need their label images")
+            self.train_images += [self._example(read_raw(p, tensor), tensor, t, targets)
+                                  for p, t in zip(rehearsal.files, rehearsal.targets)]
+        self.weights = mixed_weights(len(self.raw_train), rehearsal)
 
     @staticmethod
     def _example(raw: np.ndarray, tensor: TensorSpec, label_path: Path, targets):
@@ -127,7 +133,7 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         ds = SegmentationPatches(self.train_images, self.roles, self.patch, self.steps_per_epoch * self.batch_size,
-                                 augment=True, seed=self.seed, foreground=self.foreground)
+                                 augment=True, seed=self.seed, foreground=self.foreground, weights=self.weights)
         return DataLoader(ds, batch_size=self.batch_size, shuffle=False, num_workers=0)
 
     def val_dataloader(self) -> DataLoader:

@@ -18,7 +18,8 @@ from .errors import UnknownArchitectureError
 ENTRY_POINT_GROUP = "zoo.architectures"
 
 
-def _import(target: str) -> Any:
+def import_target(target: str) -> Any:
+    """The object named by ``module:attr.path``."""
     module, _, attr = target.partition(":")
     obj = importlib.import_module(module)
     for part in attr.split("."):
@@ -38,6 +39,8 @@ class Architecture:
     needs_targets: trained on (image, target) pairs rather than on images alone.
     task: ``restoration`` (image out) or ``segmentation`` (instance labels out; its targets
         are label images).
+    describe_outputs: optional ``module:callable(params, output_tensor_spec)`` that names the
+        output channels for changed parameters (fine-tuning with a new head, e.g. more rays).
     """
 
     id: str
@@ -46,12 +49,13 @@ class Architecture:
     training: str
     needs_targets: bool = False
     task: str = "restoration"
+    describe_outputs: str | None = None
 
     def build_network(self, params: dict[str, Any]):
-        return _import(self.network)(**params)
+        return import_target(self.network)(**params)
 
     def training_module(self) -> type:
-        return _import(self.training)
+        return import_target(self.training)
 
     def blueprint_path(self, dims: int = 2) -> Path:
         """The blueprint shipped with the architecture: ``spec.yaml`` (2D) or ``spec-3d.yaml``."""

@@ -219,6 +219,51 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_finetune(args) -> int:
+    from .trainers.data import Rehearsal, list_images, match_targets
+    from .trainers.finetune import finetune
+
+    rehearsal = None
+    if args.rehearsal_data:
+        images = list_images(args.rehearsal_data)
+        rehearsal = Rehearsal(images, args.rehearsal,
+                              match_targets(images, args.rehearsal_target) if args.rehearsal_target else None)
+    params = {}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            from .errors import InputError
+
+            raise InputError(f"--set takes KEY=VALUE (e.g. n_rays=64), got '{item}'")
+        import yaml
+
+        params[key] = yaml.safe_load(value)
+    path = finetune(args.ref, args.data, args.out, target=args.target, name=args.name, version=args.version,
+                    val_fraction=args.val_fraction, channels=args.channels, params=params, freeze=args.freeze,
+                    unfreeze_every=args.unfreeze_every, lr=args.lr, warmup=args.warmup,
+                    layer_decay=args.layer_decay, patience=args.patience or None, val_every=args.val_every,
+                    rehearsal=rehearsal, patch=args.patch, batch_size=args.batch_size, max_steps=args.max_steps,
+                    seed=args.seed, registry=_registry(args), progress=sys.stderr.isatty(),
+                    overwrite=args.overwrite, accelerator=args.accelerator, devices=args.devices,
+                    precision=args.precision)
+    from . import spec as specs
+
+    training = specs.load(path).training
+    print(f"package written: {path} (fine-tuned from {training.parent['ref']}; publish it with `zoo push {path}`)")
+    comparison = training.metrics.get("parent_vs_child", {})
+    for key, values in comparison.items():
+        print(f"  {key}: parent {values['parent']:.4g} -> fine-tuned {values['child']:.4g}")
+    return 0
+
+
+def cmd_lineage(args) -> int:
+    from .lineage import chain, describe
+
+    links = chain(_registry(args), args.ref)
+    print(describe(links))
+    return 0 if all(link.status in ("package", "verified") for link in links) else 1
+
+
 # ---------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoo", description="bioimage-zoo: pretrained models for microscopy")
@@ -303,6 +348,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("finetune", help="fine-tune a pretrained package on a few of your own images")
+    p.add_argument("ref", help="parent: NAME[@VERSION] or a package folder")
+    p.add_argument("--data", type=Path, required=True, help="folder of training images")
+    p.add_argument("--target", type=Path, help="folder of targets or label images, same file names")
+    p.add_argument("--out", type=Path, required=True, help="package folder to write")
+    p.add_argument("--name", help="package name (default: the parent's with -ft)")
+    p.add_argument("--version", default="0.1.0")
+    p.add_argument("--val-fraction", type=float, default=0.15, help="fraction of images for validation")
+    p.add_argument("--channels", type=int, help="input channels of the new model (default: from the images; "
+                                                "the first convolution is adapted)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="change an architecture parameter that sets the outputs (a new head), e.g. n_rays=64")
+    p.add_argument("--freeze", choices=["none", "encoder", "all-but-head", "gradual"], default="none",
+                   help="which parts keep the parent's weights (gradual: unfreeze one stage at a time from the head)")
+    p.add_argument("--unfreeze-every", type=int, help="steps between unfreezing stages (gradual)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: half the parent's)")
+    p.add_argument("--warmup", type=int, help="linear warm-up steps (default 5%% of --max-steps, at least 10)")
+    p.add_argument("--layer-decay", type=float, help="layer-wise learning-rate decay per stage from the head, e.g. 0.7")
+    p.add_argument("--patience", type=int, default=5, help="validations without improvement before stopping (0: never)")
+    p.add_argument("--val-every", type=int, default=50, help="steps between validations")
+    p.add_argument("--rehearsal-data", type=Path, help="images of the parent's own training data to rehearse")
+    p.add_argument("--rehearsal-target", type=Path, help="their targets or label images")
+    p.add_argument("--rehearsal", type=float, default=0.2, help="fraction of patches from the rehearsal data")
+    p.add_argument("--patch", type=int, help="patch size (default: the parent's)")
+    p.add_argument("--batch-size", type=int, help="default: the parent's")
+    p.add_argument("--max-steps", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu")
+    p.add_argument("--devices", default="auto", help="Lightning devices")
+    p.add_argument("--precision", default="32-true", help="Lightning precision, e.g. 32-true, 16-mixed")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("lineage", help="the chain of packages a package was fine-tuned from, each verified")
+    p.add_argument("ref", help="NAME[@VERSION] or a package folder")
+    p.set_defaults(func=cmd_lineage)
     return parser
 
 

@@ -136,6 +136,15 @@ class Model:
         return predict_file(self, source, target, axes=axes, tile=tile, batch_size=batch_size, blend=blend,
                             progress=progress, raw=raw)
 
+    # ------------------------------------------------------------------ transfer learning
+    def finetune(self, data, out, **options) -> Path:
+        """Fine-tune this package on a few of your own images and write the child package to
+        ``out``; see :func:`zoo.trainers.finetune.finetune` for the options (``target``,
+        ``freeze``, ``lr``, ``layer_decay``, ``rehearsal`` ...)."""
+        from .trainers.finetune import finetune
+
+        return finetune(self, data, out, **options)
+
     # ------------------------------------------------------------------ checks
     def test(self) -> float:
         """Reproduce the package's test tensors; return the largest error relative to tolerance."""

@@ -9,4 +9,5 @@ architecture = Architecture(
     training="zoo.models.stardist.module:StarDistModule",
     needs_targets=True,
     task="segmentation",
+    describe_outputs="zoo.models.stardist.network:describe_outputs",
 )

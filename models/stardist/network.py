@@ -10,3 +10,12 @@ def build(dims: int = 2, channels: int = 1, n_rays: int = 32, depth: int = 3, ba
                              {"name": "distances", "channels": n_rays, "activation": "linear"}],
                             dims=dims, channels=channels, depth=depth, base_channels=base_channels,
                             batch_norm=batch_norm, layout=layout)
+
+
+def describe_outputs(params: dict, output) -> None:
+    """Name the output channels (``probability``, ``ray00`` ...) for ``params['n_rays']`` rays."""
+    n = int(params.get("n_rays", 32))
+    output.channels = ["probability"] + [f"ray{k:02d}" for k in range(n)]
+    output.description = ("instance labels (0 = background, int32) from polygon non-maximum suppression; raw "
+                          f"outputs on request: the object probability, then {n} ray distances in pixels (ray k at "
+                          f"angle 2*pi*k/{n} from the x axis towards y)")

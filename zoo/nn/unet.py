@@ -99,6 +99,13 @@ class UNet(nn.Module):
             below = out
         self.head = conv(below, out_channels, 1)
 
+    def stages(self) -> list[tuple[str, list[nn.Module]]]:
+        """Named stages from input to output (fine-tuning freezes and schedules by stage): each
+        encoder level, the bottleneck, each decoder level, the head."""
+        encoder = [(f"encoder{i}", [block]) for i, block in enumerate(self.down)]
+        decoder = [(f"decoder{i}", [merge]) for i, merge in enumerate(self.merge)]
+        return [*encoder, ("bottleneck", [self.bottom]), *decoder, ("head", [self.head])]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
         h = x
@@ -151,6 +158,9 @@ class SegmentationUNet(nn.Module):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.unet(x)
+
+    def stages(self) -> list[tuple[str, list[nn.Module]]]:
+        return self.unet.stages()
 
     def split(self, y: torch.Tensor) -> dict[str, torch.Tensor]:
         """The output channels by head name."""

@@ -58,6 +58,41 @@ def _segmentation(metrics: dict) -> tuple[list[str], dict]:
     return rows + [""], {k: v for k, v in metrics.items() if k != "segmentation"}
 
 
+def _lineage(training) -> list[str]:
+    """Fine-tuned packages: the parent, the policy, and parent vs child on the same validation images."""
+    if not training.parent:
+        return []
+    policy = training.config.get("finetune", {})
+    lines = ["## Fine-tuning", "", f"Fine-tuned from `{training.parent['ref']}` (its zoo.yaml sha256 "
+             f"`{training.parent['sha256']}`); `zoo lineage {training.parent['ref'].split('@')[0]}` shows the chain.", ""]
+    if policy:
+        shown = {k: v for k, v in policy.items() if k not in ("transfer", "trainable_stages")}
+        lines += [f"- policy: {_fmt(shown)}"]
+        transfer = policy.get("transfer", {})
+        if transfer:
+            lines.append(f"- weights: {transfer.get('copied', 0)} tensors copied from the parent"
+                         + (f", first convolution adapted ({policy.get('parent_channels')} -> {policy.get('channels')} "
+                            "channels)" if transfer.get("adapted") else "")
+                         + (f", new head ({', '.join(transfer['new'])})" if transfer.get("new") else ""))
+        lines.append("")
+    comparison = training.metrics.get("parent_vs_child")
+    if isinstance(comparison, dict):
+        lines += ["Parent (its weights before fine-tuning, adapted to these inputs) and this package on the same "
+                  "validation images:", "", "| metric | parent | fine-tuned |", "|---|---|---|"]
+        if "parent_val_loss" in training.metrics:
+            lines.append(f"| validation loss | {_fmt(training.metrics['parent_val_loss'])} | "
+                         f"{_fmt(training.metrics.get('val_loss'))} |")
+        lines += [f"| {k} | {_fmt(v['parent'])} | {_fmt(v['child'])} |" for k, v in comparison.items()]
+        lines.append("")
+    evidence = training.metrics.get("transfer_benchmark")
+    if isinstance(evidence, dict) and evidence.get("rows"):
+        lines += [evidence.get("title", "Transfer-learning benchmark") + ":", "",
+                  "| " + " | ".join(evidence["columns"]) + " |", "|" + "---|" * len(evidence["columns"])]
+        lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in evidence["rows"]]
+        lines.append("")
+    return lines
+
+
 def render(spec: Spec) -> str:
     lines = [f"# {spec.name} {spec.version}", "", spec.description.strip(), ""]
     lines += [f"- **Task**: {spec.task}", f"- **Architecture**: `{spec.architecture_id}` "
@@ -92,11 +127,13 @@ def render(spec: Spec) -> str:
         lines += [f"- configuration: {config}", ""]
         if t.metrics:
             lines += ["## Validation", "", "Measured on held-out data that training never saw.", ""]
-            restoration, rest = _before_after(t.metrics)
+            restoration, rest = _before_after({k: v for k, v in t.metrics.items()
+                                               if k not in ("parent_vs_child", "parent_val_loss", "transfer_benchmark")})
             segmentation, rest = _segmentation(rest)
             lines += restoration + segmentation
             if rest:
                 lines += ["| metric | value |", "|---|---|", *[f"| {k} | {_fmt(v)} |" for k, v in rest.items()], ""]
+        lines += _lineage(t)
     if spec.cite:
         lines += ["## Cite", ""]
         lines += [f"- {c['text']}" + (f" doi:{c['doi']}" if c.get("doi") else "") for c in spec.cite]
