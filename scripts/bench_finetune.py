@@ -143,14 +143,16 @@ def run_pair(task: Task, n: int, work: Path) -> dict:
 
 
 def summarise(task: Task, row: dict) -> dict:
-    """Best scores, and the first step at which the fine-tuning reaches from-scratch's best."""
+    """Best scores, and the first step at which the fine-tuning reaches from-scratch's best. The
+    parent itself (step 0) is reported apart: what fine-tuning reaches counts from its first step."""
     scratch, tuned = dict(row["scratch"]["curve"]), dict(row["finetune"]["curve"])
+    parent = tuned.pop(0, None)
     best_scratch_step = max(scratch, key=lambda s: (scratch[s], -s))
     best_scratch = scratch[best_scratch_step]
     reached = [s for s in sorted(tuned) if tuned[s] >= best_scratch]
     third = task.steps // 3
     at_third = max(v for s, v in tuned.items() if s <= third)
-    return {"n_images": row["n_images"], "parent_step0": tuned.get(0), "scratch_best": best_scratch,
+    return {"n_images": row["n_images"], "parent_step0": parent, "scratch_best": best_scratch,
             "scratch_best_step": best_scratch_step, "finetune_best": max(tuned.values()),
             "finetune_best_by_third": at_third, "finetune_reaches_scratch_best_at": reached[0] if reached else None,
             "budget": task.steps, "beats_scratch": max(tuned.values()) > best_scratch,
@@ -287,7 +289,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench_finetune"))
     parser.add_argument("--publish", type=Path, metavar="STORE",
                         help="publish the largest fine-tuning of each part to this store (zoo/standard)")
-    parser.add_argument("--publish-only", action="store_true", help="reuse the runs in --out/results.json")
+    parser.add_argument("--publish-only", action="store_true",
+                        help="no training: summarise (and publish) the runs in --out/results.json again")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     results_path = args.out / "results.json"
@@ -298,14 +301,17 @@ def main() -> None:
     if args.part in ("restoration", "all"):
         tasks.append((restoration_task(args, args.out / "hagen"), "confocal mitochondria (Hagen)"))
     for task, domain in tasks:
-        if not args.publish_only:
+        if args.publish_only:       # the runs of an earlier invocation, summarised again
+            runs = results[task.part]["runs"]
+            task.sizes, task.steps = [r["n_images"] for r in runs], results[task.part]["steps"]
+        else:
             runs = [run_pair(task, n, args.out / "packages") for n in task.sizes]
-            rows = [summarise(task, r) for r in runs]
-            results[task.part] = {"parent": task.parent, "target_domain": domain, "metric": task.metric,
-                                  "unit": task.unit, "steps": task.steps, "every": task.every,
-                                  "validation_images": len(task.val), "runs": runs, "summary": rows,
-                                  "table": table(task, rows)}
-            results_path.write_text(json.dumps(results, indent=1))
+        rows = [summarise(task, r) for r in runs]
+        results[task.part] = {"parent": task.parent, "target_domain": domain, "metric": task.metric,
+                              "unit": task.unit, "steps": task.steps, "every": task.every,
+                              "validation_images": len(task.val), "runs": runs, "summary": rows,
+                              "table": table(task, rows)}
+        results_path.write_text(json.dumps(results, indent=1))
         print(results[task.part]["table"], flush=True)
         if args.publish:
             publish_child(task, results[task.part], args.out, args.publish)

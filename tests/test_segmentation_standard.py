@@ -62,3 +62,19 @@ def test_an_rgb_image_to_the_grey_stardist_model_is_a_clear_error(zoo_home):
     rgb = np.repeat(read_image(SAMPLE)[..., None], 3, axis=-1)
     with pytest.raises(InputError, match="single-channel"):
         zoo.load("stardist-dsb-fluo-2d").predict(rgb)
+
+
+def test_the_fine_tuned_h_and_e_package_beats_its_parent_and_its_lineage_verifies(zoo_home):
+    """stardist-dsb-he-2d is stardist-dsb-fluo-2d fine-tuned on 25 H&E images (scripts/bench_finetune.py):
+    on an H&E validation image (measured: 0.38 against the parent's 0.03 on the grey image and the
+    baseline's 0.32) it segments, and its recorded parent is the published one."""
+    from zoo.lineage import chain
+    from zoo.registry import default_registry
+
+    image, truth = read_image(REPO / "samples" / "dsb_he_nuclei.tif"), tifffile.imread(REPO / "samples" / "dsb_he_nuclei_labels.tif")
+    child, parent = zoo.load("stardist-dsb-he-2d"), zoo.load("stardist-dsb-fluo-2d")
+    assert ap(truth, child.predict(image)) > 0.33
+    assert ap(truth, parent.predict(image.mean(axis=-1))) < 0.1
+    links = chain(default_registry(), "stardist-dsb-he-2d")
+    assert [(link.ref, link.status) for link in links] == [("stardist-dsb-he-2d@0.1.0", "package"),
+                                                           ("stardist-dsb-fluo-2d@0.1.0", "verified")]

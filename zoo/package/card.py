@@ -58,13 +58,14 @@ def _segmentation(metrics: dict) -> tuple[list[str], dict]:
     return rows + [""], {k: v for k, v in metrics.items() if k != "segmentation"}
 
 
-def _lineage(training) -> list[str]:
+def _lineage(spec: Spec) -> list[str]:
     """Fine-tuned packages: the parent, the policy, and parent vs child on the same validation images."""
+    training = spec.training
     if not training.parent:
         return []
     policy = training.config.get("finetune", {})
     lines = ["## Fine-tuning", "", f"Fine-tuned from `{training.parent['ref']}` (its zoo.yaml sha256 "
-             f"`{training.parent['sha256']}`); `zoo lineage {training.parent['ref'].split('@')[0]}` shows the chain.", ""]
+             f"`{training.parent['sha256']}`); `zoo lineage {spec.ref}` shows the whole chain.", ""]
     if policy:
         shown = {k: v for k, v in policy.items() if k not in ("transfer", "trainable_stages")}
         lines += [f"- policy: {_fmt(shown)}"]
@@ -133,7 +134,7 @@ def render(spec: Spec) -> str:
             lines += restoration + segmentation
             if rest:
                 lines += ["| metric | value |", "|---|---|", *[f"| {k} | {_fmt(v)} |" for k, v in rest.items()], ""]
-        lines += _lineage(t)
+        lines += _lineage(spec)
     if spec.cite:
         lines += ["## Cite", ""]
         lines += [f"- {c['text']}" + (f" doi:{c['doi']}" if c.get("doi") else "") for c in spec.cite]
