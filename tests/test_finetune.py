@@ -189,3 +189,36 @@ def test_cli_finetune_push_and_lineage(tiny_package, image_folder, tmp_path):
     missing = zoo_cli("finetune", "no-such-model", "--data", image_folder, "--out", tmp_path / "x", env_home=home,
                       check=False)
     assert missing.returncode == 2 and "no-such-model" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_learning_rate_warms_up_then_decays():
+    from zoo.trainers.base import lr_factor
+
+    factors = [lr_factor(step, 100, warmup=10) for step in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a < b for a, b in zip(factors[:10], factors[1:10]))
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:])) and factors[-1] > 0.05
+    assert lr_factor(0, 100) == pytest.approx(1.0)          # training from scratch: no warm-up
+
+
+@pytest.mark.parametrize("arch_id", sorted(architectures.available()))
+def test_every_architecture_adapts_its_input_channels_and_names_its_stages(arch_id):
+    arch = architectures.get(arch_id)
+    params = dict(specs.load(arch.blueprint_path(2)).architecture_params, base_channels=8, depth=2)
+    parent = arch.build_network({**params, "channels": 1})
+    child = arch.build_network({**params, "channels": 3})
+    report = load_transferable(child, parent.state_dict())
+    assert report.adapted and len(report.copied) > 10
+    assert [name for name, _ in stages(child)][-1] == "head"
+    assert trainable_stages(child, "all-but-head") == 1
+
+
+def test_early_stopping_and_rehearsal_are_applied_and_recorded(tiny_package, image_folder, tmp_path):
+    images = sorted(image_folder.glob("*.tif"))
+    child = finetune(tiny_package, None, tmp_path / "child", train_files=images[:2], val_files=images[2:3],
+                     rehearsal=Rehearsal(images[3:], 0.3), patience=1, val_every=2, max_steps=300, batch_size=4,
+                     patch=32, progress=False, evaluate=False)
+    config = specs.load(child).training.config
+    assert config["steps_run"] < 300                     # stopped: the validation loss stopped improving
+    assert config["finetune"]["rehearsal"] == {"fraction": 0.3, "images": 2}
+    assert config["finetune"]["patience"] == 1

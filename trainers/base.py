@@ -10,6 +10,16 @@ from zoo import architectures
 from zoo.spec import Spec
 
 
+def lr_factor(step: int, total: int, warmup: int = 0, floor: float = 0.05) -> float:
+    """The learning-rate multiplier at ``step`` of ``total``: linear warm-up over ``warmup`` steps,
+    then a cosine decay to ``floor``."""
+    warmup = min(warmup, total - 1)
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
 class ZooModule(pl.LightningModule):
     """Builds the spec's network; subclasses define ``loss(batch, generator=None)``.
 
@@ -66,13 +76,6 @@ class ZooModule(pl.LightningModule):
         total = self.trainer.max_steps if self.trainer and self.trainer.max_steps > 0 else None
         if not total:
             return optimizer
-        warmup = min(int(getattr(self, "warmup_steps", 0)), total - 1)
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = (step - warmup) / max(1, total - warmup)
-            return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        warmup = int(getattr(self, "warmup_steps", 0))
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
