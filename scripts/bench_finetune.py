@@ -96,8 +96,9 @@ def segmentation_task(args) -> Task:
 
 
 def restoration_task(args, work: Path) -> Task:
-    """256x256 crops of Hagen's confocal mitochondria pair: rows 0-2 train, row 3 validates."""
-    name = "mito-confocal"
+    """256x256 crops of one Hagen pair (default the confocal mitochondria): the last row of crops
+    validates, the others train."""
+    name = args.hagen
     image = read_image(DATA / "hagen_snr" / "images" / f"{name}.png")
     target = read_image(DATA / "hagen_snr" / "targets" / f"{name}.png")
     for folder in ("images", "targets"):
@@ -286,6 +287,9 @@ def main() -> None:
     parser.add_argument("--sizes-restoration", type=int, nargs="+", help="crops (default 1 2 4)")
     parser.add_argument("--steps-restoration", type=int, help="default 400")
     parser.add_argument("--every-restoration", type=int, help="default 40")
+    parser.add_argument("--hagen", default="mito-confocal",
+                        help="the Hagen pair for restoration: mito-confocal (W2S has mitochondria too, widefield) "
+                             "or membrane (a structure W2S lacks), ...")
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench_finetune"))
     parser.add_argument("--publish", type=Path, metavar="STORE",
                         help="publish the largest fine-tuning of each part to this store (zoo/standard)")
@@ -299,7 +303,7 @@ def main() -> None:
     if args.part in ("segmentation", "all"):
         tasks.append((segmentation_task(args), "H&E (DSB2018)"))
     if args.part in ("restoration", "all"):
-        tasks.append((restoration_task(args, args.out / "hagen"), "confocal mitochondria (Hagen)"))
+        tasks.append((restoration_task(args, args.out / "hagen"), f"{args.hagen} (Hagen)"))
     for task, domain in tasks:
         if args.publish_only:       # the runs of an earlier invocation, summarised again
             runs = results[task.part]["runs"]

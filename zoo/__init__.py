@@ -14,7 +14,8 @@ __all__ = ["load", "__version__"]
 
 
 def load(ref: str | Path, runtime: str = "onnx", device: str = "auto", registry=None):
-    """Return a ready :class:`zoo.model.Model` for ``NAME[@VERSION]`` or a package folder/zoo.yaml.
+    """Return a ready :class:`zoo.model.Model` for ``NAME[@VERSION]``, ``REGISTRY_URL/NAME[@VERSION]``
+    (``hf://ORG/...``, ``https://host/root/...``) or a package folder/zoo.yaml.
 
     Names are resolved in the local registry (``registry`` or the default one) and pulled into
     the cache; every file's sha256 is verified before anything is loaded.
@@ -25,7 +26,11 @@ def load(ref: str | Path, runtime: str = "onnx", device: str = "auto", registry=
     if path.is_dir() or (path.suffix in (".yaml", ".yml") and path.is_file()):
         return from_path(path, runtime=runtime, device=device)
     from .registry import default_registry
+    from .registry.remote import is_url, registry_for, split_ref
 
+    if is_url(ref):                      # hf://ORG/NAME@1.0, https://host/root/NAME
+        url, ref = split_ref(str(ref))
+        registry = registry_for(url)
     reg = registry or default_registry()
     spec, root = reg.pull(str(ref))
     return Model(spec, root, runtime=runtime, device=device, verified=True)

@@ -9,14 +9,21 @@ from pathlib import Path
 from .errors import ZooError
 
 
-def _registry(args):
-    from .registry import LocalRegistry, default_registry
+def _registry(args, url=None):
+    """The registry of ``--registry`` (a folder, ``local``, ``http(s)://...`` or ``hf://ORG``), or ``url``."""
+    from .registry.remote import registry_for
 
-    if args.registry:
-        from .paths import zoo_cache
+    return registry_for(url or args.registry, offline=args.offline or None)
 
-        return LocalRegistry(args.registry, cache=zoo_cache())
-    return default_registry()
+
+def _registry_and_ref(args, text: str):
+    """A reference that may carry its registry: ``hf://ORG/NAME@1.0``, ``http://host/root/NAME``."""
+    from .registry.remote import is_url, split_ref
+
+    if is_url(text):
+        url, ref = split_ref(text)
+        return _registry(args, url), ref
+    return _registry(args), text
 
 
 def _progress(label: str):
@@ -37,7 +44,7 @@ def _progress(label: str):
 
 # ---------------------------------------------------------------------------- commands
 def cmd_list(args) -> int:
-    rows = _registry(args).entries()
+    rows = _registry(args, args.remote).entries()
     if not rows:
         print("(no packages)", file=sys.stderr)
     for row in rows:
@@ -74,15 +81,73 @@ def cmd_info(args) -> int:
 
 
 def cmd_pull(args) -> int:
-    spec, path = _registry(args).pull(args.ref)
-    print(f"{spec.ref}\t{path}")
+    registry, ref = _registry_and_ref(args, args.ref)
+    spec, path = registry.pull(ref)
+    moved = getattr(registry, "bytes_moved", None)
+    print(f"{spec.ref}\t{path}" + (f"\t{moved} bytes downloaded" if moved is not None else ""))
     return 0
 
 
 def cmd_push(args) -> int:
-    result = _registry(args).publish(args.package, reproduce=not args.no_test)
+    if args.dry_run:
+        return _push_plan(args)
+    result = _registry(args, args.to).publish(args.package, reproduce=not args.no_test)
     state = "published" if result.created else "already published (identical)"
-    print(f"{result.ref} {state}: {result.path}")
+    print(f"{result.ref} {state}" + (f" to {args.to}" if args.to else f": {result.path}"))
+    return 0
+
+
+def _push_plan(args) -> int:
+    """What ``push --to hf://ORG`` would send: repository, tag, files and model card."""
+    from . import spec as specs
+    from .errors import InputError
+
+    if not (args.to or "").startswith("hf://"):
+        raise InputError("--dry-run shows a Hugging Face upload: give --to hf://ORG")
+    from .registry.hf import plan_upload
+
+    plan = plan_upload(specs.load(args.package), Path(args.package), args.to[len("hf://"):].strip("/"))
+    print(f"repository {plan.repo_id}, tag {plan.tag}")
+    for path_in_repo in sorted(plan.files):
+        print(f"  {path_in_repo}")
+    print("  README.md (model card)\n" + plan.card)
+    return 0
+
+
+def cmd_mirror(args) -> int:
+    from .registry.remote import mirror
+
+    counts = mirror(args.source, args.destination)
+    print(f"mirrored {args.source} -> {args.destination}: {counts['copied']} version(s) copied, "
+          f"{counts['skipped']} already there")
+    return 0
+
+
+def cmd_search(args) -> int:
+    from .registry.remote import search
+
+    rows = search(_registry(args, args.remote).entries(), text=" ".join(args.text) or None, task=args.task,
+                  tag=args.tag, architecture=args.architecture, axes=args.axes)
+    if not rows:
+        print("(no package matches)", file=sys.stderr)
+    for row in rows:
+        print(f"{row['name']}\t{row['latest']}\t{row['task']}\t{row.get('architecture') or '-'}\t{row['description']}")
+    return 0
+
+
+def cmd_cache(args) -> int:
+    from .paths import zoo_cache
+    from .registry.cache import listing, prune
+
+    if args.action == "ls":
+        rows = listing(zoo_cache())
+        for row in rows:
+            print(f"{row['name']}@{row['version']}\t{row['sha256']}\t{row['bytes']}\t{row['path']}")
+        if not rows:
+            print(f"(the cache {zoo_cache()} holds no package)", file=sys.stderr)
+        return 0
+    freed, removed = prune(zoo_cache(), keep_latest=not args.all)
+    print(f"removed {len(removed)} item(s), {freed} bytes freed from {zoo_cache()}")
     return 0
 
 
@@ -267,7 +332,10 @@ def cmd_lineage(args) -> int:
 # ---------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoo", description="bioimage-zoo: pretrained models for microscopy")
-    parser.add_argument("--registry", type=Path, help="registry folder (default: $ZOO_HOME/registry)")
+    parser.add_argument("--registry", help="registry: a folder, local (default: $ZOO_HOME/registry), "
+                                           "http(s)://HOST/ROOT (read-only) or hf://ORG")
+    parser.add_argument("--offline", action="store_true",
+                        help="resolve from the cache alone (also ZOO_OFFLINE=1 or HF_HUB_OFFLINE=1)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens (providers, files)")
     from . import __version__
 
@@ -275,7 +343,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("list", help="list packages in the registry, one per line, name first")
+    p.add_argument("--remote", help="list this registry instead (folder, http(s)://..., hf://ORG)")
     p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("search", help="find packages by text, task, tag, architecture or input axes")
+    p.add_argument("text", nargs="*", help="words that must all appear in the name, description or tags")
+    p.add_argument("--task", help="e.g. segmentation, segmentation/instance, restoration/denoising")
+    p.add_argument("--tag")
+    p.add_argument("--architecture", help="architecture id, e.g. stardist")
+    p.add_argument("--axes", help="input axes, e.g. bcyx or bczyx")
+    p.add_argument("--remote", help="search this registry instead (folder, http(s)://..., hf://ORG)")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("mirror", help="copy every package of one registry into another, verifying hashes (resumable)")
+    p.add_argument("source", help="folder, local, http(s)://HOST/ROOT or hf://ORG")
+    p.add_argument("destination", help="folder, local or hf://ORG")
+    p.set_defaults(func=cmd_mirror)
+
+    p = sub.add_parser("cache", help="the package cache: ls lists it, prune removes leftovers and older versions")
+    p.add_argument("action", choices=["ls", "prune"])
+    p.add_argument("--all", action="store_true", help="prune: remove every cached package")
+    p.set_defaults(func=cmd_cache)
 
     p = sub.add_parser("info", help="describe a package")
     p.add_argument("ref", help="NAME[@VERSION]")
@@ -283,12 +371,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("pull", help="fetch a package into the cache, verifying every sha256")
-    p.add_argument("ref", help="NAME[@VERSION], e.g. n2v-w2s or n2v-w2s@^0.1")
+    p.add_argument("ref", help="NAME[@VERSION] (e.g. n2v-w2s@^0.1), or REGISTRY_URL/NAME[@VERSION] "
+                               "(hf://ORG/NAME@1.0, http://HOST/ROOT/NAME)")
     p.set_defaults(func=cmd_pull)
 
     p = sub.add_parser("push", help="publish a package folder to the registry")
     p.add_argument("package", type=Path, help="package folder (holding zoo.yaml)")
     p.add_argument("--no-test", action="store_true", help="skip reproducing the test tensors")
+    p.add_argument("--to", help="registry to publish to: a folder, local (default) or hf://ORG")
+    p.add_argument("--dry-run", action="store_true", help="with --to hf://ORG: print the repository, tag, files "
+                                                          "and model card that would be sent, send nothing")
     p.set_defaults(func=cmd_push)
 
     p = sub.add_parser("validate", help="validate a spec file, a package folder or a registry package")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .. import architectures, spec as specs
 from ..errors import IntegrityError, NotFoundError, SpecError, VersionConflictError, ZooError
-from ..hashing import sha256_bytes
+from ..hashing import sha256_bytes, sha256_file
 from ..package import files
 from ..runtime import ops
 from . import refs
@@ -124,19 +124,22 @@ class LocalRegistry:
         return specs.load(self.package_dir(name, version))
 
     def entries(self) -> list[dict]:
-        """One row per package: name, latest version, all versions, task, description."""
-        rows = []
-        for name, versions in sorted(self.index().items()):
-            latest = refs.resolve(refs.Ref(name), list(versions))
-            rows.append({"name": name, "latest": latest, "versions": sorted(versions, key=refs.Version),
-                         **{k: versions[latest].get(k) for k in ("task", "architecture", "description", "tags")}})
-        return rows
+        """One row per package: name, latest version, all versions, task, description, tags, axes."""
+        return entries_of(self.index())
 
     # ------------------------------------------------------------------ publishing
     def publish(self, src: str | Path, reproduce: bool = True) -> Published:
         """Validate, verify and (by default) test-run the package at ``src``, then add it."""
         src = Path(src)
+        self.check_package(src, reproduce)
         spec, yaml_sha = _read_spec(src)
+        return self._add(spec, src, yaml_sha)
+
+    @staticmethod
+    def check_package(src: Path, reproduce: bool = True) -> specs.Spec:
+        """A package fit to publish: valid spec, installed architecture, known ops, every sha256
+        right and (``reproduce``) its test tensors reproduced by torch and ONNX Runtime."""
+        spec, _ = _read_spec(src)
         if spec.kind != "package":
             raise SpecError(f"{spec.name} is a blueprint, not a package: train it first (`zoo train`)", source=str(src))
         architectures.get(spec.architecture_id)
@@ -147,7 +150,7 @@ class LocalRegistry:
 
             for runtime in ("torch", "onnx"):
                 Model(spec, src, runtime=runtime, device="cpu", verified=True).test()
-        return self._add(spec, src, yaml_sha)
+        return spec
 
     def _add(self, spec: specs.Spec, src: Path, yaml_sha: str) -> Published:
         dest = self.package_dir(spec.name, spec.version)
@@ -171,9 +174,7 @@ class LocalRegistry:
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
             index.setdefault(spec.name, {})[spec.version] = {
-                "sha256": yaml_sha, "task": spec.task, "architecture": spec.architecture_id,
-                "tags": spec.tags, "description": spec.description.strip().split("\n")[0][:200],
-                "published": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                **index_entry(spec, dest, yaml_sha), "published": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
             _write_json_atomic(self.root / INDEX, index)
         log.info("published %s to %s", spec.ref, self.root)
@@ -203,11 +204,12 @@ class LocalRegistry:
     def pull(self, text: str) -> tuple[specs.Spec, Path]:
         """Resolve a reference and return (spec, folder) of a verified copy in the cache."""
         name, version = self.resolve(text)
-        expected = self.index()[name][version]["sha256"]
+        entry = self.index()[name][version]
+        expected = entry["sha256"]
         cached = self.cache / "packages" / name / version / expected[:16]
         if cached.is_dir():
             try:
-                return self._verified(cached, expected), cached
+                return verified(cached, entry), cached
             except (IntegrityError, SpecError) as e:
                 log.warning("cached copy of %s@%s is damaged (%s); pulling it again", name, version, e)
                 shutil.rmtree(cached, ignore_errors=True)
@@ -216,7 +218,7 @@ class LocalRegistry:
         tmp = self.cache / ".tmp" / uuid.uuid4().hex
         try:
             _copy_package(spec, src, tmp)
-            self._verified(tmp, expected)
+            verified(tmp, entry)
             cached.parent.mkdir(parents=True, exist_ok=True)
             try:
                 os.rename(tmp, cached)
@@ -225,7 +227,7 @@ class LocalRegistry:
                     raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        return self._verified(cached, expected), cached
+        return verified(cached, entry), cached
 
     @staticmethod
     def _verified_spec_only(root: Path, expected_sha: str) -> specs.Spec:
@@ -243,6 +245,38 @@ class LocalRegistry:
         spec = self._verified_spec_only(root, expected_sha)
         files.verify(spec, root)
         return spec
+
+
+def entries_of(index: dict) -> list[dict]:
+    """One row per package of an index: name, latest version, versions, task, description, tags, axes."""
+    rows = []
+    for name, versions in sorted(index.items()):
+        latest = refs.resolve(refs.Ref(name), list(versions))
+        rows.append({"name": name, "latest": latest, "versions": sorted(versions, key=refs.Version),
+                     **{k: versions[latest].get(k) for k in ("task", "architecture", "description", "tags", "axes")}})
+    return rows
+
+
+def verified(root: Path, entry: dict) -> specs.Spec:
+    """The spec of a package folder whose zoo.yaml (pinned by the index entry), the files it pins
+    and the other files the entry pins (card, cover) all match."""
+    spec = LocalRegistry._verified_spec_only(root, entry["sha256"])
+    files.verify(spec, root)
+    for rel, sha in entry.get("files", {}).items():
+        path = files.safe_join(root, rel)
+        if not path.is_file() or sha256_file(path) != sha:
+            raise IntegrityError(f"{spec.ref}: '{rel}' in {root} is missing or does not match the sha256 the index pins")
+    return spec
+
+
+def index_entry(spec: specs.Spec, root: Path, yaml_sha: str) -> dict:
+    """What the index says of a version: the sha256 of its zoo.yaml (which pins weights and test
+    tensors), of its other files (card, cover), and what search looks at."""
+    pinned = {ref.file for ref in spec.package_files()}
+    return {"sha256": yaml_sha, "task": spec.task, "architecture": spec.architecture_id, "tags": spec.tags,
+            "axes": spec.inputs[0].axes, "description": spec.description.strip().split("\n")[0][:200],
+            "files": {rel: sha256_file(files.safe_join(root, rel)) for rel in files.package_files(spec)[1:]
+                      if rel not in pinned}}
 
 
 def _next_patch(version: str) -> str:
