@@ -222,3 +222,11 @@ def test_early_stopping_and_rehearsal_are_applied_and_recorded(tiny_package, ima
     assert config["steps_run"] < 300                     # stopped: the validation loss stopped improving
     assert config["finetune"]["rehearsal"] == {"fraction": 0.3, "images": 2}
     assert config["finetune"]["patience"] == 1
+
+
+def test_a_fine_tuning_that_never_beats_the_parent_keeps_the_parent(tiny_package, image_folder, tmp_path):
+    child = finetune(tiny_package, image_folder, tmp_path / "child", lr=50.0, warmup=1, max_steps=6, val_every=3,
+                     batch_size=4, patch=32, progress=False, val_fraction=0.4, evaluate=False)
+    assert specs.load(child).training.config["selected_step"] == 0
+    before, after = load_file(str(tiny_package / WEIGHTS)), load_file(str(child / WEIGHTS))
+    assert all(torch.equal(before[k], after[k]) for k in before)

@@ -10,11 +10,12 @@ import pytorch_lightning as pl
 class KeepBest(pl.Callback):
     """Remember the network weights with the lowest validation loss; restore them when training ends."""
 
-    def __init__(self, monitor: str = "val_loss"):
+    def __init__(self, monitor: str = "val_loss", best: float = math.inf, state: dict | None = None):
+        """``best`` and ``state``: a starting candidate (its loss and weights), kept unless beaten."""
         self.monitor = monitor
-        self.best = math.inf
-        self.best_step = -1
-        self._state: dict | None = None
+        self.best = best
+        self.best_step = 0 if state is not None else -1
+        self._state = copy.deepcopy(state) if state is not None else None
 
     def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         value = trainer.callback_metrics.get(self.monitor)

@@ -27,6 +27,7 @@ from zoo.package import build, files
 from zoo.runtime import layout
 from zoo.spec import Spec, Training
 
+from .callbacks import KeepBest
 from .data import Rehearsal
 from .fit import data_record, make_datamodule, pair_targets, sample_image, split_files, train
 from .transfer import Freezing, check_policy
@@ -145,6 +146,8 @@ def finetune(parent, data: str | Path | None, out: str | Path, *, target: str | 
     lr: default ``lr_scale`` times the parent's learning rate, reached after ``warmup`` steps
         (default 5% of ``max_steps``, at least 10). layer_decay: per-stage factor from the head.
     patience: validations without improvement before stopping (None: never); one every ``val_every`` steps.
+        The weights kept are those with the lowest validation loss, the parent's own included:
+        when fine-tuning never beats it, the child keeps the parent's weights (``selected_step`` 0).
     rehearsal: images of the parent's training data mixed into training (a fraction of patches).
     name: default the parent's name with ``-ft``.
     patch, batch_size: default the parent's. The other options are those of ``fit``.
@@ -184,7 +187,12 @@ def finetune(parent, data: str | Path | None, out: str | Path, *, target: str | 
     parent_val_loss = _validation_loss(module, datamodule, lightning)
     freezing = Freezing(freeze, unfreeze_every or 0)
     stopping = [EarlyStopping("val_loss", patience=patience, mode="min")] if patience else []
-    run = train(module, datamodule, max_steps, [freezing, *stopping, *callbacks], progress=progress, **lightning)
+    keep_parent = KeepBest("val_loss", best=parent_val_loss, state=initial)   # fine-tuning must beat the parent
+    run = train(module, datamodule, max_steps, [freezing, *stopping, *callbacks], progress=progress,
+                keep_best=keep_parent, **lightning)
+    if run.selected_step == 0:
+        log.warning("fine-tuning never beat the parent's validation loss (%.4g): the package keeps the parent's "
+                    "weights (adapted to the new inputs)", parent_val_loss)
 
     policy = {"freeze": freeze, **({"unfreeze_every": unfreeze_every} if freeze == "gradual" else {}),
               "lr": module.lr, "warmup_steps": module.warmup_steps, "layer_decay": layer_decay,

@@ -132,11 +132,12 @@ class Run:
 
 
 def train(module, datamodule, max_steps: int, callbacks: Sequence = (), *, progress: bool = True,
-          **lightning) -> Run:
-    """Fit ``module`` with Lightning; the weights with the lowest validation loss are kept."""
+          keep_best: KeepBest | None = None, **lightning) -> Run:
+    """Fit ``module`` with Lightning; the weights with the lowest validation loss are kept
+    (``keep_best`` may start with a candidate, e.g. a parent's weights)."""
     import pytorch_lightning as pl
 
-    keep_best, timer = KeepBest("val_loss"), BatchTimer()
+    keep_best, timer = keep_best or KeepBest("val_loss"), BatchTimer()
     trainer = pl.Trainer(max_steps=max_steps, callbacks=[keep_best, timer, *callbacks], enable_progress_bar=progress,
                          enable_checkpointing=False, logger=False, enable_model_summary=False,
                          num_sanity_val_steps=0, log_every_n_steps=10, deterministic=False, **lightning)
