@@ -44,12 +44,16 @@ def _progress(label: str):
 
 # ---------------------------------------------------------------------------- commands
 def cmd_list(args) -> int:
-    rows = _registry(args, args.remote).entries()
+    _print_rows(_registry(args, args.remote).entries(), "(no packages)")
+    return 0
+
+
+def _print_rows(rows: list[dict], empty: str) -> None:
+    """One package per line, tab-separated: name, latest version, task, description."""
     if not rows:
-        print("(no packages)", file=sys.stderr)
+        print(empty, file=sys.stderr)
     for row in rows:
         print(f"{row['name']}\t{row['latest']}\t{row['task']}\t{row['description']}")
-    return 0
 
 
 def cmd_info(args) -> int:
@@ -128,10 +132,7 @@ def cmd_search(args) -> int:
 
     rows = search(_registry(args, args.remote).entries(), text=" ".join(args.text) or None, task=args.task,
                   tag=args.tag, architecture=args.architecture, axes=args.axes)
-    if not rows:
-        print("(no package matches)", file=sys.stderr)
-    for row in rows:
-        print(f"{row['name']}\t{row['latest']}\t{row['task']}\t{row.get('architecture') or '-'}\t{row['description']}")
+    _print_rows(rows, "(no package matches)")
     return 0
 
 

@@ -64,7 +64,28 @@ def _read_spec(root: Path) -> tuple[specs.Spec, str]:
     return specs.load_bytes(data, source=str(path)), sha256_bytes(data)
 
 
-class LocalRegistry:
+class Resolving:
+    """Version resolution and listing over ``self.index()``, for every kind of registry."""
+
+    def versions(self, name: str) -> list[str]:
+        return list(self.index().get(name, {}))
+
+    def resolve(self, text: str) -> tuple[str, str]:
+        """(name, version) of a reference: ``NAME``, ``NAME@1.2.0``, ``NAME@^1.2``, ``NAME@latest``."""
+        ref = refs.parse(text)
+        versions = self.versions(ref.name)
+        if not versions:
+            known = ", ".join(sorted(self.index())) or "none"
+            raise NotFoundError(f"no package named '{ref.name}' in the registry {self.root} (packages: {known}). "
+                                "See `zoo list`.")
+        return ref.name, refs.resolve(ref, versions)
+
+    def entries(self) -> list[dict]:
+        """One row per package: name, latest version, all versions, task, description, tags, axes."""
+        return entries_of(self.index())
+
+
+class LocalRegistry(Resolving):
     def __init__(self, root: str | Path, cache: str | Path | None = None, seed: str | Path | None = None):
         self.root = Path(root)
         self.cache = Path(cache) if cache else self.root.parent / "cache"
@@ -107,25 +128,9 @@ class LocalRegistry:
         return self.root / "packages" / name / version
 
     # ------------------------------------------------------------------ reading
-    def versions(self, name: str) -> list[str]:
-        return list(self.index().get(name, {}))
-
-    def resolve(self, text: str) -> tuple[str, str]:
-        ref = refs.parse(text)
-        versions = self.versions(ref.name)
-        if not versions:
-            known = ", ".join(sorted(self.index())) or "none"
-            raise NotFoundError(f"no package named '{ref.name}' in the registry {self.root} (packages: {known}). "
-                                "See `zoo list`.")
-        return ref.name, refs.resolve(ref, versions)
-
     def spec(self, text: str) -> specs.Spec:
         name, version = self.resolve(text)
         return specs.load(self.package_dir(name, version))
-
-    def entries(self) -> list[dict]:
-        """One row per package: name, latest version, all versions, task, description, tags, axes."""
-        return entries_of(self.index())
 
     # ------------------------------------------------------------------ publishing
     def publish(self, src: str | Path, reproduce: bool = True) -> Published:

@@ -29,7 +29,7 @@ from ..errors import InputError, IntegrityError, NotFoundError, SpecError
 from ..hashing import sha256_file
 from ..package import files
 from . import refs
-from .local import LocalRegistry, Published, _write_json_atomic, entries_of, verified
+from .local import LocalRegistry, Published, Resolving, _write_json_atomic, verified
 
 log = logging.getLogger("zoo.registry")
 
@@ -117,7 +117,7 @@ def open_store(url: str | Path):
     return FolderStore(Path(text))
 
 
-class RemoteRegistry:
+class RemoteRegistry(Resolving):
     """Resolve, search and pull packages of one store into the cache (same API as LocalRegistry)."""
 
     def __init__(self, store, cache: str | Path | None = None, offline: bool | None = None):
@@ -164,20 +164,6 @@ class RemoteRegistry:
         _write_json_atomic(path, {"url": self.store.url, "index": index, **validators})
         self._index = index
         return index
-
-    def versions(self, name: str) -> list[str]:
-        return list(self.index().get(name, {}))
-
-    def resolve(self, text: str) -> tuple[str, str]:
-        ref = refs.parse(text)
-        versions = self.versions(ref.name)
-        if not versions:
-            known = ", ".join(sorted(self.index())) or "none"
-            raise NotFoundError(f"no package named '{ref.name}' in {self.store.url} (packages: {known})")
-        return ref.name, refs.resolve(ref, versions)
-
-    def entries(self) -> list[dict]:
-        return entries_of(self.index())
 
     def spec(self, text: str) -> specs.Spec:
         return self.pull(text)[0]
