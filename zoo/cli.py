@@ -330,6 +330,19 @@ def cmd_lineage(args) -> int:
     return 0 if all(link.status in ("package", "verified") for link in links) else 1
 
 
+def cmd_serve(args) -> int:
+    from .serve.app import Limits
+    from .serve.server import serve
+
+    limits = Limits(max_body=args.max_body_mb << 20, max_pixels=args.max_pixels, max_batch=args.max_batch,
+                    max_wait=args.max_wait_ms / 1000, max_queue=args.max_queue, timeout=args.timeout)
+    print(f"serving {', '.join(args.refs) or 'no model yet'} on http://{args.host}:{args.port} "
+          f"(API: /docs, /openapi.json)", file=sys.stderr, flush=True)
+    serve(args.refs, host=args.host, port=args.port, runtime=args.runtime, device=args.device, token=args.token,
+          limits=limits, registry=_registry(args))
+    return 0
+
+
 # ---------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoo", description="bioimage-zoo: pretrained models for microscopy")
@@ -474,6 +487,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="32-true", help="Lightning precision, e.g. 32-true, 16-mixed")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("serve", help="serve models over HTTP (FastAPI + uvicorn), with batching and limits")
+    p.add_argument("refs", nargs="*", help="models to load: NAME[@VERSION], package folders or registry URLs")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--runtime", choices=["onnx", "torch"], default="onnx")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    p.add_argument("--token", help="bearer token for predict and admin (default: $ZOO_SERVE_TOKEN; "
+                                   "without one, predict is open and admin is off)")
+    p.add_argument("--max-batch", type=int, default=8, help="requests batched into one network call")
+    p.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a batch waits to fill")
+    p.add_argument("--max-queue", type=int, default=64, help="requests waiting per model before 503")
+    p.add_argument("--max-body-mb", type=int, default=256, help="largest request body")
+    p.add_argument("--max-pixels", type=int, default=64 << 20, help="largest image (values) accepted")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds one prediction may take (504)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("lineage", help="the chain of packages a package was fine-tuned from, each verified")
     p.add_argument("ref", help="NAME[@VERSION] or a package folder")

@@ -1,0 +1,250 @@
+"""The HTTP API (FastAPI; served by uvicorn). Versioned under ``/v1``; the schema is at ``/openapi.json``.
+
+    GET    /v1/models                      the loaded models
+    GET    /v1/models/{name}               one model: its spec's inputs and outputs
+    POST   /v1/models/{name}/predict       body: one image (TIFF or NPY); answer by Accept (TIFF / NPY)
+    POST   /v1/admin/models                load a model from the registry: {"ref": "NAME[@VERSION]"} (token)
+    DELETE /v1/admin/models/{name}         unload it (token)
+    GET    /health, /ready, /metrics       liveness, readiness, Prometheus metrics
+
+Every error is JSON ``{"error": ..., "status": ...}`` with a 4xx code that names the problem;
+nothing a client sends can make the server answer 500 or stop.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import InputError, NotFoundError, ZooError
+from ..runtime import layout
+from . import codec
+from .batching import Batcher, QueueFull
+from .metrics import Metrics
+
+log = logging.getLogger("zoo.serve")
+
+
+@dataclass
+class Limits:
+    max_body: int = 256 << 20            # bytes of one request body
+    max_pixels: int = 64 << 20           # values of one image (after decoding)
+    max_batch: int = 8                   # requests run together
+    max_wait: float = 0.01               # seconds a batch waits to fill
+    max_queue: int = 64                  # requests waiting per model; more get 503
+    timeout: float = 120.0               # seconds one prediction may take
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+@dataclass
+class Served:
+    model: object
+    batcher: Batcher
+    loaded: float = field(default_factory=time.time)
+
+
+class Pool:
+    """The loaded models, by name."""
+
+    def __init__(self, limits: Limits, metrics: Metrics, runtime: str = "onnx", device: str = "auto", registry=None):
+        self.limits, self.metrics, self.runtime, self.device, self.registry = limits, metrics, runtime, device, registry
+        self.models: dict[str, Served] = {}
+
+    def load(self, ref: str) -> Served:
+        import zoo
+
+        model = zoo.load(ref, runtime=self.runtime, device=self.device, registry=self.registry)
+        name = model.spec.name
+        batcher = Batcher(lambda x, m=model: m.predict_tensor(x), self.limits.max_batch, self.limits.max_wait,
+                          self.limits.max_queue, on_batch=lambda size, n=name: self.metrics.batch(n, size))
+        self.unload(name)
+        self.models[name] = Served(model, batcher)
+        self.metrics.watch_queue(name, lambda b=batcher: b.depth)
+        log.info("serving %s (%s)", model.spec.ref, model.runtime)
+        return self.models[name]
+
+    def get(self, name: str) -> Served:
+        if name not in self.models:
+            raise ApiError(404, f"no model '{name}' is served here (served: {', '.join(sorted(self.models)) or 'none'}); "
+                                "see GET /v1/models")
+        return self.models[name]
+
+    def unload(self, name: str) -> bool:
+        served = self.models.pop(name, None)
+        if served:
+            served.batcher.close()
+        return served is not None
+
+
+def describe(model) -> dict:
+    spec = model.spec
+
+    def tensor(t):
+        return {"name": t.name, "axes": t.axes, "dtype": t.dtype, "channels": t.channels,
+                "shape": {"min": t.shape_min, "step": t.shape_step}, "halo": t.halo,
+                "description": t.description}
+
+    return {"name": spec.name, "version": spec.version, "ref": spec.ref, "task": spec.task,
+            "description": spec.description.strip(), "architecture": spec.architecture_id,
+            "license": spec.license, "runtime": model.runtime, "instances": model.makes_instances,
+            "inputs": [tensor(t) for t in spec.inputs], "outputs": [tensor(t) for t in spec.outputs]}
+
+
+def create_app(pool: Pool, token: str | None = None) -> FastAPI:
+    app = FastAPI(title="bioimage-zoo", version="1", description="Pretrained bioimage models over HTTP.")
+    metrics, limits = pool.metrics, pool.limits
+    app.state.pool = pool
+
+    def check_token(request: Request, required: bool) -> None:
+        if token is None:
+            if required:
+                raise ApiError(403, "admin endpoints are disabled: start the server with --token (or ZOO_SERVE_TOKEN)")
+            return
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            raise ApiError(401, "missing or wrong bearer token: send 'Authorization: Bearer <token>'",
+                           {"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, e: ApiError):
+        metrics.error(e.status)
+        return JSONResponse({"error": e.message, "status": e.status}, status_code=e.status, headers=e.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, e: StarletteHTTPException):
+        metrics.error(e.status_code)
+        return JSONResponse({"error": str(e.detail), "status": e.status_code}, status_code=e.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, e: RequestValidationError):
+        metrics.error(422)
+        return JSONResponse({"error": f"invalid request: {e.errors()}", "status": 422}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, e: Exception):      # a bug, not the client's fault: logged
+        log.exception("unexpected error on %s", request.url.path)
+        metrics.error(500)
+        return JSONResponse({"error": f"internal error ({type(e).__name__}); see the server log", "status": 500},
+                            status_code=500)
+
+    @app.get("/health", summary="liveness")
+    async def health():
+        return {"status": "ok"}
+
+    @app.get("/ready", summary="readiness: at least one model loaded")
+    async def ready():
+        if not pool.models:
+            raise ApiError(503, "no model loaded yet", {"Retry-After": "5"})
+        return {"status": "ready", "models": sorted(pool.models)}
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def prometheus():
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    @app.get("/v1/models", summary="the models served")
+    async def list_models():
+        return [{k: describe(s.model)[k] for k in ("name", "version", "task", "description")}
+                for s in pool.models.values()]
+
+    @app.get("/v1/models/{name}", summary="one model: inputs, outputs, task")
+    async def model_info(name: str):
+        return describe(pool.get(name).model)
+
+    @app.post("/v1/models/{name}/predict", summary="predict one image",
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  codec.TIFF: {"schema": {"type": "string", "format": "binary"}},
+                  codec.NPY: {"schema": {"type": "string", "format": "binary"}}}}},
+              responses={200: {"content": {codec.TIFF: {}, codec.NPY: {}}}})
+    async def predict(name: str, request: Request, axes: str | None = None):
+        started = time.perf_counter()
+        check_token(request, required=False)
+        served = pool.get(name)
+        kind = _answer(lambda: codec.response_type(request.headers.get("accept")))
+        body = await _read_body(request, limits.max_body)
+        image = _answer(lambda: codec.decode(body, request.headers.get("content-type", ""), limits.max_pixels))
+        inp = served.model.spec.inputs[0]
+        x, natural = _answer(lambda: layout.to_tensor(image, axes, inp.spatial_axes, inp.n_channels,
+                                                       inp.grey == "repeat"), status=422)
+        try:
+            parts = [asyncio.wait_for(served.batcher.submit(x[b:b + 1]), limits.timeout) for b in range(x.shape[0])]
+            y = np.concatenate(await asyncio.gather(*parts))
+        except QueueFull:
+            raise ApiError(503, f"'{name}' has {limits.max_queue} requests waiting; retry shortly",
+                           {"Retry-After": "1"}) from None
+        except asyncio.TimeoutError:
+            raise ApiError(504, f"the prediction took longer than {limits.timeout:g} s") from None
+        except ZooError as e:
+            raise ApiError(422, str(e)) from None
+        result = layout.from_tensor(y, natural)
+        metrics.observe(name, time.perf_counter() - started, 200)
+        return Response(codec.encode(result, kind), media_type=kind,
+                        headers={"X-Model": served.model.spec.ref, "X-Shape": ",".join(map(str, result.shape))})
+
+    @app.post("/v1/admin/models", summary="load a model from the registry (token required)")
+    async def load_model(request: Request):
+        check_token(request, required=True)
+        try:
+            ref = (await request.json())["ref"]
+            if not isinstance(ref, str):
+                raise TypeError
+        except Exception:   # noqa: BLE001
+            raise ApiError(400, 'expected a JSON body {"ref": "NAME[@VERSION]"}') from None
+        try:
+            served = await asyncio.get_running_loop().run_in_executor(None, pool.load, ref)
+        except NotFoundError as e:
+            raise ApiError(404, str(e)) from None
+        except ZooError as e:
+            raise ApiError(422, str(e)) from None
+        return describe(served.model)
+
+    @app.delete("/v1/admin/models/{name}", summary="unload a model (token required)")
+    async def unload_model(name: str, request: Request):
+        check_token(request, required=True)
+        if not pool.unload(name):
+            raise ApiError(404, f"no model '{name}' is served here")
+        return {"unloaded": name}
+
+    return app
+
+
+def _answer(make, status: int = 400):
+    """Run a decoding step; the client's mistakes become 4xx answers."""
+    try:
+        return make()
+    except codec.TooLarge as e:
+        raise ApiError(413, str(e)) from None
+    except codec.NotAcceptable as e:
+        raise ApiError(406, str(e)) from None
+    except InputError as e:
+        unsupported = "unsupported content type" in str(e)
+        raise ApiError(415 if unsupported else status, str(e)) from None
+
+
+async def _read_body(request: Request, max_body: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise ApiError(400, f"bad Content-Length '{declared}'")
+        if int(declared) > max_body:
+            raise ApiError(413, f"the body declares {declared} bytes; this server accepts at most {max_body}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_body:
+            raise ApiError(413, f"the body is larger than {max_body} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

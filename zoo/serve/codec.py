@@ -1,0 +1,100 @@
+"""Request and response bodies: TIFF or NPY images in, TIFF / NPY / JSON out."""
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+
+from ..errors import InputError
+
+TIFF, NPY, JSON = "image/tiff", "application/x-npy", "application/json"
+ACCEPTED = (TIFF, NPY)
+
+
+class TooLarge(InputError):
+    """The body, or the image it declares, is larger than the server accepts (HTTP 413)."""
+
+
+class NotAcceptable(InputError):
+    """No response format of the ``Accept`` header can be produced (HTTP 406)."""
+
+
+def _kind(content_type: str, body: bytes) -> str:
+    base = (content_type or "").split(";")[0].strip().lower()
+    if base in (TIFF, "image/tif"):
+        return TIFF
+    if base in (NPY, "application/npy"):
+        return NPY
+    if base in ("", "application/octet-stream"):      # sniff the magic bytes
+        if body[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+            return TIFF
+        if body[:6] == b"\x93NUMPY":
+            return NPY
+    raise InputError(f"unsupported content type '{content_type or '(none)'}': send the image as "
+                     f"{TIFF} or {NPY} (a .npy file)")
+
+
+def decode(body: bytes, content_type: str, max_pixels: int) -> np.ndarray:
+    """The image in a request body; its declared size is checked before any pixel is read."""
+    if not body:
+        raise InputError("the request body is empty: send one image (TIFF or NPY)")
+    kind = _kind(content_type, body)
+    try:
+        if kind == TIFF:
+            import tifffile
+
+            with tifffile.TiffFile(io.BytesIO(body)) as tif:
+                series = tif.series[0]
+                _check_size(series.shape, max_pixels)
+                image = series.asarray()
+        else:
+            buffer = io.BytesIO(body)
+            version = np.lib.format.read_magic(buffer)
+            shape, _, dtype = np.lib.format._read_array_header(buffer, version)   # header only, no data
+            _check_size(shape, max_pixels)
+            image = np.load(io.BytesIO(body), allow_pickle=False)
+    except (TooLarge, InputError):
+        raise
+    except Exception as e:   # noqa: BLE001 - any decoder failure is the client's corrupt file
+        raise InputError(f"could not read the body as {kind}: {type(e).__name__}: {e}") from None
+    if image.dtype.kind not in "biuf":
+        raise InputError(f"expected a numeric image, got dtype {image.dtype}")
+    if image.size == 0:
+        raise InputError(f"the image is empty (shape {image.shape})")
+    return image
+
+
+def _check_size(shape, max_pixels: int) -> None:
+    pixels = int(np.prod([int(s) for s in shape], dtype=np.float64))
+    if pixels > max_pixels:
+        raise TooLarge(f"the image declares {pixels} values (shape {tuple(shape)}); this server accepts at most "
+                       f"{max_pixels}: tile it, or ask the operator to raise --max-pixels")
+
+
+def response_type(accept: str | None, default: str = TIFF) -> str:
+    """The response format the client accepts (TIFF or NPY for images)."""
+    if not accept or "*/*" in accept:
+        return default
+    for part in accept.split(","):
+        kind = part.split(";")[0].strip().lower()
+        if kind in ("image/tiff", "image/tif"):
+            return TIFF
+        if kind in (NPY, "application/npy", "application/octet-stream"):
+            return NPY
+    raise NotAcceptable(f"cannot answer with '{accept}': images come back as {TIFF} or {NPY}")
+
+
+def encode(array: np.ndarray, kind: str) -> bytes:
+    out = io.BytesIO()
+    if kind == TIFF:
+        import tifffile
+
+        tifffile.imwrite(out, array)
+    else:
+        np.save(out, array, allow_pickle=False)
+    return out.getvalue()
+
+
+def error_body(status: int, message: str) -> bytes:
+    return json.dumps({"error": message, "status": status}).encode()
