@@ -51,7 +51,11 @@ def decode(body: bytes, content_type: str, max_pixels: int) -> np.ndarray:
         else:
             buffer = io.BytesIO(body)
             version = np.lib.format.read_magic(buffer)
-            shape, _, dtype = np.lib.format._read_array_header(buffer, version)   # header only, no data
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                           (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if read_header is None:
+                raise InputError(f"unsupported NPY format version {version}: save with numpy's default (1.0)")
+            shape, _, _ = read_header(buffer)                          # the header only, no data
             _check_size(shape, max_pixels)
             image = np.load(io.BytesIO(body), allow_pickle=False)
     except (TooLarge, InputError):
