@@ -217,3 +217,46 @@ def test_admin_is_off_without_a_token_and_shutdown_finishes_in_flight_requests(s
         server.proc.send_signal(signal.SIGTERM)
         assert pending.result()[0] == 200
     assert server.proc.wait(timeout=60) in (0, -signal.SIGTERM)
+
+
+def test_instance_models_answer_json_object_tables(tmp_path):
+    from conftest import REPO
+
+    s = Server("stardist-dsb-fluo-2d", home=tmp_path / "home")
+    try:
+        sample = (REPO / "samples" / "dsb_fluo_nuclei.tif").read_bytes()
+        status, headers, body = request(s.url + "/v1/models/stardist-dsb-fluo-2d/predict", sample,
+                                        {"Content-Type": "image/tiff", "Accept": "application/json"})
+        assert status == 200 and headers["content-type"] == "application/json"
+        objects = json.loads(body)["objects"]
+        assert 250 < len(objects) < 450                               # 369 nuclei in the sample
+        first = objects[0]
+        assert set(first) == {"label", "area", "centroid", "bbox"} and first["area"] > 10 and len(first["bbox"]) == 4
+        labels = tifffile.imread(io.BytesIO(request(s.url + "/v1/models/stardist-dsb-fluo-2d/predict", sample,
+                                                    {"Content-Type": "image/tiff"})[2]))
+        assert labels.max() == len(objects)
+    finally:
+        assert s.stop()
+
+
+def test_triton_export_writes_a_repository_whose_onnx_runs_with_the_declared_shapes(tmp_path, zoo_home):
+    import re
+
+    import onnxruntime as ort
+
+    from zoo.cli import main as cli
+
+    assert cli(["export", "triton", "stardist-dsb-fluo-2d", str(tmp_path / "repo"), "--max-batch", "4"]) == 0
+    folder = tmp_path / "repo" / "stardist-dsb-fluo-2d"
+    config = (folder / "config.pbtxt").read_text()
+    assert 'backend: "onnxruntime"' in config and "max_batch_size: 4" in config and "dynamic_batching" in config
+    assert "instance_group" in config and "preferred_batch_size: [2, 4]" in config
+    declared = {m[0]: [int(d) for d in m[1].split(",")]
+                for m in re.findall(r'name: "(\w+)" data_type: TYPE_FP32 dims: \[([-\d, ]+)\]', config)}
+    assert declared == {"input": [1, -1, -1], "output": [33, -1, -1]}
+    session = ort.InferenceSession(str(folder / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["input"] and [o.name for o in session.get_outputs()] == ["output"]
+    for batch, shape in ((1, (64, 96)), (4, (128, 72))):           # variable batch and spatial sizes, step 8
+        (y,) = session.run(None, {"input": np.random.rand(batch, 1, *shape).astype(np.float32)})
+        assert y.shape == (batch, 33, *shape)
+    assert "percentile_normalize" in (folder / "README.md").read_text()

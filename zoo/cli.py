@@ -343,6 +343,17 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export.triton import export
+
+    registry, ref = _registry_and_ref(args, args.package)
+    root = Path(ref) if Path(ref).is_dir() else registry.pull(ref)[1]
+    folder = export(root, args.out, max_batch=args.max_batch,
+                    gpu={"auto": None, "gpu": True, "cpu": False}[args.instance_kind])
+    print(f"Triton model repository written: {folder} (run: tritonserver --model-repository {args.out})")
+    return 0
+
+
 # ---------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoo", description="bioimage-zoo: pretrained models for microscopy")
@@ -503,6 +514,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=int, default=64 << 20, help="largest image (values) accepted")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds one prediction may take (504)")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("export", help="export a package to another serving system")
+    p.add_argument("format", choices=["triton"], help="triton: an NVIDIA Triton Inference Server model repository")
+    p.add_argument("package", help="package folder or NAME[@VERSION]")
+    p.add_argument("out", type=Path, help="the model repository folder")
+    p.add_argument("--max-batch", type=int, default=8)
+    p.add_argument("--instance-kind", choices=["auto", "gpu", "cpu"], default="auto")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("lineage", help="the chain of packages a package was fine-tuned from, each verified")
     p.add_argument("ref", help="NAME[@VERSION] or a package folder")

@@ -2,7 +2,8 @@
 
     GET    /v1/models                      the loaded models
     GET    /v1/models/{name}               one model: its spec's inputs and outputs
-    POST   /v1/models/{name}/predict       body: one image (TIFF or NPY); answer by Accept (TIFF / NPY)
+    POST   /v1/models/{name}/predict       body: one image (TIFF or NPY); answer by Accept (TIFF / NPY;
+                                           JSON: the object table of instance segmentation)
     POST   /v1/admin/models                load a model from the registry: {"ref": "NAME[@VERSION]"} (token)
     DELETE /v1/admin/models/{name}         unload it (token)
     GET    /health, /ready, /metrics       liveness, readiness, Prometheus metrics
@@ -168,12 +169,12 @@ def create_app(pool: Pool, token: str | None = None) -> FastAPI:
               openapi_extra={"requestBody": {"required": True, "content": {
                   codec.TIFF: {"schema": {"type": "string", "format": "binary"}},
                   codec.NPY: {"schema": {"type": "string", "format": "binary"}}}}},
-              responses={200: {"content": {codec.TIFF: {}, codec.NPY: {}}}})
+              responses={200: {"content": {codec.TIFF: {}, codec.NPY: {}, codec.JSON: {}}}})
     async def predict(name: str, request: Request, axes: str | None = None):
         started = time.perf_counter()
         check_token(request, required=False)
         served = pool.get(name)
-        kind = _answer(lambda: codec.response_type(request.headers.get("accept")))
+        kind = _answer(lambda: codec.response_type(request.headers.get("accept"), tables=served.model.makes_instances))
         body = await _read_body(request, limits.max_body)
         image = _answer(lambda: codec.decode(body, request.headers.get("content-type", ""), limits.max_pixels))
         inp = served.model.spec.inputs[0]

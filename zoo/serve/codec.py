@@ -76,8 +76,9 @@ def _check_size(shape, max_pixels: int) -> None:
                        f"{max_pixels}: tile it, or ask the operator to raise --max-pixels")
 
 
-def response_type(accept: str | None, default: str = TIFF) -> str:
-    """The response format the client accepts (TIFF or NPY for images)."""
+def response_type(accept: str | None, tables: bool = False, default: str = TIFF) -> str:
+    """The response format the client accepts: TIFF or NPY images, or (``tables``: instance
+    segmentation models) a JSON table of the objects."""
     if not accept or "*/*" in accept:
         return default
     for part in accept.split(","):
@@ -86,10 +87,19 @@ def response_type(accept: str | None, default: str = TIFF) -> str:
             return TIFF
         if kind in (NPY, "application/npy", "application/octet-stream"):
             return NPY
-    raise NotAcceptable(f"cannot answer with '{accept}': images come back as {TIFF} or {NPY}")
+        if kind == JSON and tables:
+            return JSON
+    extra = f", or {JSON} (a table of the objects)" if tables else ""
+    raise NotAcceptable(f"cannot answer with '{accept}': this model answers {TIFF} or {NPY}{extra}")
 
 
 def encode(array: np.ndarray, kind: str) -> bytes:
+    if kind == JSON:                                   # instance labels as a table of objects
+        from ..segmentation.labels import object_table
+
+        images = array if array.ndim > 2 and array.shape[0] > 1 else [array]
+        tables = [object_table(np.squeeze(image)) for image in images]
+        return json.dumps({"objects": tables[0]} if len(tables) == 1 else {"images": tables}).encode()
     out = io.BytesIO()
     if kind == TIFF:
         import tifffile

@@ -1,0 +1,1 @@
+"""Exports of a package to other serving systems (``zoo export``)."""
