@@ -186,6 +186,17 @@ def test_a_full_queue_answers_503_with_retry_after(tmp_path, tiny_package):
         assert s.stop()
 
 
+def test_a_prediction_over_the_timeout_answers_504_and_the_server_goes_on(tmp_path, tiny_package):
+    s = Server(tiny_package, "--timeout", "0.05", home=tmp_path / "home")
+    try:
+        big = npy(synthetic_nuclei((1536, 1536), seed=2)[0])      # tiled by the runtime: well over 50 ms
+        status, _, body = request(s.url + "/v1/models/n2v-tiny/predict", big, {"Content-Type": "application/x-npy"})
+        assert status == 504 and "longer than 0.05 s" in json.loads(body)["error"]
+        assert request(s.url + "/health")[0] == 200
+    finally:
+        assert s.stop()
+
+
 def test_token_protects_predict_and_enables_admin(tmp_path, tiny_package):
     s = Server(tiny_package, "--token", "s3cret", home=tmp_path / "home")
     try:
