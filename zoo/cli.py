@@ -344,10 +344,22 @@ def cmd_serve(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .export.triton import export
-
     registry, ref = _registry_and_ref(args, args.package)
     root = Path(ref) if Path(ref).is_dir() else registry.pull(ref)[1]
+    if args.format == "bioimageio":
+        from .export.bioimageio import export, zip_folder
+
+        rdf, report = export(root, args.out)
+        print(f"bioimage.io model description written: {rdf} (check it: bioimageio test {rdf})")
+        for line in report.mapped:
+            print(f"  mapped: {line}")
+        for line in report.unmapped:
+            print(f"  no bioimage.io equivalent (left to bioimage-zoo, documented): {line}")
+        if args.zip:
+            print(f"zipped: {zip_folder(args.out)}")
+        return 0
+    from .export.triton import export
+
     folder = export(root, args.out, max_batch=args.max_batch,
                     gpu={"auto": None, "gpu": True, "cpu": False}[args.instance_kind])
     print(f"Triton model repository written: {folder} (run: tritonserver --model-repository {args.out})")
@@ -516,11 +528,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("export", help="export a package to another serving system")
-    p.add_argument("format", choices=["triton"], help="triton: an NVIDIA Triton Inference Server model repository")
+    p.add_argument("format", choices=["triton", "bioimageio"],
+                   help="triton: an NVIDIA Triton Inference Server model repository; bioimageio: a bioimage.io "
+                        "model description (rdf.yaml, format 0.5)")
     p.add_argument("package", help="package folder or NAME[@VERSION]")
     p.add_argument("out", type=Path, help="the model repository folder")
     p.add_argument("--max-batch", type=int, default=8)
-    p.add_argument("--instance-kind", choices=["auto", "gpu", "cpu"], default="auto")
+    p.add_argument("--instance-kind", choices=["auto", "gpu", "cpu"], default="auto", help="triton")
+    p.add_argument("--zip", action="store_true", help="bioimageio: also write OUT.zip (the bioimage.io package)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("lineage", help="the chain of packages a package was fine-tuned from, each verified")

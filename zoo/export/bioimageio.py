@@ -1,0 +1,189 @@
+"""``zoo export bioimageio PKG OUT/``: a bioimage.io model description (``rdf.yaml``, format 0.5)
+that the bioimage.io tools (``bioimageio test``), Fiji/deepImageJ, ilastik and napari read.
+
+What maps onto the format's own ops is mapped (``percentile_normalize`` -> ``scale_range``,
+``zero_mean_unit_variance`` -> ``zero_mean_unit_variance``); what has no equivalent (restoring
+the input's intensity scale, the instance steps) is left out, reported, and written into the
+documentation, and the exported test outputs are then the network's outputs.
+"""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from .. import architectures, spec as specs
+from ..errors import InputError
+from ..hashing import sha256_file
+from ..package import files
+from ..runtime import ops
+
+FORMAT_VERSION = "0.5.4"
+STATE_DICT = "weights/model.pt"
+NETWORK_OUTPUT = "test/output_network.npy"
+SAMPLE_INPUT, SAMPLE_OUTPUT = "sample_input.tif", "sample_output.tif"
+
+
+@dataclass
+class Report:
+    mapped: list[str] = field(default_factory=list)
+    unmapped: list[str] = field(default_factory=list)      # ops with no bioimage.io equivalent
+
+
+def _preprocessing(tensor, report: Report) -> list[dict]:
+    out = []
+    spatial = list(tensor.spatial_axes)
+    for op in tensor.preprocessing:
+        if op.op == "percentile_normalize" and "low_value" not in op.params:
+            out.append({"id": "scale_range", "kwargs": {"axes": spatial, "min_percentile": float(op.params.get("low", 1.0)),
+                                                       "max_percentile": float(op.params.get("high", 99.8)),
+                                                       "eps": 1e-6}})
+        elif op.op == "zero_mean_unit_variance" and "mean" not in op.params:
+            out.append({"id": "zero_mean_unit_variance", "kwargs": {"axes": spatial, "eps": 1e-6}})
+        else:
+            report.unmapped.append(f"input {tensor.name}: {op.op}")
+            continue
+        report.mapped.append(f"input {tensor.name}: {op.op} -> {out[-1]['id']}")
+    return out
+
+
+def _axes(tensor, inputs: bool, n_channels: int, halo=None, reference: str | None = None) -> list[dict]:
+    axes = [{"type": "batch"}, {"type": "channel", "channel_names": list(tensor.channels or ["c0"])[:n_channels]}]
+    mins = tensor.shape_min or [1] * len(tensor.spatial_axes)
+    steps = tensor.shape_step or [1] * len(tensor.spatial_axes)
+    for k, name in enumerate(tensor.spatial_axes):
+        if inputs:          # bioimage.io wants every allowed size to exceed twice the output halo
+            smallest = int(mins[k])
+            while halo and smallest <= 2 * int(halo[k]):
+                smallest += int(steps[k])
+            axes.append({"type": "space", "id": name, "size": {"min": smallest, "step": int(steps[k])}})
+        else:
+            axis = {"type": "space", "id": name, "size": {"tensor_id": reference, "axis_id": name}}
+            if halo:
+                axis["halo"] = int(halo[k])
+            axes.append(axis)
+    return axes
+
+
+def export(package: str | Path, out: str | Path) -> tuple[Path, Report]:
+    """Write ``out/rdf.yaml`` and its files for a verified package; returns (rdf path, report)."""
+    import torch
+
+    root = Path(package)
+    spec = specs.load(root)
+    if spec.kind != "package":
+        raise InputError(f"{root} is not a package")
+    files.verify(spec, root)
+    arch = architectures.get(spec.architecture_id)
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise InputError(f"{out} is not empty; choose a new folder for the bioimage.io export")
+    for rel in files.package_files(spec)[1:]:
+        target = out / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(files.safe_join(root, rel), target)
+    report = Report()
+    inp, outp = spec.inputs[0], spec.outputs[0]
+
+    # weights: the ONNX graph as it is; the state dict through torch's own format, loadable with weights_only=True
+    from safetensors.torch import load_file
+
+    state = load_file(str(files.safe_join(root, spec.weights.safetensors.file)))
+    torch.save(state, out / STATE_DICT)
+
+    # test tensors: the raw input, and the network's output on the preprocessed input
+    x = np.load(files.safe_join(root, spec.test.inputs[0].file), allow_pickle=False)
+    pre = _preprocessing(inp, report)
+    unmapped_post = [op.op for op in outp.postprocessing]
+    report.unmapped += [f"output {outp.name}: {op}" for op in unmapped_post]
+    y = _network_output(spec, root, x)
+    # bioimage.io wants every size to exceed twice the halo; the test tensor must be such a size
+    halo = [min(int(h), (int(n) - 1) // 2) for h, n in zip(inp.halo, x.shape[2:])] if inp.halo else None
+    np.save(out / NETWORK_OUTPUT, y, allow_pickle=False)
+    import tifffile
+
+    tifffile.imwrite(out / SAMPLE_INPUT, x, photometric="minisblack")     # sample tensors: the test crop, as TIFF
+    tifffile.imwrite(out / SAMPLE_OUTPUT, y, photometric="minisblack")
+
+    module, _, attr = arch.network.partition(":")
+    rdf = {
+        "format_version": FORMAT_VERSION, "type": "model", "name": spec.name,
+        "description": spec.description.strip()[:1000],
+        "authors": [{"name": a["name"]} for a in spec.authors],
+        "cite": [{"text": c["text"], **({"doi": c["doi"]} if c.get("doi") else {"url": "https://github.com/"})}
+                 for c in spec.cite] or [{"text": "bioimage-zoo", "url": "https://github.com/"}],
+        "license": spec.license, "tags": list(spec.tags), "covers": list(spec.covers),
+        "documentation": "documentation.md", "version": spec.version,
+        "inputs": [{"id": inp.name, "description": _short(inp.description), "axes": _axes(inp, True, inp.n_channels, halo),
+                    "test_tensor": {"source": spec.test.inputs[0].file, "sha256": spec.test.inputs[0].sha256},
+                    "sample_tensor": {"source": SAMPLE_INPUT, "sha256": sha256_file(out / SAMPLE_INPUT)},
+                    "data": {"type": "float32"}, "preprocessing": pre}],
+        "outputs": [{"id": "network_output", "description": _short("the network's outputs (post-processing: see "
+                                                                  "the documentation): " + (outp.description or "")),
+                     "axes": _axes(outp, False, y.shape[1], halo, inp.name),
+                     "test_tensor": {"source": NETWORK_OUTPUT, "sha256": sha256_file(out / NETWORK_OUTPUT)},
+                     "sample_tensor": {"source": SAMPLE_OUTPUT, "sha256": sha256_file(out / SAMPLE_OUTPUT)},
+                     "data": {"type": "float32"}}],
+        "weights": {
+            "onnx": {"source": spec.weights.onnx.file, "sha256": spec.weights.onnx.sha256,
+                     "opset_version": spec.weights.onnx_opset, "parent": "pytorch_state_dict"},
+            "pytorch_state_dict": {"source": STATE_DICT, "sha256": sha256_file(out / STATE_DICT),
+                                   "architecture": {"callable": attr, "import_from": module,
+                                                    "kwargs": dict(spec.architecture_params)},
+                                   "pytorch_version": torch.__version__.split("+")[0]}},
+        "config": {"bioimageio": {"reproducibility_tolerance": [
+            {"relative_tolerance": 1e-3, "absolute_tolerance": float(max(1e-4, 2e-3 * np.ptp(y))),
+             "mismatched_elements_per_million": 100}]},
+            "bioimage-zoo": {"ref": spec.ref, "unmapped_ops": report.unmapped,
+                             "postprocessing": [{"op": op.op, "params": op.params} for op in outp.postprocessing]}},
+    }
+    outp_channels = list(outp.channels or [])
+    if len(outp_channels) == y.shape[1]:
+        rdf["outputs"][0]["axes"][1]["channel_names"] = outp_channels
+    (out / "documentation.md").write_text(_documentation(spec, root, report), encoding="utf-8")
+    (out / "rdf.yaml").write_text(yaml.safe_dump(rdf, sort_keys=False), encoding="utf-8")
+    return out / "rdf.yaml", report
+
+
+def _network_output(spec, root: Path, x: np.ndarray) -> np.ndarray:
+    """The ONNX network's output on the preprocessed test input (no post-processing)."""
+    import onnxruntime as ort
+
+    inp = spec.inputs[0]
+    pre = ops.apply(inp.preprocessing, x.astype(np.float32), {}, inp.name, ops.PREPROCESSING)
+    session = ort.InferenceSession(str(files.safe_join(root, spec.weights.onnx.file)), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: pre})[0]
+
+
+def _short(text: str | None, limit: int = 128) -> str:
+    """bioimage.io tensor descriptions are at most 128 characters."""
+    text = " ".join((text or "").split())
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+
+
+def _documentation(spec, root: Path, report: Report) -> str:
+    card = (root / spec.documentation).read_text(encoding="utf-8") if spec.documentation else f"# {spec.name}\n"
+    lines = ["", "## bioimage.io export", "",
+             "Pre-processing mapped onto bioimage.io ops: " + ("; ".join(report.mapped) or "none") + ".", "",
+             "Not expressible as bioimage.io ops, so not in this description (bioimage-zoo applies them: "
+             "`zoo predict`): " + ("; ".join(report.unmapped) or "none") + ". The test output is therefore the "
+             "network's output.", ""]
+    if "## Validation" not in card:
+        lines += ["## Validation", "", "See the held-out metrics in the package's training record.", ""]
+    return card + "\n".join(lines)
+
+
+def zip_folder(folder: str | Path) -> Path:
+    """``folder.zip`` holding the export with rdf.yaml at its root (a bioimage.io package)."""
+    import zipfile
+
+    folder = Path(folder)
+    target = folder.with_suffix(".zip")
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(folder).as_posix())
+    return target
