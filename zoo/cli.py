@@ -367,6 +367,14 @@ def cmd_export(args) -> int:
 
 
 # ---------------------------------------------------------------------------- parser
+def _lightning_options(p: argparse.ArgumentParser) -> None:
+    """Options that pass straight to Lightning, and --overwrite, for train and finetune."""
+    p.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu")
+    p.add_argument("--devices", default="auto", help="Lightning devices, e.g. 1, 2 or auto")
+    p.add_argument("--precision", default="32-true", help="Lightning precision, e.g. 32-true, 16-mixed")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoo", description="bioimage-zoo: pretrained models for microscopy")
     parser.add_argument("--registry", help="registry: a folder, local (default: $ZOO_HOME/registry), "
@@ -471,11 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=1000)
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu")
-    p.add_argument("--devices", default="auto", help="Lightning devices, e.g. 1, 2 or auto")
-    p.add_argument("--precision", default="32-true", help="Lightning precision, e.g. 32-true, 16-mixed")
+    _lightning_options(p)
     p.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("finetune", help="fine-tune a pretrained package on a few of your own images")
@@ -505,10 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="default: the parent's")
     p.add_argument("--max-steps", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu")
-    p.add_argument("--devices", default="auto", help="Lightning devices")
-    p.add_argument("--precision", default="32-true", help="Lightning precision, e.g. 32-true, 16-mixed")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    _lightning_options(p)
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("serve", help="serve models over HTTP (FastAPI + uvicorn), with batching and limits")

@@ -64,6 +64,23 @@ def _read_spec(root: Path) -> tuple[specs.Spec, str]:
     return specs.load_bytes(data, source=str(path)), sha256_bytes(data)
 
 
+@contextlib.contextmanager
+def file_lock(path: Path):
+    """An exclusive lock between processes (fcntl; on Windows a no-op: single-writer assumption)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            import fcntl
+        except ImportError:
+            yield
+            return
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class Resolving:
     """Version resolution and listing over ``self.index()``, for every kind of registry."""
 
@@ -98,18 +115,8 @@ class LocalRegistry(Resolving):
     # ------------------------------------------------------------------ locking and index
     @contextlib.contextmanager
     def _lock(self):
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "a") as handle:
-            try:
-                import fcntl
-            except ImportError:  # Windows: single-writer assumption
-                yield
-                return
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with file_lock(self.root / ".lock"):
+            yield
 
     def _read_index(self) -> dict:
         path = self.root / INDEX

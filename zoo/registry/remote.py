@@ -15,7 +15,6 @@ cached packages resolve (for ``hf://``, those in the Hugging Face cache too).
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -29,7 +28,7 @@ from ..errors import InputError, IntegrityError, NotFoundError, SpecError
 from ..hashing import sha256_file
 from ..package import files
 from . import refs
-from .local import LocalRegistry, Published, Resolving, _write_json_atomic, verified
+from .local import LocalRegistry, Published, Resolving, _write_json_atomic, file_lock, verified
 
 log = logging.getLogger("zoo.registry")
 
@@ -49,23 +48,6 @@ def split_ref(text: str) -> tuple[str, str]:
         raise InputError(f"'{text}' names no package: expected REGISTRY_URL/NAME[@VERSION], e.g. "
                          "hf://my-lab/stardist-dsb-fluo-2d@0.1.0 or http://host/registry/n2v-w2s")
     return url, ref
-
-
-@contextlib.contextmanager
-def file_lock(path: Path):
-    """An exclusive lock between processes (fcntl; a no-op where it does not exist)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        try:
-            import fcntl
-        except ImportError:
-            yield
-            return
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class FolderStore:
