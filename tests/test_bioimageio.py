@@ -51,3 +51,115 @@ def test_export_refuses_a_folder_in_use(tmp_path):
     (tmp_path / "busy" / "file.txt").write_text("mine")
     with pytest.raises(InputError, match="not empty"):
         export(standard_store() / "packages" / "n2v-w2s-2d" / "0.1.0", tmp_path / "busy")
+
+
+ONE_PER_ARCHITECTURE = {"care": "care-w2s-2d", "n2v": "n2v-w2s", "n2v2": "n2v-w2s-2d", "unet-seg": "unet-dsb-2d",
+                        "stardist": "stardist-dsb-fluo-2d", "cellpose": "cellpose-dsb-2d"}
+
+
+@pytest.mark.parametrize("arch", sorted(ONE_PER_ARCHITECTURE))
+def test_export_then_import_gives_the_same_predictions(arch, tmp_path, zoo_home):
+    import numpy as np
+
+    import zoo
+    from zoo.cli import main as cli
+
+    original = zoo.load(ONE_PER_ARCHITECTURE[arch])
+    assert cli(["export", "bioimageio", ONE_PER_ARCHITECTURE[arch], str(tmp_path / "bio"), "--zip"]) == 0
+    assert cli(["import", "bioimageio", str(tmp_path / "bio.zip"), "--out", str(tmp_path / "back")]) == 0
+    back = zoo.load(tmp_path / "back")
+    back.test()
+    assert back.spec.authors == original.spec.authors and back.spec.license == original.spec.license
+    assert back.spec.cite == original.spec.cite and back.spec.training.data["n_train"] == 0
+    x = np.load(tmp_path / "bio" / "test" / "input.npy")
+    np.testing.assert_allclose(back.predict_tensor(x, raw=True), original.predict_tensor(x, raw=True),
+                               rtol=1e-4, atol=1e-4)
+    if original.makes_instances:                       # the same objects, exactly
+        np.testing.assert_array_equal(back.predict_tensor(x), original.predict_tensor(x))
+    else:                                              # restored images: float rounding of the re-export
+        np.testing.assert_allclose(back.predict_tensor(x), original.predict_tensor(x), rtol=1e-5, atol=1e-3)
+
+
+def _hand_written(folder: Path, weights: str = "pytorch_state_dict") -> Path:
+    """A bioimage.io package written by hand (not by our exporter): a StarDist network of our
+    architecture with untrained weights, network outputs only."""
+    import numpy as np
+    import onnxruntime  # noqa: F401  (the validator runs the weights)
+    import torch
+
+    from zoo import architectures
+    from zoo.hashing import sha256_file
+
+    params = {"dims": 2, "channels": 1, "n_rays": 16, "depth": 2, "base_channels": 8}
+    torch.manual_seed(0)
+    network = architectures.get("stardist").build_network(params).eval()
+    (folder / "test").mkdir(parents=True)
+    torch.save(network.state_dict(), folder / "weights.pt")
+    x = np.random.default_rng(0).random((1, 1, 64, 64), dtype=np.float32)
+    with torch.no_grad():
+        y = network(torch.from_numpy(x)).numpy()
+    np.save(folder / "test" / "x.npy", x)
+    np.save(folder / "test" / "y.npy", y)
+    (folder / "doc.md").write_text("# hand-written\n\n## Validation\n\nnone\n")
+    rdf = {"format_version": "0.5.4", "type": "model", "name": "Hand Written StarDist", "version": "1.2.0",
+           "description": "written by hand for a test", "authors": [{"name": "A. Biologist"}],
+           "cite": [{"text": "Schmidt et al. 2018", "doi": "10.1007/978-3-030-00934-2_30"}], "license": "CC-BY-4.0",
+           "documentation": "doc.md", "tags": ["nuclei"],
+           "inputs": [{"id": "raw", "axes": [{"type": "batch"}, {"type": "channel", "channel_names": ["dapi"]},
+                                               {"type": "space", "id": "y", "size": {"min": 16, "step": 8}},
+                                               {"type": "space", "id": "x", "size": {"min": 16, "step": 8}}],
+                       "test_tensor": {"source": "test/x.npy", "sha256": sha256_file(folder / "test" / "x.npy")},
+                       "data": {"type": "float32"}}],
+           "outputs": [{"id": "out", "axes": [{"type": "batch"}, {"type": "channel", "channel_names":
+                                                                     [f"c{i}" for i in range(17)]},
+                                                {"type": "space", "id": "y", "size": {"tensor_id": "raw", "axis_id": "y"}},
+                                                {"type": "space", "id": "x", "size": {"tensor_id": "raw", "axis_id": "x"}}],
+                        "test_tensor": {"source": "test/y.npy", "sha256": sha256_file(folder / "test" / "y.npy")},
+                        "data": {"type": "float32"}}],
+           "weights": {weights: {"source": "weights.pt", "sha256": sha256_file(folder / "weights.pt"),
+                                 "architecture": {"callable": "build", "import_from": "zoo.models.stardist.network",
+                                                  "kwargs": params},
+                                 "pytorch_version": torch.__version__.split("+")[0]}}}
+    (folder / "rdf.yaml").write_text(yaml.safe_dump(rdf, sort_keys=False))
+    return folder / "rdf.yaml"
+
+
+def test_a_hand_written_bioimageio_package_imports_and_runs(tmp_path):
+    import numpy as np
+
+    import zoo
+    from zoo.export.bioimageio_import import import_package
+
+    rdf = _hand_written(tmp_path / "hand")
+    package = import_package(rdf, tmp_path / "pkg")
+    model = zoo.load(package)
+    model.test()
+    assert model.spec.name == "hand-written-stardist" and model.spec.version == "1.2.0"
+    assert model.spec.inputs[0].channels == ["dapi"] and model.spec.authors == [{"name": "A. Biologist"}]
+    x = np.load(tmp_path / "hand" / "test" / "x.npy")
+    centre = (slice(None), slice(None), slice(24, 40), slice(24, 40))   # the runtime mirrors the borders (halo)
+    np.testing.assert_allclose(model.predict_tensor(x, raw=True)[centre],
+                               np.load(tmp_path / "hand" / "test" / "y.npy")[centre], rtol=1e-4, atol=1e-4)
+    labels = model.predict(x[0, 0])
+    assert labels.shape == (64, 64) and labels.dtype == np.int32
+
+
+def test_unsupported_formats_and_invalid_descriptions_are_clear_errors(tmp_path):
+    from zoo.errors import InputError, SpecError
+    from zoo.export.bioimageio_import import import_package
+
+    rdf = _hand_written(tmp_path / "broken")
+    text = yaml.safe_load(rdf.read_text())
+    text["license"] = "NOT-A-LICENCE"
+    rdf.write_text(yaml.safe_dump(text))
+    with pytest.raises(SpecError) as info:
+        import_package(rdf, tmp_path / "pkg")
+    assert "not a valid bioimage.io model description" in str(info.value) and "license" in str(info.value)
+
+    export(standard_store() / "packages" / "n2v-w2s-2d" / "0.1.0", tmp_path / "onnx-only")
+    described = yaml.safe_load((tmp_path / "onnx-only" / "rdf.yaml").read_text())
+    del described["weights"]["pytorch_state_dict"]
+    described["weights"]["onnx"].pop("parent")
+    (tmp_path / "onnx-only" / "rdf.yaml").write_text(yaml.safe_dump(described, sort_keys=False))
+    with pytest.raises(InputError, match="importing onnx weights is not supported yet"):
+        import_package(tmp_path / "onnx-only", tmp_path / "pkg2")

@@ -366,6 +366,14 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_import(args) -> int:
+    from .export.bioimageio_import import import_package
+
+    path = import_package(args.source, args.out, name=args.name, overwrite=args.overwrite)
+    print(f"package written: {path} (publish it with `zoo push {path}`)")
+    return 0
+
+
 # ---------------------------------------------------------------------------- parser
 def _lightning_options(p: argparse.ArgumentParser) -> None:
     """Options that pass straight to Lightning, and --overwrite, for train and finetune."""
@@ -539,6 +547,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--instance-kind", choices=["auto", "gpu", "cpu"], default="auto", help="triton")
     p.add_argument("--zip", action="store_true", help="bioimageio: also write OUT.zip (the bioimage.io package)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("import", help="turn a bioimage.io model package into a zoo package")
+    p.add_argument("format", choices=["bioimageio"])
+    p.add_argument("source", type=Path, help="the bioimage.io package: folder, rdf.yaml or .zip")
+    p.add_argument("--out", type=Path, required=True, help="package folder to write")
+    p.add_argument("--name", help="package name (default: from the description)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("lineage", help="the chain of packages a package was fine-tuned from, each verified")
     p.add_argument("ref", help="NAME[@VERSION] or a package folder")
