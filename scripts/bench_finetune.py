@@ -35,8 +35,7 @@ from zoo import spec as specs
 from zoo.imageio import read_image
 from zoo.model import Model
 from zoo.runtime.runners import TorchRunner, fold_batch_norm
-from zoo.trainers.finetune import child_spec, load_parent, validation_metrics
-from zoo.trainers.finetune import finetune
+from zoo.trainers.finetune import child_spec, finetune, load_parent, validation_metrics
 from zoo.trainers.fit import fit
 
 REPO = Path(__file__).resolve().parents[1]

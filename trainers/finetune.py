@@ -212,14 +212,14 @@ def finetune(parent, data: str | Path | None, out: str | Path, *, target: str | 
     )
     child = build.build(spec, module.network, out, training, sample_image(spec, sample, val_files),
                         name=name or f"{parent_spec.name}-ft",
-                        version=version, description=description or _description(parent_spec, spec, train_files),
+                        version=version, description=description or _description(parent_spec, train_files),
                         overwrite=overwrite)
     if evaluate and pairs:
         compare_on_validation(child, spec, initial, val_files, pairs["val_targets"])
     return child
 
 
-def _description(parent: Spec, child: Spec, train_files) -> str:
+def _description(parent: Spec, train_files) -> str:
     return (f"{parent.name} fine-tuned on {len(train_files)} image(s). " + parent.description.strip())
 
 

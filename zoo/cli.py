@@ -375,6 +375,17 @@ def cmd_import(args) -> int:
 
 
 # ---------------------------------------------------------------------------- parser
+def _data_options(p: argparse.ArgumentParser, default_name: str) -> None:
+    """The training data and the package to write, for train and finetune."""
+    p.add_argument("--data", type=Path, required=True, help="folder of training images (TIFF/PNG/NPY/Zarr)")
+    p.add_argument("--target", type=Path, help="folder of targets or label images, same file names (care, n2n, "
+                                               "segmentation)")
+    p.add_argument("--out", type=Path, required=True, help="package folder to write")
+    p.add_argument("--name", help=f"package name (default: {default_name})")
+    p.add_argument("--version", default="0.1.0")
+    p.add_argument("--val-fraction", type=float, default=0.15, help="fraction of images for validation")
+
+
 def _lightning_options(p: argparse.ArgumentParser) -> None:
     """Options that pass straight to Lightning, and --overwrite, for train and finetune."""
     p.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu")
@@ -476,12 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a blueprint on a folder of images and write a package")
     p.add_argument("blueprint", help="blueprint spec (models/care/spec.yaml) or an architecture: care, n2n, n2v, n2v2")
     p.add_argument("--dims", type=int, choices=[2, 3], default=2, help="2D or 3D blueprint of an architecture")
-    p.add_argument("--data", type=Path, required=True, help="folder of training images (TIFF/PNG/NPY/Zarr)")
-    p.add_argument("--target", type=Path, help="folder of targets, same file names (care, n2n)")
-    p.add_argument("--out", type=Path, required=True, help="package folder to write")
-    p.add_argument("--name", help="package name (default: the blueprint's)")
-    p.add_argument("--version", default="0.1.0")
-    p.add_argument("--val-fraction", type=float, default=0.15, help="fraction of images for validation")
+    _data_options(p, "the blueprint's")
     p.add_argument("--patch", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-steps", type=int, default=1000)
@@ -493,12 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("finetune", help="fine-tune a pretrained package on a few of your own images")
     p.add_argument("ref", help="parent: NAME[@VERSION] or a package folder")
-    p.add_argument("--data", type=Path, required=True, help="folder of training images")
-    p.add_argument("--target", type=Path, help="folder of targets or label images, same file names")
-    p.add_argument("--out", type=Path, required=True, help="package folder to write")
-    p.add_argument("--name", help="package name (default: the parent's with -ft)")
-    p.add_argument("--version", default="0.1.0")
-    p.add_argument("--val-fraction", type=float, default=0.15, help="fraction of images for validation")
+    _data_options(p, "the parent's with -ft")
     p.add_argument("--channels", type=int, help="input channels of the new model (default: from the images; "
                                                 "the first convolution is adapted)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",

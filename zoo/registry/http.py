@@ -102,9 +102,7 @@ class HttpStore:
                 if status == 206:
                     total = response.headers.get("Content-Range", "").rpartition("/")[2]
                     expected = total if total.isdigit() else None
-                    size = part.stat().st_size
-                else:
-                    size = part.stat().st_size
+                size = part.stat().st_size
                 if expected is not None and size != int(expected):
                     raise http.client.IncompleteRead(b"", int(expected) - size)
                 os.replace(part, dest)
