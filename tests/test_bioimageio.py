@@ -74,10 +74,17 @@ def test_export_then_import_gives_the_same_predictions(arch, tmp_path, zoo_home)
     x = np.load(tmp_path / "bio" / "test" / "input.npy")
     np.testing.assert_allclose(back.predict_tensor(x, raw=True), original.predict_tensor(x, raw=True),
                                rtol=1e-4, atol=1e-4)
-    if original.makes_instances:                       # the same objects, exactly
-        np.testing.assert_array_equal(back.predict_tensor(x), original.predict_tensor(x))
-    else:                                              # restored images: float rounding of the re-export
-        np.testing.assert_allclose(back.predict_tensor(x), original.predict_tensor(x), rtol=1e-5, atol=1e-3)
+    # the same package imported as its ONNX graph alone
+    assert cli(["import", "bioimageio", str(tmp_path / "bio.zip"), "--out", str(tmp_path / "graph"),
+                "--weights", "onnx"]) == 0
+    graph = zoo.load(tmp_path / "graph")
+    graph.test()
+    assert graph.spec.graph_only and graph.spec.weights.safetensors is None
+    for imported in (back, graph):
+        if original.makes_instances:                       # the same objects, exactly
+            np.testing.assert_array_equal(imported.predict_tensor(x), original.predict_tensor(x))
+        else:                                              # restored images: float rounding of the re-export
+            np.testing.assert_allclose(imported.predict_tensor(x), original.predict_tensor(x), rtol=1e-5, atol=1e-3)
 
 
 def _hand_written(folder: Path, weights: str = "pytorch_state_dict") -> Path:
@@ -156,10 +163,147 @@ def test_unsupported_formats_and_invalid_descriptions_are_clear_errors(tmp_path)
         import_package(rdf, tmp_path / "pkg")
     assert "not a valid bioimage.io model description" in str(info.value) and "license" in str(info.value)
 
-    export(standard_store() / "packages" / "n2v-w2s-2d" / "0.1.0", tmp_path / "onnx-only")
-    described = yaml.safe_load((tmp_path / "onnx-only" / "rdf.yaml").read_text())
-    del described["weights"]["pytorch_state_dict"]
-    described["weights"]["onnx"].pop("parent")
-    (tmp_path / "onnx-only" / "rdf.yaml").write_text(yaml.safe_dump(described, sort_keys=False))
-    with pytest.raises(InputError, match="importing onnx weights is not supported yet"):
-        import_package(tmp_path / "onnx-only", tmp_path / "pkg2")
+    described = yaml.safe_load(rdf.read_text())
+    described["license"] = "MIT"
+    described["weights"] = {"torchscript": {"source": "weights.pt", "sha256": described["weights"]["pytorch_state_dict"]
+                                            ["sha256"], "pytorch_version": "2.13"}}
+    rdf.write_text(yaml.safe_dump(described, sort_keys=False))
+    with pytest.raises(InputError, match="importing torchscript weights is not supported yet"):
+        import_package(rdf, tmp_path / "pkg2")
+
+
+def _hand_written_graph(folder: Path, size: dict | int | None = None) -> Path:
+    """A bioimage.io package written by hand around an ONNX graph built node by node (no torch):
+    channel-last axes ``byxc`` with two channels, a 3x3 convolution, fixed-mean preprocessing and
+    a sigmoid. Nothing in it was made by bioimage-zoo."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    from zoo.hashing import sha256_file
+
+    rng = np.random.default_rng(1)
+    kernel = rng.normal(size=(3, 2, 3, 3)).astype(np.float32)
+    nodes = [helper.make_node("Transpose", ["raw"], ["chw"], perm=[0, 3, 1, 2]),
+             helper.make_node("Conv", ["chw", "kernel"], ["conv"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["conv"], ["relu"]),
+             helper.make_node("Transpose", ["relu"], ["prob"], perm=[0, 2, 3, 1])]
+    graph = helper.make_graph(nodes, "hand", [helper.make_tensor_value_info("raw", TensorProto.FLOAT, ["b", "y", "x", 2])],
+                              [helper.make_tensor_value_info("prob", TensorProto.FLOAT, ["b", "y", "x", 3])],
+                              [numpy_helper.from_array(kernel, "kernel")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    folder.mkdir(parents=True)
+    save(model, str(folder / "net.onnx"))
+
+    x = (rng.random((1, 48, 40, 2)) * 1000 + 100).astype(np.float32)
+    mean, std = [500.0, 600.0], [300.0, 250.0]
+    session = ort.InferenceSession(str(folder / "net.onnx"), providers=["CPUExecutionProvider"])
+    y = session.run(None, {"raw": ((x - np.float32(mean)) / np.float32(std)).astype(np.float32)})[0]
+    y = 1 / (1 + np.exp(-y))
+    np.save(folder / "x.npy", x)
+    np.save(folder / "y.npy", y.astype(np.float32))
+    (folder / "README.md").write_text("# conv\n\n## Validation\n\nby hand\n")
+
+    def axes(channels, reference=None):
+        def space(name):
+            if reference:
+                return {"type": "space", "id": name, "size": {"tensor_id": reference, "axis_id": name}, "halo": 1}
+            return {"type": "space", "id": name, "size": size if size is not None else {"min": 8, "step": 4}}
+        return [{"type": "batch"}, space("y"), space("x"), {"type": "channel", "channel_names": channels}]
+
+    rdf = {"format_version": "0.5.4", "type": "model", "name": "Channel-last conv", "version": "0.3.1",
+           "description": "hand-written ONNX graph for a test", "authors": [{"name": "B. Imager"}, {"name": "C. Lab"}],
+           "cite": [{"text": "a paper", "doi": "10.1038/s41592-018-0216-7"}], "license": "MIT",
+           "documentation": "README.md", "tags": ["segmentation", "nuclei"],
+           "inputs": [{"id": "raw", "axes": axes(["dapi", "membrane"]),
+                       "test_tensor": {"source": "x.npy", "sha256": sha256_file(folder / "x.npy")},
+                       "data": {"type": "float32"},
+                       "preprocessing": [{"id": "fixed_zero_mean_unit_variance",
+                                          "kwargs": {"axis": "channel", "mean": mean, "std": std}}]}],
+           "outputs": [{"id": "prob", "axes": axes(["a", "b", "c"], reference="raw"),
+                        "test_tensor": {"source": "y.npy", "sha256": sha256_file(folder / "y.npy")},
+                        "data": {"type": "float32"}, "postprocessing": [{"id": "sigmoid"}]}],
+           "weights": {"onnx": {"source": "net.onnx", "sha256": sha256_file(folder / "net.onnx"), "opset_version": 17}}}
+    (folder / "rdf.yaml").write_text(yaml.safe_dump(rdf, sort_keys=False))
+    return folder / "rdf.yaml"
+
+
+def test_a_hand_written_onnx_package_imports_runs_publishes_and_exports(tmp_path):
+    """ONNX-only import end to end: a foreign graph in channel-last layout becomes a package that
+    ONNX Runtime runs tiled, that a registry accepts, that refuses torch and fine-tuning clearly,
+    and that exports back to a description the official validator passes."""
+    import numpy as np
+    from bioimageio.core import test_model
+
+    import zoo
+    from zoo.errors import InputError
+    from zoo.export.bioimageio_import import import_package
+    from zoo.registry import LocalRegistry
+
+    rdf = _hand_written_graph(tmp_path / "hand")
+    assert test_model(str(rdf)).status == "passed"          # the hand-written package is itself valid
+    package = import_package(rdf, tmp_path / "pkg")
+    model = zoo.load(package)
+    model.test()
+    spec = model.spec
+    assert spec.graph_only and spec.architecture_id == "onnx-graph" and spec.task == "segmentation"
+    assert spec.name == "channel-last-conv" and spec.version == "0.3.1" and spec.license == "MIT"
+    assert [a["name"] for a in spec.authors] == ["B. Imager", "C. Lab"] and spec.cite[0]["doi"].startswith("10.1038")
+    assert spec.inputs[0].channels == ["dapi", "membrane"] and spec.inputs[0].halo == [1, 1]
+
+    x = np.load(tmp_path / "hand" / "x.npy")[0]                  # yxc, as the biologist has it
+    expected = np.load(tmp_path / "hand" / "y.npy")[0]
+    got = model.predict(x, axes="yxc", tile=24)                  # tiled: 4 tiles, stitched
+    assert got.shape == (48, 40, 3)
+    np.testing.assert_allclose(got[1:-1, 1:-1], expected[1:-1, 1:-1], rtol=1e-4, atol=1e-5)
+
+    with pytest.raises(InputError, match="ONNX graph without PyTorch weights.*runtime='onnx'"):
+        zoo.load(package, runtime="torch")
+    with pytest.raises(InputError, match="cannot fine-tune channel-last-conv@0.3.1: it is an ONNX graph"):
+        model.finetune(tmp_path, tmp_path / "child")
+
+    registry = LocalRegistry(tmp_path / "registry")
+    registry.publish(package)                                     # reproduces with ONNX Runtime only
+    pulled_spec, pulled_root = registry.pull("channel-last-conv@0.3.1")
+    assert pulled_spec.graph_only and (pulled_root / "weights" / "model.onnx").is_file()
+
+    from zoo.export.bioimageio import export
+
+    rdf_back, _ = export(package, tmp_path / "again")
+    summary = test_model(str(rdf_back))
+    assert summary.status == "passed", _failures(summary)
+    assert list(yaml.safe_load(rdf_back.read_text())["weights"]) == ["onnx"]
+
+
+@pytest.mark.parametrize("change, message", [
+    ("fixed-size", "fixed size"),
+    ("external-data", "external file"),
+    ("wrong-output", "does not reproduce the package's own test output"),
+])
+def test_onnx_imports_that_cannot_work_are_refused_clearly(change, message, tmp_path):
+    import numpy as np
+    import onnx
+
+    from zoo.errors import ZooError
+    from zoo.export.bioimageio_import import import_package
+    from zoo.hashing import sha256_file
+
+    rdf_path = _hand_written_graph(tmp_path / "hand", size=48 if change == "fixed-size" else None)
+    rdf = yaml.safe_load(rdf_path.read_text())
+    folder = rdf_path.parent
+    if change == "external-data":
+        model = onnx.load(str(folder / "net.onnx"))
+        onnx.save(model, str(folder / "net.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location="kernel.bin", size_threshold=0)
+        rdf["weights"]["onnx"]["sha256"] = sha256_file(folder / "net.onnx")
+    if change == "fixed-size":
+        for axis in rdf["inputs"][0]["axes"][1:3]:
+            axis["size"] = 40 if axis["id"] == "x" else 48
+    if change == "wrong-output":
+        np.save(folder / "y.npy", np.load(folder / "y.npy") * 0.5)
+        rdf["outputs"][0]["test_tensor"]["sha256"] = sha256_file(folder / "y.npy")
+    rdf_path.write_text(yaml.safe_dump(rdf, sort_keys=False))
+    with pytest.raises(ZooError, match=message):
+        import_package(rdf_path, tmp_path / "pkg")
+    assert not (tmp_path / "pkg").exists()

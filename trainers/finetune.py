@@ -58,6 +58,10 @@ def load_parent(parent, registry=None) -> tuple[Spec, Path, str]:
             from zoo.registry import default_registry
 
             spec, root = (registry or default_registry()).pull(str(parent))
+    if spec.graph_only:
+        raise InputError(f"cannot fine-tune {spec.ref}: it is an ONNX graph without trainable weights (imported "
+                         "from bioimage.io). Fine-tuning needs a package of an installed architecture (safetensors "
+                         "weights); import the bioimage.io package's pytorch_state_dict instead if it has one")
     try:
         architectures.get(spec.architecture_id)
     except UnknownArchitectureError as e:

@@ -154,7 +154,7 @@ def cmd_cache(args) -> int:
 
 def cmd_validate(args) -> int:
     from . import spec as specs
-    from .model import Model
+    from .model import Model, runtimes_of
 
     target = Path(args.target)
     if target.is_file():
@@ -170,7 +170,7 @@ def cmd_validate(args) -> int:
     if spec.kind != "package":
         print(f"{root}: valid blueprint ({spec.ref})")
         return 0
-    for runtime in ("torch", "onnx"):
+    for runtime in runtimes_of(spec):
         ratio = Model(spec, root, runtime=runtime, device="cpu").test()
         print(f"{spec.ref}: {runtime} reproduces the test tensors (max error {ratio:.2g}x tolerance)")
     print(f"{spec.ref}: valid package, every sha256 verified ({root})")
@@ -369,8 +369,13 @@ def cmd_export(args) -> int:
 def cmd_import(args) -> int:
     from .export.bioimageio_import import import_package
 
-    path = import_package(args.source, args.out, name=args.name, overwrite=args.overwrite)
-    print(f"package written: {path} (publish it with `zoo push {path}`)")
+    path = import_package(args.source, args.out, name=args.name, overwrite=args.overwrite, weights=args.weights)
+    from . import spec as specs
+
+    spec = specs.load(path)
+    kind = "an ONNX graph alone: runs with --runtime onnx, cannot be fine-tuned" if spec.graph_only else \
+        f"architecture {spec.architecture_id}: runs in torch and ONNX Runtime, can be fine-tuned"
+    print(f"package written: {path} ({spec.ref}, {kind}); publish it with `zoo push {path}`")
     return 0
 
 
@@ -554,6 +559,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", type=Path, help="the bioimage.io package: folder, rdf.yaml or .zip")
     p.add_argument("--out", type=Path, required=True, help="package folder to write")
     p.add_argument("--name", help="package name (default: from the description)")
+    p.add_argument("--weights", choices=["pytorch_state_dict", "onnx"],
+                   help="the weight format to import (default: a state dict of an installed architecture, else onnx)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_import)
 

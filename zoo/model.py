@@ -29,7 +29,8 @@ class Model:
                  verified: bool = False):
         if spec.kind != "package":
             raise InputError(f"{spec.name} is a blueprint (no weights); train it first with `zoo train`")
-        architectures.get(spec.architecture_id)  # unknown architecture: clear error, now
+        if not spec.graph_only:
+            architectures.get(spec.architecture_id)  # unknown architecture: clear error, now
         ops.check_known(spec)
         self.spec = spec
         self.root = Path(root)
@@ -163,6 +164,12 @@ class Model:
                 f"{self.spec.ref}: the {self.runtime} runtime does not reproduce the test output "
                 f"(max error {ratio:.3g}x the tolerance rtol={t.rtol}, atol={t.atol})")
         return ratio
+
+
+def runtimes_of(spec: specs.Spec) -> tuple[str, ...]:
+    """The runtimes that can run a package: torch and ONNX Runtime, or ONNX Runtime alone for an
+    imported ONNX graph."""
+    return ("onnx",) if spec.graph_only else ("torch", "onnx")
 
 
 def from_path(path: str | Path, runtime: str = "onnx", device: str = "auto") -> Model:

@@ -20,6 +20,7 @@ from .errors import SpecError
 
 SPEC_FILE = "zoo.yaml"
 FORMAT_VERSION = "0.1"
+ONNX_GRAPH = "onnx-graph"    # the architecture id of a package that is an ONNX graph alone
 
 
 # ----------------------------------------------------------------------------- typed view
@@ -106,7 +107,10 @@ class FileRef:
 
 @dataclass
 class Weights:
-    safetensors: FileRef
+    """``safetensors``: the trainable weights of an installed architecture; ``onnx``: the graph.
+    A package imported as an ONNX graph alone has no safetensors (architecture ``onnx-graph``)."""
+
+    safetensors: FileRef | None
     onnx: FileRef | None = None
     onnx_opset: int | None = None
 
@@ -114,13 +118,13 @@ class Weights:
     def from_dict(cls, d: dict) -> "Weights":
         onnx = d.get("onnx")
         return cls(
-            safetensors=FileRef.from_dict(d["safetensors"]),
+            safetensors=FileRef.from_dict(d["safetensors"]) if d.get("safetensors") else None,
             onnx=FileRef.from_dict(onnx) if onnx else None,
             onnx_opset=onnx.get("opset") if onnx else None,
         )
 
     def to_dict(self) -> dict:
-        d: dict[str, Any] = {"safetensors": self.safetensors.to_dict()}
+        d: dict[str, Any] = {"safetensors": self.safetensors.to_dict()} if self.safetensors else {}
         if self.onnx:
             d["onnx"] = {**self.onnx.to_dict(), "opset": self.onnx_opset}
         return d
@@ -192,6 +196,12 @@ class Spec:
     @property
     def ref(self) -> str:
         return f"{self.name}@{self.version}"
+
+    @property
+    def graph_only(self) -> bool:
+        """An ONNX graph without trainable weights (imported): ONNX Runtime runs it; torch,
+        fine-tuning and the PyTorch export cannot."""
+        return self.architecture_id == ONNX_GRAPH
 
     @classmethod
     def from_dict(cls, d: dict) -> "Spec":
@@ -296,6 +306,13 @@ def _semantic_problems(data: dict) -> list[str]:
             if channels and "c" not in t.get("axes", "") and len(channels) != 1:
                 problems.append(f"{where}.channels: {len(channels)} channels named but axes "
                                 f"'{t['axes']}' has no 'c' axis")
+    weights = data.get("weights") or {}
+    graph = (data.get("architecture") or {}).get("id") == ONNX_GRAPH
+    if graph and weights and ("safetensors" in weights or "onnx" not in weights):
+        problems.append(f"weights: an '{ONNX_GRAPH}' package holds weights.onnx and no safetensors")
+    if not graph and data.get("kind") == "package" and weights and "safetensors" not in weights:
+        problems.append(f"weights.safetensors: required for architecture '{(data.get('architecture') or {}).get('id')}' "
+                        f"(only an '{ONNX_GRAPH}' package may hold an ONNX graph alone)")
     names = [t.get("name") for t in data.get("inputs", [])]
     if len(names) != len(set(names)):
         problems.append("inputs: tensor names must be unique")

@@ -2,9 +2,12 @@
 that the bioimage.io tools (``bioimageio test``), Fiji/deepImageJ, ilastik and napari read.
 
 What maps onto the format's own ops is mapped (``percentile_normalize`` -> ``scale_range``,
-``zero_mean_unit_variance`` -> ``zero_mean_unit_variance``); what has no equivalent (restoring
-the input's intensity scale, the instance steps) is left out, reported, and written into the
-documentation, and the exported test outputs are then the network's outputs.
+``zero_mean_unit_variance`` -> ``zero_mean_unit_variance`` or its fixed form, ``scale_linear``,
+``clip``, ``sigmoid``). Every input op must map (else the export is refused: the description
+would feed the network other numbers). Output ops are mapped up to the first that has no
+equivalent (restoring the input's intensity scale, the instance steps); that one and the rest
+are left out, reported, and written into the documentation, and the exported test outputs
+stop there.
 """
 from __future__ import annotations
 
@@ -33,21 +36,61 @@ class Report:
     unmapped: list[str] = field(default_factory=list)      # ops with no bioimage.io equivalent
 
 
+def _values(params: dict, *keys: str) -> dict:
+    """Scalars as they are; per-channel lists along bioimage.io's ``channel`` axis."""
+    values = {k: params[k] for k in keys}
+    if any(isinstance(v, (list, tuple)) for v in values.values()):
+        n = max(len(v) for v in values.values() if isinstance(v, (list, tuple)))
+        return {"axis": "channel", **{k: [float(x) for x in (v if isinstance(v, (list, tuple)) else [v] * n)]
+                                      for k, v in values.items()}}
+    return {k: float(v) for k, v in values.items()}
+
+
+def bioimageio_op(op, tensor) -> dict | None:
+    """The bioimage.io op doing what a zoo op does, or None where there is none."""
+    spatial, p = list(tensor.spatial_axes), op.params
+    if op.op == "percentile_normalize" and "low_value" not in p:
+        return {"id": "scale_range", "kwargs": {"axes": spatial, "min_percentile": float(p.get("low", 1.0)),
+                                                "max_percentile": float(p.get("high", 99.8)), "eps": 1e-6}}
+    if op.op == "zero_mean_unit_variance":
+        if "mean" not in p:
+            return {"id": "zero_mean_unit_variance", "kwargs": {"axes": spatial, "eps": 1e-6}}
+        return {"id": "fixed_zero_mean_unit_variance", "kwargs": _values(p, "mean", "std")}
+    if op.op == "scale_linear":
+        return {"id": "scale_linear", "kwargs": _values({"gain": 1.0, "offset": 0.0, **p}, "gain", "offset")}
+    if op.op == "clip" and p.get("min") is not None and p.get("max") is not None:
+        return {"id": "clip", "kwargs": {"min": float(p["min"]), "max": float(p["max"])}}
+    if op.op == "sigmoid":
+        return {"id": "sigmoid"}
+    return None
+
+
 def _preprocessing(tensor, report: Report) -> list[dict]:
+    """Every input op mapped, or a clear error: a description without one would feed the
+    network other numbers than the zoo does."""
     out = []
-    spatial = list(tensor.spatial_axes)
     for op in tensor.preprocessing:
-        if op.op == "percentile_normalize" and "low_value" not in op.params:
-            out.append({"id": "scale_range", "kwargs": {"axes": spatial, "min_percentile": float(op.params.get("low", 1.0)),
-                                                       "max_percentile": float(op.params.get("high", 99.8)),
-                                                       "eps": 1e-6}})
-        elif op.op == "zero_mean_unit_variance" and "mean" not in op.params:
-            out.append({"id": "zero_mean_unit_variance", "kwargs": {"axes": spatial, "eps": 1e-6}})
-        else:
-            report.unmapped.append(f"input {tensor.name}: {op.op}")
-            continue
-        report.mapped.append(f"input {tensor.name}: {op.op} -> {out[-1]['id']}")
+        mapped = bioimageio_op(op, tensor)
+        if mapped is None:
+            raise InputError(f"input {tensor.name}: the preprocessing op '{op.op}' {op.params or ''} has no "
+                             "bioimage.io equivalent, so no bioimage.io description can reproduce this model")
+        out.append(mapped)
+        report.mapped.append(f"input {tensor.name}: {op.op} -> {mapped['id']}")
     return out
+
+
+def _postprocessing(tensor, report: Report) -> tuple[list[dict], int]:
+    """The output ops bioimage.io can express, up to the first it cannot (that one and every
+    later op are left to bioimage-zoo and reported); returns them and their count."""
+    out = []
+    for op in tensor.postprocessing:
+        mapped = bioimageio_op(op, tensor)
+        if mapped is None:
+            break
+        out.append(mapped)
+        report.mapped.append(f"output {tensor.name}: {op.op} -> {mapped['id']}")
+    report.unmapped += [f"output {tensor.name}: {op.op}" for op in tensor.postprocessing[len(out):]]
+    return out, len(out)
 
 
 def _axes(tensor, inputs: bool, n_channels: int, halo=None, reference: str | None = None) -> list[dict]:
@@ -69,15 +112,13 @@ def _axes(tensor, inputs: bool, n_channels: int, halo=None, reference: str | Non
 
 
 def export(package: str | Path, out: str | Path) -> tuple[Path, Report]:
-    """Write ``out/rdf.yaml`` and its files for a verified package; returns (rdf path, report)."""
-    import torch
-
+    """Write ``out/rdf.yaml`` and its files for a verified package; returns (rdf path, report).
+    An imported ONNX graph (``onnx-graph``) is exported with its onnx weights alone."""
     root = Path(package)
     spec = specs.load(root)
     if spec.kind != "package":
         raise InputError(f"{root} is not a package")
     files.verify(spec, root)
-    arch = architectures.get(spec.architecture_id)
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out} is not empty; choose a new folder for the bioimage.io export")
@@ -88,18 +129,11 @@ def export(package: str | Path, out: str | Path) -> tuple[Path, Report]:
     report = Report()
     inp, outp = spec.inputs[0], spec.outputs[0]
 
-    # weights: the ONNX graph as it is; the state dict through torch's own format, loadable with weights_only=True
-    from safetensors.torch import load_file
-
-    state = load_file(str(files.safe_join(root, spec.weights.safetensors.file)))
-    torch.save(state, out / STATE_DICT)
-
     # test tensors: the raw input, and the network's output on the preprocessed input
     x = np.load(files.safe_join(root, spec.test.inputs[0].file), allow_pickle=False)
     pre = _preprocessing(inp, report)
-    unmapped_post = [op.op for op in outp.postprocessing]
-    report.unmapped += [f"output {outp.name}: {op}" for op in unmapped_post]
-    y = _network_output(spec, root, x)
+    post, n_post = _postprocessing(outp, report)
+    y = _network_output(spec, root, x, outp.postprocessing[:n_post])
     # bioimage.io wants every size to exceed twice the halo; the test tensor must be such a size
     halo = [min(int(h), (int(n) - 1) // 2) for h, n in zip(inp.halo, x.shape[2:])] if inp.halo else None
     np.save(out / NETWORK_OUTPUT, y, allow_pickle=False)
@@ -108,7 +142,6 @@ def export(package: str | Path, out: str | Path) -> tuple[Path, Report]:
     tifffile.imwrite(out / SAMPLE_INPUT, x, photometric="minisblack")     # sample tensors: the test crop, as TIFF
     tifffile.imwrite(out / SAMPLE_OUTPUT, y, photometric="minisblack")
 
-    module, _, attr = arch.network.partition(":")
     rdf = {
         "format_version": FORMAT_VERSION, "type": "model", "name": spec.name,
         "description": spec.description.strip()[:1000],
@@ -126,14 +159,8 @@ def export(package: str | Path, out: str | Path) -> tuple[Path, Report]:
                      "axes": _axes(outp, False, y.shape[1], halo, inp.name),
                      "test_tensor": {"source": NETWORK_OUTPUT, "sha256": sha256_file(out / NETWORK_OUTPUT)},
                      "sample_tensor": {"source": SAMPLE_OUTPUT, "sha256": sha256_file(out / SAMPLE_OUTPUT)},
-                     "data": {"type": "float32"}}],
-        "weights": {
-            "onnx": {"source": spec.weights.onnx.file, "sha256": spec.weights.onnx.sha256,
-                     "opset_version": spec.weights.onnx_opset, "parent": "pytorch_state_dict"},
-            "pytorch_state_dict": {"source": STATE_DICT, "sha256": sha256_file(out / STATE_DICT),
-                                   "architecture": {"callable": attr, "import_from": module,
-                                                    "kwargs": dict(spec.architecture_params)},
-                                   "pytorch_version": torch.__version__.split("+")[0]}},
+                     "data": {"type": "float32"}, "postprocessing": post}],
+        "weights": _weights(spec, root, out),
         "config": {"bioimageio": {"reproducibility_tolerance": [
             {"relative_tolerance": 1e-3, "absolute_tolerance": float(max(1e-4, 2e-3 * np.ptp(y))),
              "mismatched_elements_per_million": 100}]},
@@ -148,14 +175,35 @@ def export(package: str | Path, out: str | Path) -> tuple[Path, Report]:
     return out / "rdf.yaml", report
 
 
-def _network_output(spec, root: Path, x: np.ndarray) -> np.ndarray:
-    """The ONNX network's output on the preprocessed test input (no post-processing)."""
+def _weights(spec, root: Path, out: Path) -> dict:
+    """The ONNX graph as it is; the state dict (unless the package is a graph alone) in torch's own
+    format, loadable with ``weights_only=True``, its architecture an importable callable."""
+    weights = {"onnx": {"source": spec.weights.onnx.file, "sha256": spec.weights.onnx.sha256,
+                        "opset_version": spec.weights.onnx_opset}}
+    if spec.graph_only:
+        return weights
+    import torch
+    from safetensors.torch import load_file
+
+    torch.save(load_file(str(files.safe_join(root, spec.weights.safetensors.file))), out / STATE_DICT)
+    module, _, attr = architectures.get(spec.architecture_id).network.partition(":")
+    weights["onnx"]["parent"] = "pytorch_state_dict"
+    weights["pytorch_state_dict"] = {"source": STATE_DICT, "sha256": sha256_file(out / STATE_DICT),
+                                     "architecture": {"callable": attr, "import_from": module,
+                                                      "kwargs": dict(spec.architecture_params)},
+                                     "pytorch_version": torch.__version__.split("+")[0]}
+    return weights
+
+
+def _network_output(spec, root: Path, x: np.ndarray, post: list) -> np.ndarray:
+    """The ONNX network's output on the preprocessed test input, then the ``post`` ops."""
     import onnxruntime as ort
 
     inp = spec.inputs[0]
     pre = ops.apply(inp.preprocessing, x.astype(np.float32), {}, inp.name, ops.PREPROCESSING)
     session = ort.InferenceSession(str(files.safe_join(root, spec.weights.onnx.file)), providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: pre})[0]
+    y = session.run(None, {session.get_inputs()[0].name: pre})[0]
+    return ops.apply(post, y, {}, spec.outputs[0].name, ops.POSTPROCESSING)
 
 
 def _short(text: str | None, limit: int = 128) -> str:

@@ -1,6 +1,7 @@
 """Build a model package from a trained network: weights, ONNX, test tensors, cover, card, spec."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import shutil
 import uuid
@@ -37,6 +38,45 @@ def _ref(root: Path, rel: str) -> FileRef:
     return FileRef(rel, sha256_file(root / rel))
 
 
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists():
+        if not out.is_dir():
+            raise InputError(f"{out} is a file; --out must name a folder for the package")
+        if any(out.iterdir()):
+            if not (out / specs.SPEC_FILE).is_file():
+                raise InputError(f"{out} is a folder that is not a package; refusing to replace it. "
+                                 "Choose an empty or new --out folder")
+            if not overwrite:
+                raise InputError(f"{out} already holds a package; choose another --out or pass overwrite")
+
+
+@contextlib.contextmanager
+def _staged(out: Path, overwrite: bool):
+    """A temporary folder beside ``out`` that replaces it only once the block has finished."""
+    _check_out(out, overwrite)
+    tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.tmp"
+    (tmp / "weights").mkdir(parents=True)
+    (tmp / "test").mkdir()
+    try:
+        yield tmp
+        old = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.old"
+        if out.exists():
+            out.rename(old)            # the previous package stays whole until the new one is in place
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _named(blueprint: Spec, name, version, description) -> Spec:
+    spec = blueprint.copy()
+    spec.kind = "package"
+    spec.name = name or spec.name
+    spec.version = version or spec.version
+    spec.description = description or spec.description
+    return spec
+
+
 def build(blueprint: Spec, network, out: str | Path, training: Training, sample: np.ndarray, *,
           name: str | None = None, version: str | None = None, description: str | None = None,
           test_size: int = 128, overwrite: bool = False) -> Path:
@@ -47,67 +87,67 @@ def build(blueprint: Spec, network, out: str | Path, training: Training, sample:
     """
     from safetensors.torch import save_file
 
-    from ..model import Model
     from ..runtime.runners import TorchRunner, fold_batch_norm
 
     out = Path(out).resolve()
-    if out.exists():
-        if not out.is_dir():
-            raise InputError(f"{out} is a file; --out must name a folder for the package")
-        if any(out.iterdir()):
-            if not (out / specs.SPEC_FILE).is_file():
-                raise InputError(f"{out} is a folder that is not a package; refusing to replace it. "
-                                 "Choose an empty or new --out folder")
-            if not overwrite:
-                raise InputError(f"{out} already holds a package; choose another --out or pass overwrite")
-    spec = blueprint.copy()
-    spec.kind = "package"
-    spec.name = name or spec.name
-    spec.version = version or spec.version
-    spec.description = description or spec.description
+    spec = _named(blueprint, name, version, description)
     inp = spec.inputs[0]
-
-    tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.tmp"
-    (tmp / "weights").mkdir(parents=True)
-    (tmp / "test").mkdir()
-    try:
+    with _staged(out, overwrite) as tmp:
         network = network.cpu().eval()
         save_file({k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}, str(tmp / WEIGHTS),
                   metadata={"architecture": spec.architecture_id, "package": f"{spec.name}@{spec.version}"})
         n = len(inp.spatial_axes)
         example = [1, inp.n_channels] + [max(64, m) for m in (inp.shape_min or [64] * n)]
         onnx_export.export(network, tmp / ONNX, example)
-
-        # the test outputs come from the network as `zoo.load(..., runtime="torch")` will run it
-        runner_model = Model.with_runner(spec, TorchRunner(fold_batch_norm(copy.deepcopy(network)), device="cpu"))
-        x, _ = layout.to_tensor(sample, None, inp.spatial_axes, inp.n_channels, inp.grey == "repeat")
-        test_x = _center_crop(x[:1], test_size, inp.shape_step or [1] * n)
-        test_y = runner_model.predict_tensor(test_x, raw=True)
-        np.save(tmp / TEST_INPUT, test_x, allow_pickle=False)
-        np.save(tmp / TEST_OUTPUT, test_y, allow_pickle=False)
-
-        cover_x = _center_crop(x[:1], 256, inp.shape_step or [1] * n)
-        cover_y = runner_model.predict_tensor(cover_x)
-        mid = tuple(s // 2 for s in cover_x.shape[2:-2])    # middle slice of 3D volumes
-        output_panel = ("instances", cover_y[(0, 0) + mid], "labels") if makes_instances(spec) else \
-            ("output", cover_y[(0, 0) + mid])
-        imageio.figure(tmp / COVER, [("input", cover_x[(0, 0) + mid]), output_panel])
-
-        spread = float(np.ptp(test_y)) if test_y.size else 1.0
         spec.weights = Weights(safetensors=_ref(tmp, WEIGHTS), onnx=_ref(tmp, ONNX), onnx_opset=onnx_export.OPSET)
-        spec.test = TestRecord(inputs=[_ref(tmp, TEST_INPUT)], outputs=[_ref(tmp, TEST_OUTPUT)],
-                               rtol=1e-3, atol=max(1e-3 * spread, 1e-6))
-        spec.training = training
-        spec.covers, spec.documentation = [COVER], CARD
-        write_spec_and_card(spec, tmp)
-        old = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.old"
-        if out.exists():
-            out.rename(old)            # the previous package stays whole until the new one is in place
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        # the test outputs come from the network as `zoo.load(..., runtime="torch")` will run it
+        _complete(spec, tmp, TorchRunner(fold_batch_norm(copy.deepcopy(network)), device="cpu"), training, sample,
+                  test_size)
     return out
+
+
+def build_graph(blueprint: Spec, graph: Path, opset: int, out: str | Path, training: Training, sample: np.ndarray,
+                *, name: str | None = None, version: str | None = None, description: str | None = None,
+                test_size: int = 128, overwrite: bool = False) -> Path:
+    """Write a package around an ONNX graph alone (architecture ``onnx-graph``, no trainable
+    weights): its test outputs come from ONNX Runtime, the only runtime that can run it."""
+    from ..runtime.runners import OnnxRunner
+
+    out = Path(out).resolve()
+    spec = _named(blueprint, name, version, description)
+    with _staged(out, overwrite) as tmp:
+        shutil.copyfile(graph, tmp / ONNX)
+        spec.weights = Weights(safetensors=None, onnx=_ref(tmp, ONNX), onnx_opset=opset)
+        _complete(spec, tmp, OnnxRunner(tmp / ONNX, device="cpu"), training, sample, test_size)
+    return out
+
+
+def _complete(spec: Spec, tmp: Path, runner, training: Training, sample: np.ndarray, test_size: int) -> None:
+    """Test tensors, cover, card and spec of a package whose weights are already in ``tmp``."""
+    from ..model import Model
+
+    inp = spec.inputs[0]
+    n = len(inp.spatial_axes)
+    runner_model = Model.with_runner(spec, runner)
+    x, _ = layout.to_tensor(sample, None, inp.spatial_axes, inp.n_channels, inp.grey == "repeat")
+    test_x = _center_crop(x[:1], test_size, inp.shape_step or [1] * n)
+    test_y = runner_model.predict_tensor(test_x, raw=True)
+    np.save(tmp / TEST_INPUT, test_x, allow_pickle=False)
+    np.save(tmp / TEST_OUTPUT, test_y, allow_pickle=False)
+
+    cover_x = _center_crop(x[:1], 256, inp.shape_step or [1] * n)
+    cover_y = runner_model.predict_tensor(cover_x)
+    mid = tuple(s // 2 for s in cover_x.shape[2:-2])    # middle slice of 3D volumes
+    output_panel = ("instances", cover_y[(0, 0) + mid], "labels") if makes_instances(spec) else \
+        ("output", cover_y[(0, 0) + mid])
+    imageio.figure(tmp / COVER, [("input", cover_x[(0, 0) + mid]), output_panel])
+
+    spread = float(np.ptp(test_y)) if test_y.size else 1.0
+    spec.test = TestRecord(inputs=[_ref(tmp, TEST_INPUT)], outputs=[_ref(tmp, TEST_OUTPUT)],
+                           rtol=1e-3, atol=max(1e-3 * spread, 1e-6))
+    spec.training = training
+    spec.covers, spec.documentation = [COVER], CARD
+    write_spec_and_card(spec, tmp)
 
 
 def write_spec_and_card(spec: Spec, root: Path) -> None:

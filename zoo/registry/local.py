@@ -150,17 +150,19 @@ class LocalRegistry(Resolving):
     @staticmethod
     def check_package(src: Path, reproduce: bool = True) -> specs.Spec:
         """A package fit to publish: valid spec, installed architecture, known ops, every sha256
-        right and (``reproduce``) its test tensors reproduced by torch and ONNX Runtime."""
+        right and (``reproduce``) its test tensors reproduced by torch and ONNX Runtime (ONNX
+        Runtime alone for an imported ONNX graph)."""
         spec, _ = _read_spec(src)
         if spec.kind != "package":
             raise SpecError(f"{spec.name} is a blueprint, not a package: train it first (`zoo train`)", source=str(src))
-        architectures.get(spec.architecture_id)
+        if not spec.graph_only:
+            architectures.get(spec.architecture_id)
         ops.check_known(spec)
         files.verify(spec, src)
         if reproduce:
-            from ..model import Model
+            from ..model import Model, runtimes_of
 
-            for runtime in ("torch", "onnx"):
+            for runtime in runtimes_of(spec):
                 Model(spec, src, runtime=runtime, device="cpu", verified=True).test()
         return spec
 

@@ -91,7 +91,11 @@ class TorchRunner:
         from safetensors.torch import load_file
 
         from .. import architectures
+        from ..errors import InputError
 
+        if spec.graph_only:
+            raise InputError(f"{spec.ref} is an ONNX graph without PyTorch weights (imported): run it with "
+                             "runtime='onnx' (the default; `--runtime onnx` on the command line)")
         network = architectures.get(spec.architecture_id).build_network(spec.architecture_params)
         state = load_file(str(Path(root) / spec.weights.safetensors.file))
         network.load_state_dict(state, strict=True)
