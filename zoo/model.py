@@ -63,15 +63,40 @@ class Model:
 
         Instance-segmentation models return the label image (0 = background, ``int32``);
         ``raw=True`` returns the network's outputs instead (probabilities, distances, flows).
+        Classifiers return ``(class name, probabilities)`` in the order of ``class_names``.
 
         ``tile`` (pixels per axis, context included) and ``batch_size`` (tiles per network call)
         are chosen from free memory unless given; ``blend`` is the cross-faded margin between
         tiles (default a quarter of the halo; 0 crops tiles edge to edge).
         """
+        if self.is_classifier:
+            from .classification.predict import classify
+
+            return classify(self, image, axes)
         inp = self.spec.inputs[0]
         x, natural = layout.to_tensor(image, axes, inp.spatial_axes, inp.n_channels, inp.grey == "repeat")
         y = self.predict_tensor(x, tile=tile, batch_size=batch_size, blend=blend, progress=progress, raw=raw)
         return layout.from_tensor(y, natural)
+
+    @property
+    def is_classifier(self) -> bool:
+        """Whether the model gives one class per image (``task: classification``)."""
+        return self.spec.task.split("/")[0] == "classification"
+
+    @property
+    def class_names(self) -> list[str]:
+        """A classifier's classes, in the order of its probabilities."""
+        return list(self.spec.outputs[0].channels or []) if self.is_classifier else []
+
+    def classify_objects(self, image: np.ndarray, labels: np.ndarray, axes: str | None = None,
+                         margin: float = 0.0) -> list[dict]:
+        """A classifier's class for every object of ``labels``: one row per object (``label``,
+        ``class``, ``probability``, ``p_<class>`` ...), from the crop around its bounding box."""
+        from .classification.predict import classify_objects
+
+        if not self.is_classifier:
+            raise InputError(f"{self.spec.ref} is a {self.spec.task} model, not a classifier")
+        return classify_objects(self, image, labels, axes, margin)
 
     @property
     def makes_instances(self) -> bool:
@@ -82,7 +107,12 @@ class Model:
                        blend: int | None = None, progress: Callable[[int, int], None] | None = None,
                        raw: bool = False) -> np.ndarray:
         """Predict a float32 tensor in the spec's input axes (``b, c, *spatial``). Instance ops
-        run on the whole stitched output, never per tile; ``raw`` skips them."""
+        run on the whole stitched output, never per tile; ``raw`` skips them. A classifier gives
+        ``b, n_classes`` (``raw``: the logits)."""
+        if self.is_classifier:
+            from .classification.predict import run_tensor
+
+            return run_tensor(self, x, raw=raw)
         inp, out = self.spec.inputs[0], self.spec.outputs[0]
         n = len(inp.spatial_axes)
         if x.ndim != n + 2:

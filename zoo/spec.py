@@ -313,6 +313,9 @@ def _semantic_problems(data: dict) -> list[str]:
     if not graph and data.get("kind") == "package" and weights and "safetensors" not in weights:
         problems.append(f"weights.safetensors: required for architecture '{(data.get('architecture') or {}).get('id')}' "
                         f"(only an '{ONNX_GRAPH}' package may hold an ONNX graph alone)")
+    for i, t in enumerate(data.get("inputs", [])):
+        if "yx" not in t.get("axes", "yx"):
+            problems.append(f"inputs[{i}].axes: '{t['axes']}' has no space axes: inputs are images (yx or zyx)")
     names = [t.get("name") for t in data.get("inputs", [])]
     if len(names) != len(set(names)):
         problems.append("inputs: tensor names must be unique")

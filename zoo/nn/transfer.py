@@ -46,8 +46,9 @@ def adapt_input_weight(weight: torch.Tensor, channels: int) -> torch.Tensor:
 
 
 def convolutions(network: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The network's convolutions in definition order (input side first)."""
-    return [(name, m) for name, m in network.named_modules() if isinstance(m, nn.modules.conv._ConvNd)]
+    """The network's convolutions and linear layers in definition order (input side first): the
+    first is its input layer, the last its output head."""
+    return [(name, m) for name, m in network.named_modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
 
 
 def load_transferable(network: nn.Module, parent_state: dict[str, torch.Tensor]) -> TransferReport:

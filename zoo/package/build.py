@@ -98,7 +98,7 @@ def build(blueprint: Spec, network, out: str | Path, training: Training, sample:
                   metadata={"architecture": spec.architecture_id, "package": f"{spec.name}@{spec.version}"})
         n = len(inp.spatial_axes)
         example = [1, inp.n_channels] + [max(64, m) for m in (inp.shape_min or [64] * n)]
-        onnx_export.export(network, tmp / ONNX, example)
+        onnx_export.export(network, tmp / ONNX, example, output_ndim=len(spec.outputs[0].axes))
         spec.weights = Weights(safetensors=_ref(tmp, WEIGHTS), onnx=_ref(tmp, ONNX), onnx_opset=onnx_export.OPSET)
         # the test outputs come from the network as `zoo.load(..., runtime="torch")` will run it
         _complete(spec, tmp, TorchRunner(fold_batch_norm(copy.deepcopy(network)), device="cpu"), training, sample,
@@ -122,6 +122,21 @@ def build_graph(blueprint: Spec, graph: Path, opset: int, out: str | Path, train
     return out
 
 
+def _cover(spec: Spec, model, x: np.ndarray, path: Path) -> None:
+    """Input and prediction side by side (the middle slice of a volume); a classifier's input
+    titled with its class."""
+    mid = tuple(s // 2 for s in x.shape[2:-2])
+    view = np.moveaxis(x[(0, slice(None)) + mid], 0, -1) if x.shape[1] == 3 else x[(0, 0) + mid]   # RGB in colour
+    if model.is_classifier:
+        probabilities = model.predict_tensor(x)[0]
+        best = int(np.argmax(probabilities))
+        imageio.figure(path, [(f"{model.class_names[best]} ({probabilities[best]:.2f})", view)])
+        return
+    y = model.predict_tensor(x)
+    panel = ("instances", y[(0, 0) + mid], "labels") if makes_instances(spec) else ("output", y[(0, 0) + mid])
+    imageio.figure(path, [("input", view), panel])
+
+
 def _complete(spec: Spec, tmp: Path, runner, training: Training, sample: np.ndarray, test_size: int) -> None:
     """Test tensors, cover, card and spec of a package whose weights are already in ``tmp``."""
     from ..model import Model
@@ -135,12 +150,7 @@ def _complete(spec: Spec, tmp: Path, runner, training: Training, sample: np.ndar
     np.save(tmp / TEST_INPUT, test_x, allow_pickle=False)
     np.save(tmp / TEST_OUTPUT, test_y, allow_pickle=False)
 
-    cover_x = _center_crop(x[:1], 256, inp.shape_step or [1] * n)
-    cover_y = runner_model.predict_tensor(cover_x)
-    mid = tuple(s // 2 for s in cover_x.shape[2:-2])    # middle slice of 3D volumes
-    output_panel = ("instances", cover_y[(0, 0) + mid], "labels") if makes_instances(spec) else \
-        ("output", cover_y[(0, 0) + mid])
-    imageio.figure(tmp / COVER, [("input", cover_x[(0, 0) + mid]), output_panel])
+    _cover(spec, runner_model, _center_crop(x[:1], 256, inp.shape_step or [1] * n), tmp / COVER)
 
     spread = float(np.ptp(test_y)) if test_y.size else 1.0
     spec.test = TestRecord(inputs=[_ref(tmp, TEST_INPUT)], outputs=[_ref(tmp, TEST_OUTPUT)],

@@ -94,6 +94,40 @@ def _lineage(spec: Spec) -> list[str]:
     return lines
 
 
+def _classification(metrics: dict, covers: list[str]) -> tuple[list[str], dict]:
+    """A classifier's held-out scores: accuracy, macro-F1, per-class table, confusion figure."""
+    held = metrics.get("held_out")
+    if not isinstance(held, dict) or "per_class" not in held:
+        return [], dict(metrics)
+    rows = [f"On the {held.get('data', 'held-out images')}: accuracy **{held['accuracy']:.3f}**, macro-F1 "
+            f"**{held['macro_f1']:.3f}**.", "", "| class | precision | recall | F1 | images |", "|---|---|---|---|---|"]
+    for name, c in held["per_class"].items():
+        rows.append(f"| {name} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | {c['support']} |")
+    rows.append("")
+    figure = next((c for c in covers if c.startswith("confusion")), None)
+    if figure:
+        rows += [f"![confusion matrix]({figure})", ""]
+    return rows, {k: v for k, v in metrics.items() if k != "held_out"}
+
+
+def _usage(spec: Spec) -> list[str]:
+    if spec.task.split("/")[0] == "classification":
+        return ["## Use it", "", "```bash", f"zoo pull {spec.ref}",
+                f"zoo predict {spec.ref} cell1.png cell2.png -o classes.csv   # one row per image",
+                f"zoo measure labels.tif image.tif --classifier {spec.ref} -o objects.csv   # one row per object",
+                "```", "", "```python", "import zoo", f'model = zoo.load("{spec.ref}")',
+                "label, probabilities = model.predict(image)   # probabilities in the order of model.class_names",
+                "rows = model.classify_objects(image, labels)   # per object of a label image", "```", ""]
+    lines = ["## Use it", "", "```bash", f"zoo pull {spec.ref}",
+             f"zoo predict {spec.ref} image.tif -o prediction.tif", "```", "", "```python", "import zoo",
+             f'model = zoo.load("{spec.ref}")', "prediction = model.predict(image)  # numpy array, natural layout",
+             "```", ""]
+    if makes_instances(spec):
+        lines[-1:] = ["", "The prediction is an instance label image (0 = background, one id per object); "
+                      "`--raw` (`model.predict(image, raw=True)`) gives the network's outputs instead.", ""]
+    return lines
+
+
 def render(spec: Spec) -> str:
     lines = [f"# {spec.name} {spec.version}", "", spec.description.strip(), ""]
     lines += [f"- **Task**: {spec.task}", f"- **Architecture**: `{spec.architecture_id}` "
@@ -103,13 +137,7 @@ def render(spec: Spec) -> str:
         lines.append(f"- **Tags**: {', '.join(spec.tags)}")
     if spec.covers:
         lines += ["", f"![cover]({spec.covers[0]})"]
-    lines += ["", "## Use it", "", "```bash", f"zoo pull {spec.ref}",
-              f"zoo predict {spec.ref} image.tif -o prediction.tif", "```", "", "```python", "import zoo",
-              f'model = zoo.load("{spec.ref}")', "prediction = model.predict(image)  # numpy array, natural layout",
-              "```", ""]
-    if makes_instances(spec):
-        lines[-1:] = ["", "The prediction is an instance label image (0 = background, one id per object); "
-                      "`--raw` (`model.predict(image, raw=True)`) gives the network's outputs instead.", ""]
+    lines += ["", *_usage(spec)]
     lines += ["## Inputs", "", "| name | axes | dtype | channels | shape | halo | preprocessing |",
               "|---|---|---|---|---|---|---|", *_tensor_rows(spec.inputs, "preprocessing"), ""]
     lines += ["## Outputs", "", "| name | axes | dtype | channels | shape | halo | postprocessing |",
@@ -131,7 +159,8 @@ def render(spec: Spec) -> str:
             restoration, rest = _before_after({k: v for k, v in t.metrics.items()
                                                if k not in ("parent_vs_child", "parent_val_loss", "transfer_benchmark")})
             segmentation, rest = _segmentation(rest)
-            lines += restoration + segmentation
+            classification, rest = _classification(rest, spec.covers)
+            lines += restoration + segmentation + classification
             if rest:
                 lines += ["| metric | value |", "|---|---|", *[f"| {k} | {_fmt(v)} |" for k, v in rest.items()], ""]
         lines += _lineage(spec)

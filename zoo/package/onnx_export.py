@@ -8,8 +8,9 @@ from typing import Sequence
 OPSET = 17
 
 
-def export(network, path: Path, example_shape: Sequence[int], opset: int = OPSET) -> Path:
-    """Write ``network`` (eval mode, on CPU) as ONNX; axis 0 and every spatial axis are dynamic."""
+def export(network, path: Path, example_shape: Sequence[int], opset: int = OPSET, output_ndim: int | None = None) -> Path:
+    """Write ``network`` (eval mode, on CPU) as ONNX; axis 0 and every spatial axis are dynamic
+    (the output's too, unless ``output_ndim`` says it has none: ``2`` for class scores)."""
     import onnx
     import torch
 
@@ -21,6 +22,6 @@ def export(network, path: Path, example_shape: Sequence[int], opset: int = OPSET
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(network, (example,), str(path), opset_version=opset, dynamo=False,
                           input_names=["input"], output_names=["output"],
-                          dynamic_axes={"input": dynamic, "output": dynamic})
+                          dynamic_axes={"input": dynamic, "output": dynamic if output_ndim is None else {0: "batch"}})
     onnx.checker.check_model(str(path))
     return path

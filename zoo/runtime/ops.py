@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..classification.canvas import fit_canvas
 from ..errors import SpecError
 from ..segmentation.ops import INSTANCE_OPS
 
@@ -127,7 +128,8 @@ _SHARED: dict[str, OpFunction] = {
     "scale_range": scale_range,
     "clip": clip,
 }
-PREPROCESSING: dict[str, OpFunction] = {"percentile_normalize": percentile_normalize, **_SHARED}
+PREPROCESSING: dict[str, OpFunction] = {"percentile_normalize": percentile_normalize, "fit_canvas": fit_canvas,
+                                         **_SHARED}
 POSTPROCESSING: dict[str, OpFunction] = {
     "restore_input_scale": restore_input_scale,
     "sigmoid": sigmoid,

@@ -1,0 +1,227 @@
+"""Training a classifier: labelled images (class folders or a CSV), split by group, never by crop.
+
+Examples come from ``DATA/<class>/*.png`` or from a CSV (``file,label[,group][,split]``). The
+validation images that choose the kept weights are whole groups (e.g. every crop of one source
+image), so crops of one field of view never sit on both sides. A ``split`` column can hold a
+test split out of training altogether; ``fit_classifier`` then reports its metrics.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from zoo import architectures, spec as specs
+from zoo.classification.canvas import centre_fit, rescale
+from zoo.errors import InputError
+from zoo.hashing import fingerprint_files
+from zoo.imageio import IMAGE_SUFFIXES, read_image
+from zoo.package import build
+from zoo.spec import Spec, TensorSpec, Training
+
+from .data import intensity_statistics, normalise, read_raw
+from .finetune import data_channels
+
+log = logging.getLogger("zoo.trainers")
+
+
+@dataclass(frozen=True)
+class Example:
+    path: Path
+    label: str
+    group: str
+    split: str = ""
+
+
+def read_examples(data: str | Path, labels: str | Path | None = None, group_column: str | None = None,
+                  split_column: str | None = None) -> list[Example]:
+    """Labelled images from class folders under ``data``, or from the CSV ``labels`` (columns
+    ``file`` relative to ``data``, ``label``, and the named group and split columns)."""
+    data = Path(data)
+    if labels is None and (data / "labels.csv").is_file():
+        labels = data / "labels.csv"
+    if labels is not None:
+        with open(labels, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        needed = {"file", "label"} | {c for c in (group_column, split_column) if c}
+        missing = needed - set(rows[0] if rows else [])
+        if missing:
+            raise InputError(f"{labels}: missing column(s) {', '.join(sorted(missing))}; expected file, label"
+                             f"{' and ' + ', '.join(sorted(needed - {'file', 'label'})) if needed - {'file', 'label'} else ''}")
+        examples = [Example(data / r["file"], r["label"], r[group_column] if group_column else r["file"],
+                            r[split_column] if split_column else "") for r in rows]
+    else:
+        if not data.is_dir():
+            raise InputError(f"{data} is not a folder: give a folder with one sub-folder per class, or --labels CSV")
+        examples = [Example(p, folder.name, p.stem) for folder in sorted(data.iterdir()) if folder.is_dir()
+                    for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+    if len({e.label for e in examples}) < 2:
+        raise InputError(f"{data}: found {len(examples)} images in {len({e.label for e in examples})} class(es); a "
+                         "classifier needs at least two classes (one sub-folder per class, or a label column)")
+    return examples
+
+
+def split_by_group(examples: Sequence[Example], val_fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
+    """Whole groups to validation until it holds ``val_fraction`` of the examples."""
+    groups = sorted({e.group for e in examples})
+    order = np.random.default_rng(seed).permutation(len(groups))
+    target, held, count = val_fraction * len(examples), set(), 0
+    sizes = Counter(e.group for e in examples)
+    for i in order:
+        if count >= target:
+            break
+        held.add(groups[i])
+        count += sizes[groups[i]]
+    train = [e for e in examples if e.group not in held]
+    val = [e for e in examples if e.group in held]
+    if not train or not val:
+        raise InputError(f"cannot split {len(examples)} images in {len(groups)} groups into training and validation; "
+                         "give more groups (source images) or a split column")
+    return train, val
+
+
+def class_weights(labels: Sequence[int], n_classes: int) -> list[float]:
+    """Inverse class frequency, scaled to average one: ``N / (K * n_k)``."""
+    counts = np.bincount(np.asarray(labels), minlength=n_classes).astype(np.float64)
+    if np.any(counts == 0):
+        raise InputError(f"every class needs training images; counts per class: {counts.astype(int).tolist()}")
+    return (counts.sum() / (n_classes * counts)).tolist()
+
+
+class CropDataset(Dataset):
+    """Normalised images placed on the canvas; with ``augment``: flips, quarter turns, a scale
+    jitter of +-10%, a shift of up to an eighth of the canvas and a small intensity jitter."""
+
+    def __init__(self, images: Sequence[np.ndarray], labels: Sequence[int], scale: float, size: Sequence[int],
+                 augment: bool, seed: int = 0):
+        self.images, self.labels = list(images), list(labels)
+        self.scale, self.size, self.augment = scale, list(size), augment
+        self.rng = np.random.default_rng(seed)
+        self._fixed = None if augment else [centre_fit(rescale(x, scale), self.size) for x in self.images]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        if self._fixed is not None:
+            return torch.from_numpy(self._fixed[i]), self.labels[i]
+        rng = self.rng
+        x = rescale(self.images[i], self.scale * float(rng.uniform(0.9, 1.1)))
+        if rng.random() < 0.5:
+            x = x[..., ::-1]
+        x = np.rot90(x, int(rng.integers(4)), axes=(-2, -1))
+        shift = [int(rng.integers(-s // 8, s // 8 + 1)) for s in self.size]
+        x = centre_fit(np.roll(centre_fit(x, [s + 2 * abs(d) for s, d in zip(self.size, shift)]), shift, (-2, -1)),
+                       self.size)
+        x = x * np.float32(rng.uniform(0.9, 1.1)) + np.float32(rng.uniform(-0.05, 0.05))
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), self.labels[i]
+
+
+class ClassificationDataModule(pl.LightningDataModule):
+    def __init__(self, train: CropDataset, val: CropDataset, batch_size: int, seed: int):
+        super().__init__()
+        self.train, self.val, self.batch_size, self.seed = train, val, batch_size, seed
+
+    def train_dataloader(self):
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(self.train, batch_size=self.batch_size, shuffle=True, drop_last=True, generator=generator)
+
+    def val_dataloader(self):
+        return DataLoader(self.val, batch_size=64)
+
+
+def _canvas(inp: TensorSpec) -> tuple[float, list[int]]:
+    op = next((o for o in inp.preprocessing if o.op == "fit_canvas"), None)
+    if op is None:
+        raise InputError("a classifier's input needs a 'fit_canvas' preprocessing op (scale and canvas size)")
+    size = op.params["size"]
+    return float(op.params.get("scale", 1.0)), [int(size)] * 2 if np.isscalar(size) else [int(s) for s in size]
+
+
+def prepare(blueprint: Spec, classes: Sequence[str], channels: int, canvas: int | None, scale: float | None) -> Spec:
+    """The blueprint with this data's classes and channels, and the canvas asked for."""
+    spec = blueprint.copy()
+    spec.architecture_params.update(n_classes=len(classes), channels=channels)
+    inp, out = spec.inputs[0], spec.outputs[0]
+    if channels != inp.n_channels:
+        inp.channels = ["red", "green", "blue"] if channels == 3 else [f"c{i}" for i in range(channels)]
+    op = next(o for o in inp.preprocessing if o.op == "fit_canvas")
+    op.params = {"scale": float(scale if scale is not None else op.params.get("scale", 1.0)),
+                 "size": [int(canvas)] * 2 if canvas else op.params["size"]}
+    out.channels = list(classes)
+    return spec
+
+
+def _load(examples: Sequence[Example], tensor: TensorSpec) -> list[np.ndarray]:
+    """Each image normalised as prediction will (every preprocessing op before the canvas)."""
+    before = TensorSpec(**{**tensor.__dict__, "preprocessing": [o for o in tensor.preprocessing if o.op != "fit_canvas"]})
+    return [normalise(read_raw(e.path, tensor), before) for e in examples]
+
+
+def fit_classifier(blueprint: str | Path | Spec, data: str | Path, out: str | Path, *, labels: str | Path | None = None,
+                   group_column: str | None = None, split_column: str | None = None, train_split: str = "train",
+                   test_split: str | None = None, val_fraction: float = 0.15, canvas: int | None = None,
+                   scale: float | None = None, name: str | None = None, version: str = "0.1.0",
+                   description: str | None = None, batch_size: int = 32, max_steps: int = 1500, lr: float | None = None,
+                   seed: int = 0, progress: bool = True, data_description: str | None = None,
+                   data_source: str | None = None, data_license: str | None = None, overwrite: bool = False,
+                   **lightning) -> Path:
+    """Train a classifier; return the package path. With ``split_column``, only rows whose split
+    is ``train_split`` train (and select the weights); rows of ``test_split`` are scored at the
+    end, by the written package, into its metrics and model card."""
+    from .fit import train
+
+    examples = read_examples(data, labels, group_column, split_column)
+    pool = [e for e in examples if not split_column or e.split == train_split]
+    test = [e for e in examples if split_column and test_split and e.split == test_split]
+    if not pool:
+        raise InputError(f"no training images: no row has {split_column} = {train_split}")
+    classes = sorted({e.label for e in pool})
+    train_set, val_set = split_by_group(pool, val_fraction, seed)
+    spec = blueprint if isinstance(blueprint, Spec) else specs.load(blueprint)
+    spec = prepare(spec, classes, data_channels(read_image(pool[0].path), spec.inputs[0]), canvas, scale)
+    inp = spec.inputs[0]
+    index = {c: i for i, c in enumerate(classes)}
+    y_train, y_val = [index[e.label] for e in train_set], [index[e.label] for e in val_set]
+    log.info("classes %s: %s training, %s validation images", classes, Counter(e.label for e in train_set),
+             Counter(e.label for e in val_set))
+
+    pl.seed_everything(seed, workers=True, verbose=False)
+    weights = class_weights(y_train, len(classes))
+    module = architectures.get(spec.architecture_id).training_module()(
+        spec, class_weights=weights, **({"lr": lr} if lr is not None else {}))
+    canvas_scale, canvas_size = _canvas(inp)
+    raw_train = _load(train_set, inp)
+    datamodule = ClassificationDataModule(CropDataset(raw_train, y_train, canvas_scale, canvas_size, True, seed),
+                                          CropDataset(_load(val_set, inp), y_val, canvas_scale, canvas_size, False),
+                                          batch_size, seed)
+    run = train(module, datamodule, max_steps, progress=progress, **lightning)
+    files = [e.path for e in pool]
+    training = Training(
+        data={"description": data_description or f"{len(pool)} labelled images from {data}",
+              **({"source": data_source} if data_source else {}), **({"license": data_license} if data_license else {}),
+              "fingerprint": fingerprint_files(files), "n_train": len(train_set), "n_validation": len(val_set)},
+        statistics=intensity_statistics([read_raw(e.path, inp) for e in train_set[:200]]),
+        metrics={"val_loss": run.val_loss},
+        config={"max_steps": max_steps, "batch_size": batch_size, "seed": seed, **run.record(),
+                **module.hparams_for_record(), "split": {"by": group_column or "file", "val_fraction": val_fraction,
+                                                         "train_split": train_split if split_column else None},
+                "class_counts": {c: sum(e.label == c for e in train_set) for c in classes},
+                "augmentation": "flips, quarter turns, scale +-10%, shift, intensity +-10%"},
+        parent=None)
+    sample = read_raw((val_set[0]).path, inp)[None]
+    path = build.build(spec, module.network, out, training, sample, name=name, version=version,
+                       description=description, overwrite=overwrite)
+    if test:
+        from zoo.classification.evaluate import score_package
+
+        score_package(path, test, f"{test_split} split ({len(test)} images, never trained on)")
+    return path

@@ -1,0 +1,1 @@
+"""Quantification after segmentation: per-object measurements and tracking over time."""
