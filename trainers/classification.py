@@ -89,7 +89,8 @@ def split_by_group(examples: Sequence[Example], val_fraction: float, seed: int) 
 
 
 def class_weights(labels: Sequence[int], n_classes: int) -> list[float]:
-    """Inverse class frequency, scaled to average one: ``N / (K * n_k)``."""
+    """Inverse class frequency ``N / (K * n_k)``: every class weighs the same in the loss, and the
+    average weight over the training images is one."""
     counts = np.bincount(np.asarray(labels), minlength=n_classes).astype(np.float64)
     if np.any(counts == 0):
         raise InputError(f"every class needs training images; counts per class: {counts.astype(int).tolist()}")
@@ -166,62 +167,158 @@ def _load(examples: Sequence[Example], tensor: TensorSpec) -> list[np.ndarray]:
     return [normalise(read_raw(e.path, tensor), before) for e in examples]
 
 
-def fit_classifier(blueprint: str | Path | Spec, data: str | Path, out: str | Path, *, labels: str | Path | None = None,
-                   group_column: str | None = None, split_column: str | None = None, train_split: str = "train",
-                   test_split: str | None = None, val_fraction: float = 0.15, canvas: int | None = None,
-                   scale: float | None = None, name: str | None = None, version: str = "0.1.0",
-                   description: str | None = None, batch_size: int = 32, max_steps: int = 1500, lr: float | None = None,
-                   seed: int = 0, progress: bool = True, data_description: str | None = None,
-                   data_source: str | None = None, data_license: str | None = None, overwrite: bool = False,
-                   **lightning) -> Path:
-    """Train a classifier; return the package path. With ``split_column``, only rows whose split
-    is ``train_split`` train (and select the weights); rows of ``test_split`` are scored at the
-    end, by the written package, into its metrics and model card."""
-    from .fit import train
+@dataclass
+class Data:
+    """A classifier's examples, split, with their data module."""
 
+    pool: list[Example]            # every image that trains or selects the weights
+    train: list[Example]
+    val: list[Example]
+    test: list[Example]            # held out from training altogether (scored at the end)
+    classes: list[str]
+
+
+def split_examples(data, labels, group_column, split_column, train_split: str, test_split: str | None,
+                   val_fraction: float, seed: int) -> Data:
     examples = read_examples(data, labels, group_column, split_column)
     pool = [e for e in examples if not split_column or e.split == train_split]
     test = [e for e in examples if split_column and test_split and e.split == test_split]
     if not pool:
         raise InputError(f"no training images: no row has {split_column} = {train_split}")
-    classes = sorted({e.label for e in pool})
-    train_set, val_set = split_by_group(pool, val_fraction, seed)
-    spec = blueprint if isinstance(blueprint, Spec) else specs.load(blueprint)
-    spec = prepare(spec, classes, data_channels(read_image(pool[0].path), spec.inputs[0]), canvas, scale)
-    inp = spec.inputs[0]
-    index = {c: i for i, c in enumerate(classes)}
-    y_train, y_val = [index[e.label] for e in train_set], [index[e.label] for e in val_set]
-    log.info("classes %s: %s training, %s validation images", classes, Counter(e.label for e in train_set),
-             Counter(e.label for e in val_set))
+    train, val = split_by_group(pool, val_fraction, seed)
+    return Data(pool, train, val, test, sorted({e.label for e in pool}))
 
-    pl.seed_everything(seed, workers=True, verbose=False)
-    weights = class_weights(y_train, len(classes))
-    module = architectures.get(spec.architecture_id).training_module()(
-        spec, class_weights=weights, **({"lr": lr} if lr is not None else {}))
-    canvas_scale, canvas_size = _canvas(inp)
-    raw_train = _load(train_set, inp)
-    datamodule = ClassificationDataModule(CropDataset(raw_train, y_train, canvas_scale, canvas_size, True, seed),
-                                          CropDataset(_load(val_set, inp), y_val, canvas_scale, canvas_size, False),
-                                          batch_size, seed)
-    run = train(module, datamodule, max_steps, progress=progress, **lightning)
-    files = [e.path for e in pool]
-    training = Training(
-        data={"description": data_description or f"{len(pool)} labelled images from {data}",
-              **({"source": data_source} if data_source else {}), **({"license": data_license} if data_license else {}),
-              "fingerprint": fingerprint_files(files), "n_train": len(train_set), "n_validation": len(val_set)},
-        statistics=intensity_statistics([read_raw(e.path, inp) for e in train_set[:200]]),
-        metrics={"val_loss": run.val_loss},
-        config={"max_steps": max_steps, "batch_size": batch_size, "seed": seed, **run.record(),
-                **module.hparams_for_record(), "split": {"by": group_column or "file", "val_fraction": val_fraction,
-                                                         "train_split": train_split if split_column else None},
-                "class_counts": {c: sum(e.label == c for e in train_set) for c in classes},
+
+def datamodule(spec: Spec, data: Data, batch_size: int, seed: int) -> ClassificationDataModule:
+    inp = spec.inputs[0]
+    index = {c: i for i, c in enumerate(data.classes)}
+    scale, size = _canvas(inp)
+    log.info("classes %s: %s training, %s validation images", data.classes, Counter(e.label for e in data.train),
+             Counter(e.label for e in data.val))
+    return ClassificationDataModule(
+        CropDataset(_load(data.train, inp), [index[e.label] for e in data.train], scale, size, True, seed),
+        CropDataset(_load(data.val, inp), [index[e.label] for e in data.val], scale, size, False), batch_size, seed)
+
+
+def _training(spec: Spec, data: Data, source: dict, run, module, config: dict, metrics: dict,
+              parent: dict | None, group_column: str | None, val_fraction: float) -> Training:
+    description = source.get("description") or f"{len(data.pool)} labelled images"
+    return Training(
+        data={"description": description, **{k: source[k] for k in ("source", "license") if source.get(k)},
+              "fingerprint": fingerprint_files([e.path for e in data.pool]), "n_train": len(data.train),
+              "n_validation": len(data.val)},
+        statistics=intensity_statistics([read_raw(e.path, spec.inputs[0]) for e in data.train[:200]]),
+        metrics={"val_loss": run.val_loss, **metrics},
+        config={**config, **run.record(), **module.hparams_for_record(),
+                "split": {"by": group_column or "file", "val_fraction": val_fraction},
+                "class_counts": {c: sum(e.label == c for e in data.train) for c in data.classes},
                 "augmentation": "flips, quarter turns, scale +-10%, shift, intensity +-10%"},
-        parent=None)
-    sample = read_raw((val_set[0]).path, inp)[None]
-    path = build.build(spec, module.network, out, training, sample, name=name, version=version,
-                       description=description, overwrite=overwrite)
-    if test:
+        parent=parent)
+
+
+def _write(spec: Spec, network, out, training: Training, data: Data, test_split: str | None, **naming) -> Path:
+    path = build.build(spec, network, out, training, read_raw(data.val[0].path, spec.inputs[0])[None], **naming)
+    if data.test:
         from zoo.classification.evaluate import score_package
 
-        score_package(path, test, f"{test_split} split ({len(test)} images, never trained on)")
+        score_package(path, data.test, f"{test_split} split ({len(data.test)} images, never trained on)")
     return path
+
+
+def fit_classifier(blueprint: str | Path | Spec, data: str | Path, out: str | Path, *, labels: str | Path | None = None,
+                   group_column: str | None = None, split_column: str | None = None, train_split: str = "train",
+                   test_split: str | None = None, val_fraction: float = 0.15, canvas: int | None = None,
+                   scale: float | None = None, name: str | None = None, version: str = "0.1.0",
+                   description: str | None = None, batch_size: int = 32, max_steps: int = 1500, lr: float | None = None,
+                   val_every: int = 100, seed: int = 0, progress: bool = True, data_description: str | None = None,
+                   data_source: str | None = None, data_license: str | None = None, overwrite: bool = False,
+                   **lightning) -> Path:
+    """Train a classifier; return the package path. With ``split_column``, only rows whose split
+    is ``train_split`` train (and select the weights); rows of ``test_split`` are scored at the
+    end, by the written package, into its metrics and model card. The weights kept are those
+    with the lowest validation loss, checked every ``val_every`` steps."""
+    from .fit import train
+
+    split = split_examples(data, labels, group_column, split_column, train_split, test_split, val_fraction, seed)
+    spec = blueprint if isinstance(blueprint, Spec) else specs.load(blueprint)
+    spec = prepare(spec, split.classes, data_channels(read_image(split.pool[0].path), spec.inputs[0]), canvas, scale)
+    pl.seed_everything(seed, workers=True, verbose=False)
+    index = {c: i for i, c in enumerate(split.classes)}
+    weights = class_weights([index[e.label] for e in split.train], len(split.classes))
+    module = architectures.get(spec.architecture_id).training_module()(
+        spec, class_weights=weights, **({"lr": lr} if lr is not None else {}))
+    run = train(module, datamodule(spec, split, batch_size, seed), max_steps, progress=progress,
+                val_check_interval=min(val_every, max_steps), check_val_every_n_epoch=None, **lightning)
+    training = _training(spec, split, {"description": data_description, "source": data_source,
+                                       "license": data_license}, run, module,
+                         {"max_steps": max_steps, "batch_size": batch_size, "seed": seed}, {}, None,
+                         group_column, val_fraction)
+    return _write(spec, module.network, out, training, split, test_split, name=name, version=version,
+                  description=description, overwrite=overwrite)
+
+
+def finetune_classifier(parent, data: str | Path, out: str | Path, *, labels: str | Path | None = None,
+                        group_column: str | None = None, split_column: str | None = None, train_split: str = "train",
+                        test_split: str | None = None, val_fraction: float = 0.15, name: str | None = None,
+                        version: str = "0.1.0", description: str | None = None, freeze: str = "none",
+                        unfreeze_every: int | None = None, lr: float | None = None, lr_scale: float = 0.5,
+                        warmup: int | None = None, layer_decay: float | None = None, patience: int | None = 5,
+                        val_every: int = 50, batch_size: int | None = None, max_steps: int = 500, seed: int = 0,
+                        registry=None, progress: bool = True, overwrite: bool = False, **lightning) -> Path:
+    """Fine-tune a classifier package on labelled images. Other classes than the parent's (or in
+    another order) get a new head; the body keeps the parent's weights, under the same freeze
+    and learning-rate policies as :func:`zoo.trainers.finetune.finetune`. The parent's canvas
+    and scale are kept, so the child sees images as the parent did."""
+    import copy
+
+    from pytorch_lightning.callbacks import EarlyStopping
+    from safetensors.torch import load_file
+
+    from zoo.nn.transfer import load_transferable, stages
+
+    from .callbacks import KeepBest
+    from .finetune import _validation_loss, check_policy, child_spec, load_parent
+    from .fit import train
+    from .transfer import Freezing
+
+    parent_spec, parent_root, parent_sha = load_parent(parent, registry)
+    check_policy(freeze, layer_decay)
+    split = split_examples(data, labels, group_column, split_column, train_split, test_split, val_fraction, seed)
+    channels = data_channels(read_image(split.pool[0].path), parent_spec.inputs[0])
+    spec = prepare(child_spec(parent_spec, channels, {}), split.classes, channels, None, None)
+    pl.seed_everything(seed, workers=True, verbose=False)
+    index = {c: i for i, c in enumerate(split.classes)}
+    module = architectures.get(spec.architecture_id).training_module()(
+        spec, class_weights=class_weights([index[e.label] for e in split.train], len(split.classes)))
+    state = load_file(str(parent_root / build.WEIGHTS))
+    new_head = list(parent_spec.outputs[0].channels or []) != split.classes
+    if new_head:                                   # other classes: the parent's head means nothing here
+        state = {k: v for k, v in state.items() if not k.startswith("head.")}
+    transfer = load_transferable(module.network, state)
+    initial = copy.deepcopy(module.network.state_dict())
+    parent_config = parent_spec.training.config if parent_spec.training else {}
+    module.lr = lr if lr is not None else lr_scale * float(parent_config.get("lr", module.lr))
+    module.warmup_steps = warmup if warmup is not None else max(10, max_steps // 20)
+    module.layer_decay = layer_decay
+    if freeze == "gradual" and not unfreeze_every:
+        unfreeze_every = max(1, max_steps // len(stages(module.network)))
+    batch_size = batch_size or int(parent_config.get("batch_size", 32))
+    dm = datamodule(spec, split, batch_size, seed)
+    callbacks = [Freezing(freeze, unfreeze_every or 0)]
+    callbacks += [EarlyStopping("val_loss", patience=patience, mode="min")] if patience else []
+    keep = None
+    if not new_head:                               # the same classes: fine-tuning must beat the parent
+        keep = KeepBest("val_loss", best=_validation_loss(module, dm, lightning), state=initial)
+    run = train(module, dm, max_steps, callbacks, progress=progress, keep_best=keep,
+                val_check_interval=min(val_every, max_steps), check_val_every_n_epoch=None, **lightning)
+    policy = {"freeze": freeze, "lr": module.lr, "warmup_steps": module.warmup_steps, "layer_decay": layer_decay,
+              "patience": patience, "parent_classes": list(parent_spec.outputs[0].channels or []),
+              "classes": split.classes, "new_head": new_head, "transfer": transfer.to_dict(),
+              "trainable_stages": callbacks[0].history}
+    training = _training(spec, split, {"description": f"{len(split.pool)} labelled images from {data}"}, run, module,
+                         {"max_steps": max_steps, "batch_size": batch_size, "seed": seed, "finetune": policy}, {},
+                         {"ref": parent_spec.ref, "sha256": parent_sha}, group_column, val_fraction)
+    return _write(spec, module.network, out, training, split, test_split, name=name or f"{parent_spec.name}-ft",
+                  version=version, description=description or f"{parent_spec.name} fine-tuned on {len(split.pool)} "
+                  f"labelled images ({', '.join(split.classes)}). " + parent_spec.description.strip(),
+                  overwrite=overwrite)

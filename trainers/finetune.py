@@ -161,6 +161,19 @@ def finetune(parent, data: str | Path | None, out: str | Path, *, target: str | 
     from safetensors.torch import load_file
 
     parent_spec, parent_root, parent_sha = load_parent(parent, registry)
+    if parent_spec.task.split("/")[0] == "classification":
+        unused = [k for k, v in (("target", target), ("train_files", train_files), ("channels", channels),
+                                 ("params", params), ("rehearsal", rehearsal), ("patch", patch)) if v]
+        if unused:
+            raise InputError(f"{parent_spec.ref} is a classifier: fine-tune it on labelled images (class folders or "
+                             f"DATA/labels.csv); {', '.join(unused)} do not apply")
+        from .classification import finetune_classifier
+
+        return finetune_classifier(parent, data, out, val_fraction=val_fraction, name=name, version=version,
+                                   description=description, freeze=freeze, unfreeze_every=unfreeze_every, lr=lr,
+                                   lr_scale=lr_scale, warmup=warmup, layer_decay=layer_decay, patience=patience,
+                                   val_every=val_every, batch_size=batch_size, max_steps=max_steps, seed=seed,
+                                   registry=registry, progress=progress, overwrite=overwrite, **lightning)
     check_policy(freeze, layer_decay)
     arch = architectures.get(parent_spec.architecture_id)
     train_files, val_files = split_files(data, train_files, val_files, val_fraction, seed)

@@ -192,14 +192,20 @@ def cmd_predict(args) -> int:
 
     import zoo
 
+    from .errors import InputError, NotFoundError
     from .imageio import figure, open_lazy, write_image
     from .runtime.stream import STREAM_SUFFIXES
 
-    if not args.input.exists():
-        from .errors import NotFoundError
-
-        raise NotFoundError(f"image not found: {args.input}")
+    for path in args.inputs:
+        if not path.exists():
+            raise NotFoundError(f"image not found: {path}")
     model = zoo.load(args.ref, runtime=args.runtime, device=args.device, registry=_registry(args))
+    if model.is_classifier:
+        return _predict_classes(model, args)
+    if len(args.inputs) != 1:
+        raise InputError(f"{model.spec.ref} predicts one image per call (-o names its output); got "
+                         f"{len(args.inputs)} images: run it once per image")
+    args.input = args.inputs[0]
     update, close = _progress(f"{model.spec.name}")
     options = dict(axes=args.axes, tile=args.tile, batch_size=args.batch_size, blend=args.blend, progress=update,
                    raw=args.raw)
@@ -223,6 +229,76 @@ def cmd_predict(args) -> int:
                 for title, path, kind in panels]
         figure(args.figure, flat)
         print(f"{args.figure}: figure ({' | '.join(panel[0] for panel in flat)})")
+    if args.measure:
+        if not model.makes_instances or args.raw:
+            raise InputError("--measure needs instance labels: a segmentation model, without --raw")
+        table = args.output.with_name(args.output.stem.split(".")[0] + "_objects.csv")
+        rows = _measure(open_lazy(args.output)[0], open_lazy(args.input)[0], args.classifier, 0.0, args)
+        print(f"{table}: {len(rows)} objects")
+        from .quantify.measure import write_table
+
+        write_table(rows, table)
+    return 0
+
+
+def _measure(labels, image, classifier_ref, margin: float, args) -> list[dict]:
+    import numpy as np
+
+    import zoo
+
+    from .quantify.measure import measure_objects
+
+    classifier = zoo.load(classifier_ref, runtime=args.runtime, device=args.device, registry=_registry(args)) \
+        if classifier_ref else None
+    if classifier is not None and not classifier.is_classifier:
+        from .errors import InputError
+
+        raise InputError(f"--classifier {classifier_ref}: {classifier.spec.ref} is a {classifier.spec.task} model, "
+                         "not a classifier")
+    return measure_objects(np.asarray(labels), None if image is None else np.asarray(image), classifier, margin)
+
+
+def _predict_classes(model, args) -> int:
+    """A classifier over one or more images: one row per image (file, class, probabilities)."""
+    from .imageio import read_image
+    from .quantify.measure import write_table
+
+    rows = []
+    for path in args.inputs:
+        label, probabilities = model.predict(read_image(path), axes=args.axes)
+        rows.append({"file": str(path), "class": label, "probability": round(float(probabilities.max()), 4),
+                     **{f"p_{name}": round(float(p), 4) for name, p in zip(model.class_names, probabilities)}})
+    write_table(rows, args.output)
+    counts = {name: sum(r["class"] == name for r in rows) for name in model.class_names}
+    print(f"{args.output}: {len(rows)} images classified by {model.spec.ref} ({', '.join(f'{k} {v}' for k, v in counts.items())})")
+    return 0
+
+
+def cmd_measure(args) -> int:
+    from .imageio import read_image
+    from .quantify.measure import write_table
+
+    rows = _measure(read_image(args.labels), read_image(args.image) if args.image else None, args.classifier,
+                    args.margin, args)
+    write_table(rows, args.output)
+    print(f"{args.output}: {len(rows)} objects measured")
+    return 0
+
+
+def cmd_track(args) -> int:
+    import numpy as np
+
+    from .imageio import read_image
+    from .quantify.tracking import track
+
+    frames = [read_image(p) for p in args.labels]
+    if len(frames) == 1 and frames[0].ndim >= 3:
+        frames = list(frames[0])                  # one T-stack
+    result = track([np.asarray(f) for f in frames], max_distance=args.max_distance,
+                   divisions=not args.no_divisions, gap_closing=not args.no_gap_closing)
+    result.write(args.output)
+    print(f"{args.output}: {len(result.tracks)} tracks over {len(frames)} frames, {len(result.divisions())} divisions "
+          "(res_track.txt, tracks.csv, relabelled masks)")
     return 0
 
 
@@ -273,14 +349,35 @@ def _evaluate_segmentation(model, images, labels, out: Path) -> int:
 
 
 def cmd_train(args) -> int:
+    from . import spec as specs
     from .trainers.fit import fit
 
-    path = fit(_blueprint(args.blueprint, args.dims), args.data, args.out, target=args.target,
+    blueprint = _blueprint(args.blueprint, args.dims)
+    if specs.load(blueprint).task.split("/")[0] == "classification":
+        return _train_classifier(blueprint, args)
+    path = fit(blueprint, args.data, args.out, target=args.target,
                name=args.name, version=args.version,
                val_fraction=args.val_fraction, patch=args.patch, batch_size=args.batch_size,
                max_steps=args.max_steps, lr=args.lr, seed=args.seed, accelerator=args.accelerator,
                devices=args.devices, precision=args.precision, strategy=args.strategy,
                progress=sys.stderr.isatty(), overwrite=args.overwrite)
+    print(f"package written: {path} (publish it with `zoo push {path}`)")
+    return 0
+
+
+def _train_classifier(blueprint, args) -> int:
+    from .trainers.classification import fit_classifier
+
+    if args.target is not None:
+        from .errors import InputError
+
+        raise InputError("a classifier learns from labelled images (class folders or --labels CSV), not --target")
+    path = fit_classifier(blueprint, args.data, args.out, labels=args.labels, group_column=args.group_column,
+                          split_column=args.split_column, train_split=args.train_split, test_split=args.test_split,
+                          val_fraction=args.val_fraction, canvas=args.canvas, scale=args.scale, name=args.name,
+                          version=args.version, batch_size=args.batch_size, max_steps=args.max_steps, lr=args.lr,
+                          seed=args.seed, progress=sys.stderr.isatty(), overwrite=args.overwrite,
+                          accelerator=args.accelerator, devices=args.devices, precision=args.precision)
     print(f"package written: {path} (publish it with `zoo push {path}`)")
     return 0
 
@@ -458,9 +555,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="run a model on an image (tiled)")
     p.add_argument("ref", help="NAME[@VERSION] or a package folder")
-    p.add_argument("input", type=Path, help="image: TIFF/OME-TIFF, OME-Zarr, PNG, JPEG or NPY")
+    p.add_argument("inputs", type=Path, nargs="+", metavar="input",
+                   help="image: TIFF/OME-TIFF, OME-Zarr, PNG, JPEG or NPY (classifiers: one or more images)")
     p.add_argument("-o", "--output", type=Path, required=True,
-                   help="output image: .tif, .zarr or .npy (written block by block) or .png")
+                   help="output image: .tif, .zarr or .npy (written block by block) or .png; classifiers: a .csv "
+                        "(or .parquet) table, one row per image")
     p.add_argument("--runtime", choices=["onnx", "torch"], default="onnx")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--axes", help="axes of the input when the file does not say, e.g. yx, cyx, yxc, tyx, tczyx "
@@ -474,7 +573,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", type=Path, help="a reference image to add to the figure")
     p.add_argument("--raw", action="store_true", help="segmentation models: write the network's outputs "
                                                       "(probabilities, distances, flows) instead of instance labels")
+    p.add_argument("--measure", action="store_true", help="segmentation models: also write one row per object "
+                                                          "(OUT_objects.csv: centroid, area, intensities, shape)")
+    p.add_argument("--classifier", help="with --measure: a classifier (NAME[@VERSION]) for each object's class")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("measure", help="one row per object of a label image: centroid, area/volume, bounding box, "
+                                       "intensities, shape, and a classifier's class")
+    p.add_argument("labels", type=Path, help="label image (2D or 3D; 0 = background)")
+    p.add_argument("image", type=Path, nargs="?", help="the image the labels belong to (intensities, classes)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="table: .csv or .parquet")
+    p.add_argument("--classifier", help="a classifier (NAME[@VERSION] or package) that classifies each object")
+    p.add_argument("--margin", type=float, default=0.0, help="grow each object's crop by this fraction of its size")
+    p.add_argument("--runtime", choices=["onnx", "torch"], default="onnx")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_measure)
+
+    p = sub.add_parser("track", help="link instance masks over time (minimum-cost assignment, divisions, gaps)")
+    p.add_argument("labels", type=Path, nargs="+", help="label images, one per time point in order (or one T-stack)")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="folder: res_track.txt (Cell Tracking Challenge), tracks.csv and relabelled maskTTT.tif")
+    p.add_argument("--max-distance", type=float, help="largest move between frames in pixels (default: twice the "
+                                                      "median object diameter)")
+    p.add_argument("--no-divisions", action="store_true", help="do not detect divisions")
+    p.add_argument("--no-gap-closing", action="store_true", help="do not bridge objects missing for one frame")
+    p.set_defaults(func=cmd_track)
 
     p = sub.add_parser("evaluate", help="a model on held-out data: PSNR/SSIM of restoration (image/target pairs), "
                                         "AP/F1/PQ of segmentation (image/label pairs)")
@@ -500,6 +623,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     _lightning_options(p)
     p.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp")
+    g = p.add_argument_group("classifier", "labelled images: class folders under --data, or a CSV")
+    g.add_argument("--labels", type=Path, help="CSV with columns file (relative to --data) and label")
+    g.add_argument("--group-column", help="CSV column grouping images that must stay on one side of the split "
+                                          "(e.g. the source image of each crop)")
+    g.add_argument("--split-column", help="CSV column holding a split: only --train-split rows train")
+    g.add_argument("--train-split", default="train")
+    g.add_argument("--test-split", help="rows of this split are held out and scored into the model card")
+    g.add_argument("--canvas", type=int, help="square canvas the network sees, in pixels (default 64)")
+    g.add_argument("--scale", type=float, help="pixel scale images are resampled by before the canvas (default 1)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("finetune", help="fine-tune a pretrained package on a few of your own images")

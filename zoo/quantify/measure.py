@@ -107,3 +107,22 @@ def write_table(rows: list[dict], path: str | Path) -> Path:
         pq.write_table(pa.table({c: [row.get(c) for row in rows] for c in columns}), str(path))
         return path
     raise InputError(f"cannot write a table as '{suffix}': use .csv or .parquet")
+
+
+def measure_objects(labels: np.ndarray, image: np.ndarray | None = None, classifier=None, margin: float = 0.0,
+                    channel_names: Sequence[str] | None = None) -> list[dict]:
+    """:func:`measure` plus, with a classifier (a :class:`zoo.Model`), each object's class and
+    class probabilities from the crop of ``image`` around it (2D)."""
+    rows = measure(labels, image, channel_names)
+    if classifier is None:
+        return rows
+    if image is None:
+        raise InputError("classifying objects needs the image beside the label image")
+    if np.asarray(labels).ndim != 2:
+        raise InputError("per-object classification works on 2D label images; this one is 3D")
+    classes = {row["label"]: row for row in classifier.classify_objects(channels_last(image, np.asarray(labels)),
+                                                                       check_labels(labels), axes="yxc", margin=margin)}
+    for row in rows:
+        found = classes.get(row["label"], {})
+        row.update({k: v for k, v in found.items() if k != "label"})
+    return rows
