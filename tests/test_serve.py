@@ -250,6 +250,25 @@ def test_instance_models_answer_json_object_tables(tmp_path):
         assert s.stop()
 
 
+def test_classifiers_answer_their_class_as_json(tmp_path):
+    from conftest import REPO
+    from PIL import Image
+
+    s = Server("classifier-bccd", home=tmp_path / "home")
+    try:
+        status, _, body = request(s.url + "/v1/models/classifier-bccd")
+        assert status == 200 and json.loads(body)["classes"] == ["Platelets", "RBC", "WBC"]
+        for kind, expected in (("wbc", "WBC"), ("rbc", "RBC")):
+            crop = np.asarray(Image.open(REPO / "samples" / f"bccd_{kind}.jpg"))
+            status, headers, body = request(s.url + "/v1/models/classifier-bccd/predict?axes=yxc", npy(crop),
+                                            {"Content-Type": "application/x-npy"})
+            assert status == 200 and headers["content-type"] == "application/json", body
+            prediction = json.loads(body)["predictions"][0]
+            assert prediction["class"] == expected and abs(sum(prediction["probabilities"].values()) - 1) < 1e-4
+    finally:
+        assert s.stop()
+
+
 def test_triton_export_writes_a_repository_whose_onnx_runs_with_the_declared_shapes(tmp_path, zoo_home):
     import re
 

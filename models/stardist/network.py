@@ -3,13 +3,15 @@ from zoo.nn.unet import SegmentationUNet
 
 
 def build(dims: int = 2, channels: int = 1, n_rays: int = 32, depth: int = 3, base_channels: int = 32,
-          batch_norm: bool = True, layout: str = "plain") -> SegmentationUNet:
+          batch_norm: bool = True, layout: str = "plain", channels_last_output: bool = False) -> SegmentationUNet:
+    """``channels_last_output``: outputs as ``b, *spatial, c``, the layout bioimage.io's
+    ``stardist_postprocessing`` leaves its labels in (used by the bioimage.io export only)."""
     if n_rays % 4:
         raise ValueError(f"n_rays must be a multiple of 4 (rotation augmentation permutes rays), got {n_rays}")
     return SegmentationUNet([{"name": "probability", "channels": 1, "activation": "sigmoid"},
                              {"name": "distances", "channels": n_rays, "activation": "linear"}],
                             dims=dims, channels=channels, depth=depth, base_channels=base_channels,
-                            batch_norm=batch_norm, layout=layout)
+                            batch_norm=batch_norm, layout=layout, channels_last_output=channels_last_output)
 
 
 def describe_outputs(params: dict, output) -> None:

@@ -27,6 +27,7 @@ from ..runtime import ops
 FORMAT_VERSION = "0.5.4"
 STATE_DICT = "weights/model.pt"
 NETWORK_OUTPUT = "test/output_network.npy"
+CHANNELS_LAST_ONNX = "weights/model_channels_last.onnx"
 SAMPLE_INPUT, SAMPLE_OUTPUT = "sample_input.tif", "sample_output.tif"
 
 
@@ -34,6 +35,7 @@ SAMPLE_INPUT, SAMPLE_OUTPUT = "sample_input.tif", "sample_output.tif"
 class Report:
     mapped: list[str] = field(default_factory=list)
     unmapped: list[str] = field(default_factory=list)      # ops with no bioimage.io equivalent
+    notes: list[str] = field(default_factory=list)
 
 
 def _values(params: dict, *keys: str) -> dict:
@@ -93,7 +95,8 @@ def _postprocessing(tensor, report: Report) -> tuple[list[dict], int]:
     return out, len(out)
 
 
-def _axes(tensor, inputs: bool, n_channels: int, halo=None, reference: str | None = None) -> list[dict]:
+def _axes(tensor, inputs: bool, n_channels: int, halo=None, reference: str | None = None,
+          channels_last: bool = False) -> list[dict]:
     axes = [{"type": "batch"}, {"type": "channel", "channel_names": list(tensor.channels or ["c0"])[:n_channels]}]
     mins = tensor.shape_min or [1] * len(tensor.spatial_axes)
     steps = tensor.shape_step or [1] * len(tensor.spatial_axes)
@@ -108,7 +111,7 @@ def _axes(tensor, inputs: bool, n_channels: int, halo=None, reference: str | Non
             if halo:
                 axis["halo"] = int(halo[k])
             axes.append(axis)
-    return axes
+    return axes[:1] + axes[2:] + axes[1:2] if channels_last else axes
 
 
 def export(package: str | Path, out: str | Path) -> tuple[Path, Report]:
@@ -134,6 +137,11 @@ def export(package: str | Path, out: str | Path) -> tuple[Path, Report]:
     pre = _preprocessing(inp, report)
     post, n_post = _postprocessing(outp, report)
     y = _network_output(spec, root, x, outp.postprocessing[:n_post])
+    instances = _instance_op(outp, n_post, y, report)
+    if instances:                 # bioimage.io's own instance step: a label image, b, *spatial, c
+        post.append(instances[0])
+        y = np.moveaxis(instances[1], 1, -1)
+    n_out = y.shape[-1] if instances else y.shape[1]
     # bioimage.io wants every size to exceed twice the halo; the test tensor must be such a size
     halo = [min(int(h), (int(n) - 1) // 2) for h, n in zip(inp.halo, x.shape[2:])] if inp.halo else None
     np.save(out / NETWORK_OUTPUT, y, allow_pickle=False)
@@ -156,30 +164,39 @@ def export(package: str | Path, out: str | Path) -> tuple[Path, Report]:
                     "data": {"type": "float32"}, "preprocessing": pre}],
         "outputs": [{"id": "network_output", "description": _short("the network's outputs (post-processing: see "
                                                                   "the documentation): " + (outp.description or "")),
-                     "axes": _axes(outp, False, y.shape[1], halo, inp.name),
+                     "axes": _axes(outp, False, n_out, halo, inp.name, channels_last=bool(instances)),
                      "test_tensor": {"source": NETWORK_OUTPUT, "sha256": sha256_file(out / NETWORK_OUTPUT)},
                      "sample_tensor": {"source": SAMPLE_OUTPUT, "sha256": sha256_file(out / SAMPLE_OUTPUT)},
-                     "data": {"type": "float32"}, "postprocessing": post}],
-        "weights": _weights(spec, root, out),
+                     "data": {"type": "int32" if instances else "float32"}, "postprocessing": post}],
+        "weights": _weights(spec, root, out, channels_last=bool(instances)),
         "config": {"bioimageio": {"reproducibility_tolerance": [
             {"relative_tolerance": 1e-3, "absolute_tolerance": float(max(1e-4, 2e-3 * np.ptp(y))),
              "mismatched_elements_per_million": 100}]},
             "bioimage-zoo": {"ref": spec.ref, "unmapped_ops": report.unmapped,
                              "postprocessing": [{"op": op.op, "params": op.params} for op in outp.postprocessing]}},
     }
-    outp_channels = list(outp.channels or [])
-    if len(outp_channels) == y.shape[1]:
-        rdf["outputs"][0]["axes"][1]["channel_names"] = outp_channels
+    outp_channels = ["labels"] if instances else list(outp.channels or [])
+    if len(outp_channels) == n_out:
+        next(a for a in rdf["outputs"][0]["axes"] if a["type"] == "channel")["channel_names"] = outp_channels
     (out / "documentation.md").write_text(_documentation(spec, root, report), encoding="utf-8")
     (out / "rdf.yaml").write_text(yaml.safe_dump(rdf, sort_keys=False), encoding="utf-8")
     return out / "rdf.yaml", report
 
 
-def _weights(spec, root: Path, out: Path) -> dict:
+def _weights(spec, root: Path, out: Path, channels_last: bool = False) -> dict:
     """The ONNX graph as it is; the state dict (unless the package is a graph alone) in torch's own
-    format, loadable with ``weights_only=True``, its architecture an importable callable."""
+    format, loadable with ``weights_only=True``, its architecture an importable callable.
+    ``channels_last``: both give ``b, *spatial, c`` (what bioimage.io's StarDist op expects back)."""
     weights = {"onnx": {"source": spec.weights.onnx.file, "sha256": spec.weights.onnx.sha256,
                         "opset_version": spec.weights.onnx_opset}}
+    if channels_last:
+        import onnx
+
+        from .onnx_layout import channels_last_output, save
+
+        graph = save(channels_last_output(onnx.load(str(files.safe_join(root, spec.weights.onnx.file)))),
+                     out / CHANNELS_LAST_ONNX)
+        weights["onnx"].update(source=CHANNELS_LAST_ONNX, sha256=sha256_file(graph))
     if spec.graph_only:
         return weights
     import torch
@@ -190,9 +207,48 @@ def _weights(spec, root: Path, out: Path) -> dict:
     weights["onnx"]["parent"] = "pytorch_state_dict"
     weights["pytorch_state_dict"] = {"source": STATE_DICT, "sha256": sha256_file(out / STATE_DICT),
                                      "architecture": {"callable": attr, "import_from": module,
-                                                      "kwargs": dict(spec.architecture_params)},
+                                                      "kwargs": {**spec.architecture_params,
+                                                                 **({"channels_last_output": True}
+                                                                    if channels_last else {})}},
                                      "pytorch_version": torch.__version__.split("+")[0]}
     return weights
+
+
+def _instance_op(tensor, n_post: int, y: np.ndarray, report: Report) -> tuple[dict, np.ndarray] | None:
+    """bioimage.io's ``stardist_postprocessing`` for our ``stardist_instances`` (same layout: the
+    probability, then rays at angle 2*pi*k/n from x towards y), when the ``stardist`` package that
+    runs it is installed (``bioimageio test`` needs it too). Returns the op and its labels on the
+    test output, the agreement with our own polygon NMS reported; None otherwise."""
+    import importlib.util
+
+    rest = tensor.postprocessing[n_post:]
+    if not rest or rest[0].op != "stardist_instances" or y.ndim != 4:
+        return None
+    if importlib.util.find_spec("stardist") is None:
+        report.notes.append("StarDist's bioimage.io post-processing (stardist_postprocessing) needs the stardist "
+                            "package at export and test time; it is not installed, so the network output is exported")
+        return None
+    from stardist import non_maximum_suppression, polygons_to_label
+
+    from ..segmentation_metrics import evaluate
+
+    params = rest[0].params
+    kwargs = {"prob_threshold": float(params.get("prob_threshold", 0.5)),
+              "nms_threshold": float(params.get("nms_threshold", 0.4)), "n_rays": int(y.shape[1] - 1),
+              "grid": [1, 1], "b": 0}
+    labels = []
+    for image in y:
+        points, prob, dist = non_maximum_suppression(np.moveaxis(image[1:], 0, -1), image[0], grid=(1, 1),
+                                                     prob_thresh=kwargs["prob_threshold"],
+                                                     nms_thresh=kwargs["nms_threshold"], b=0)
+        labels.append(polygons_to_label(dist, points, prob=prob, shape=image.shape[1:]))
+    labels = np.stack(labels)[:, None].astype(np.int32)
+    ours = ops.apply(rest[:1], y, {}, tensor.name, ops.POSTPROCESSING)
+    f1 = evaluate([a[0] for a in ours], [b[0] for b in labels], [0.5])[0]["f1"]
+    report.unmapped.remove(f"output {tensor.name}: stardist_instances")
+    report.mapped.append(f"output {tensor.name}: stardist_instances -> stardist_postprocessing (its objects match "
+                         f"ours with F1 {f1:.3f} at IoU 0.5 on the test input)")
+    return {"id": "stardist_postprocessing", "kwargs": kwargs}, labels
 
 
 def _network_output(spec, root: Path, x: np.ndarray, post: list) -> np.ndarray:

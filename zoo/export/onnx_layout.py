@@ -104,6 +104,23 @@ def adapt(model, their_in: str, their_out: str, spatial: str):
     return model
 
 
+def channels_last_output(model):
+    """``model`` with its first output moved from ``b, c, *spatial`` to ``b, *spatial, c``."""
+    import onnx
+    from onnx import helper
+
+    graph = model.graph
+    old = graph.output[0]
+    rank = len(old.type.tensor_type.shape.dim)
+    graph.node.append(helper.make_node("Transpose", [old.name], ["channels_last"], perm=[0, *range(2, rank), 1]))
+    new = helper.make_tensor_value_info("channels_last", old.type.tensor_type.elem_type,
+                                        ["batch", *[f"d{i}" for i in range(rank - 2)], "channel"])
+    graph.output.remove(old)
+    graph.output.insert(0, new)
+    onnx.checker.check_model(model)
+    return model
+
+
 def to_ours(array: np.ndarray, their_axes: str, spatial: str) -> np.ndarray:
     """A tensor in the graph's declared axes as the zoo's ``b, c, *spatial``."""
     if "c" not in their_axes:

@@ -53,11 +53,15 @@ class ResNetClassifier(nn.Module):
         """Stem, each residual stage, the head (fine-tuning freezes and schedules by stage)."""
         return [("stem", [self.stem]), *[(f"stage{i}", [s]) for i, s in enumerate(self.body)], ("head", [self.head])]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The last stage's activations (before pooling)."""
         h = self.stem(x)
         for stage in self.body:
             h = stage(h)
-        return self.head(self.dropout(torch.flatten(self.pool(h), 1)))
+        return h
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(torch.flatten(self.pool(self.encode(x)), 1)))
 
 
 def build(channels: int = 1, n_classes: int = 2, widths: Sequence[int] = (32, 64, 128, 256),

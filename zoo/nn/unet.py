@@ -106,6 +106,13 @@ class UNet(nn.Module):
         decoder = [(f"decoder{i}", [merge]) for i, merge in enumerate(self.merge)]
         return [*encoder, ("bottleneck", [self.bottom]), *decoder, ("head", [self.head])]
 
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The bottleneck's activations (the features dataset-shift checks compare)."""
+        h = x
+        for block, pool in zip(self.down, self.pools):
+            h = pool(block(h))
+        return self.bottom(h)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
         h = x
@@ -147,8 +154,10 @@ class SegmentationUNet(nn.Module):
     ACTIVATIONS = ("linear", "sigmoid", "softmax")
 
     def __init__(self, heads: list[dict], dims: int = 2, channels: int = 1, depth: int = 3,
-                 base_channels: int = 32, batch_norm: bool = True, layout: str = "plain"):
+                 base_channels: int = 32, batch_norm: bool = True, layout: str = "plain",
+                 channels_last_output: bool = False):
         super().__init__()
+        self.channels_last_output = channels_last_output   # b, *spatial, c (bioimage.io's StarDist op)
         for head in heads:
             if head.get("activation", "linear") not in self.ACTIVATIONS:
                 raise ValueError(f"head {head.get('name')}: activation must be one of {self.ACTIVATIONS}")
@@ -161,6 +170,9 @@ class SegmentationUNet(nn.Module):
 
     def stages(self) -> list[tuple[str, list[nn.Module]]]:
         return self.unet.stages()
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.unet.encode(x)
 
     def split(self, y: torch.Tensor) -> dict[str, torch.Tensor]:
         """The output channels by head name."""
@@ -178,4 +190,5 @@ class SegmentationUNet(nn.Module):
         return torch.cat(parts, dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.activate(self.logits(x))
+        y = self.activate(self.logits(x))
+        return y.movedim(1, -1) if self.channels_last_output else y

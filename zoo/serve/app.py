@@ -3,7 +3,8 @@
     GET    /v1/models                      the loaded models
     GET    /v1/models/{name}               one model: its spec's inputs and outputs
     POST   /v1/models/{name}/predict       body: one image (TIFF or NPY); answer by Accept (TIFF / NPY;
-                                           JSON: the object table of instance segmentation)
+                                           JSON: the object table of instance segmentation;
+                                           classifiers always answer JSON: class and probabilities)
     POST   /v1/admin/models                load a model from the registry: {"ref": "NAME[@VERSION]"} (token)
     DELETE /v1/admin/models/{name}         unload it (token)
     GET    /health, /ready, /metrics       liveness, readiness, Prometheus metrics
@@ -101,6 +102,7 @@ def describe(model) -> dict:
     return {"name": spec.name, "version": spec.version, "ref": spec.ref, "task": spec.task,
             "description": spec.description.strip(), "architecture": spec.architecture_id,
             "license": spec.license, "runtime": model.runtime, "instances": model.makes_instances,
+            **({"classes": model.class_names} if model.is_classifier else {}),
             "inputs": [tensor(t) for t in spec.inputs], "outputs": [tensor(t) for t in spec.outputs]}
 
 
@@ -174,7 +176,9 @@ def create_app(pool: Pool, token: str | None = None) -> FastAPI:
         started = time.perf_counter()
         check_token(request, required=False)
         served = pool.get(name)
-        kind = _answer(lambda: codec.response_type(request.headers.get("accept"), tables=served.model.makes_instances))
+        classifier = served.model.is_classifier
+        kind = codec.JSON if classifier else \
+            _answer(lambda: codec.response_type(request.headers.get("accept"), tables=served.model.makes_instances))
         body = await _read_body(request, limits.max_body)
         image = _answer(lambda: codec.decode(body, request.headers.get("content-type", ""), limits.max_pixels))
         inp = served.model.spec.inputs[0]
@@ -190,8 +194,13 @@ def create_app(pool: Pool, token: str | None = None) -> FastAPI:
             raise ApiError(504, f"the prediction took longer than {limits.timeout:g} s") from None
         except ZooError as e:
             raise ApiError(422, str(e)) from None
-        result = layout.from_tensor(y, natural)
         metrics.observe(name, time.perf_counter() - started, 200)
+        if classifier:                      # one row per image: the class and every class's probability
+            names = served.model.class_names
+            rows = [{"class": names[int(np.argmax(p))], "probabilities": dict(zip(names, map(float, p)))} for p in y]
+            return JSONResponse({"model": served.model.spec.ref, "predictions": rows},
+                                headers={"X-Model": served.model.spec.ref})
+        result = layout.from_tensor(y, natural)
         return Response(codec.encode(result, kind), media_type=kind,
                         headers={"X-Model": served.model.spec.ref, "X-Shape": ",".join(map(str, result.shape))})
 
