@@ -41,6 +41,11 @@ def test_every_standard_package_passes_bioimageio_test(package, tmp_path):
     documentation = (rdf.parent / "documentation.md").read_text()
     assert "## Validation" in documentation and "bioimage.io export" in documentation
     assert description["cite"][0].get("doi") and description["license"]
+    assert description["training_data"]["type"] == "dataset" and "fingerprint" in description["training_data"]["description"]
+    lineage = description["config"]["bioimage-zoo"]
+    assert lineage["training_data"]["n_train"] > 0
+    if package.parent.name == "stardist-dsb-he-2d":          # fine-tuned: the parent is kept, pinned
+        assert lineage["parent"]["ref"] == "stardist-dsb-fluo-2d@0.1.0" and len(lineage["parent"]["sha256"]) == 64
 
 
 def test_the_zip_and_the_official_command(tmp_path):

@@ -204,7 +204,8 @@ def test_learning_rate_warms_up_then_decays():
 @pytest.mark.parametrize("arch_id", sorted(architectures.available()))
 def test_every_architecture_adapts_its_input_channels_and_names_its_stages(arch_id):
     arch = architectures.get(arch_id)
-    params = dict(specs.load(arch.blueprint_path(2)).architecture_params, base_channels=8, depth=2)
+    small = {"widths": [8, 16], "blocks": [1, 1]} if arch.task == "classification" else {"base_channels": 8, "depth": 2}
+    params = dict(specs.load(arch.blueprint_path(2)).architecture_params, **small)
     parent = arch.build_network({**params, "channels": 1})
     child = arch.build_network({**params, "channels": 3})
     report = load_transferable(child, parent.state_dict())

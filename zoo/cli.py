@@ -209,17 +209,23 @@ def cmd_predict(args) -> int:
     update, close = _progress(f"{model.spec.name}")
     options = dict(axes=args.axes, tile=args.tile, batch_size=args.batch_size, blend=args.blend, progress=update,
                    raw=args.raw)
+    streamed = args.output.suffix.lower() in STREAM_SUFFIXES and not args.uncertainty   # uncertainty: in memory
+    result = confidence = None
     try:
-        if args.output.suffix.lower() in STREAM_SUFFIXES:   # block by block, in bounded memory
+        if streamed:   # block by block, in bounded memory
             shape = model.predict_file(args.input, args.output, **options)
             print(f"{args.output}: {shape} from {model.spec.ref} ({model.runtime}, streamed)")
         else:
             image, stated = open_lazy(args.input)
-            result = model.predict(np.asarray(image), **{**options, "axes": args.axes or stated})
+            if args.uncertainty:
+                result, confidence = _with_uncertainty(model, np.asarray(image), args.axes or stated, args)
+            else:
+                result = model.predict(np.asarray(image), **{**options, "axes": args.axes or stated})
             write_image(args.output, result)
             print(f"{args.output}: {result.shape} {result.dtype} from {model.spec.ref} ({model.runtime})")
     finally:
         close()
+    _report_shift(model, args, result)
     if args.figure:
         labels = model.makes_instances and not args.raw
         panels = [("input", args.input, None), (model.spec.outputs[0].name, args.output, "labels" if labels else None)]
@@ -234,11 +240,61 @@ def cmd_predict(args) -> int:
             raise InputError("--measure needs instance labels: a segmentation model, without --raw")
         table = args.output.with_name(args.output.stem.split(".")[0] + "_objects.csv")
         rows = _measure(open_lazy(args.output)[0], open_lazy(args.input)[0], args.classifier, 0.0, args)
+        if confidence is not None:
+            for row in rows:
+                row["confidence"] = confidence.get(row["label"])
         print(f"{table}: {len(rows)} objects")
         from .quantify.measure import write_table
 
         write_table(rows, table)
     return 0
+
+
+def _with_uncertainty(model, image, axes, args):
+    """The prediction and ``OUT_uncertainty.tif`` (test-time augmentation, and the --ensemble
+    packages); returns (prediction, per-object confidence or None)."""
+    import zoo
+
+    from .imageio import write_image
+    from .trust.uncertainty import predict_with_uncertainty
+
+    members = [model] + [zoo.load(ref, runtime=args.runtime, device=args.device, registry=_registry(args))
+                         for ref in args.ensemble or []]
+    result = predict_with_uncertainty(members, image, axes=axes, tta=not args.no_tta)
+    target = args.output.with_name(args.output.stem.split(".")[0] + "_uncertainty.tif")
+    write_image(target, result.uncertainty)
+    what = "foreground disagreement 0-1" if model.makes_instances else "standard deviation, output units"
+    print(f"{target}: uncertainty ({what}) over {result.members} members")
+    return result.prediction, result.confidence
+
+
+def _report_shift(model, args, result) -> None:
+    """The dataset-shift check: a warning that says what differs, and ``--report OUT.json``."""
+    import json
+
+    import numpy as np
+
+    from .imageio import open_lazy
+
+    report = None
+    if model.spec.trust:
+        image, stated = open_lazy(args.input)
+        centre = tuple(slice(max(0, (s - 1024) // 2), max(0, (s - 1024) // 2) + 1024) for s in image.shape)
+        if result is not None and np.shape(result)[:2] != np.shape(image)[:2]:
+            result = None
+        image = np.asarray(image[centre]) if image.ndim <= 3 else np.asarray(image)
+        labels = np.asarray(result)[centre[:np.ndim(result)]] if result is not None and model.makes_instances else None
+        report = model.check_shift(image, axes=args.axes or stated, prediction=labels)
+        if report.shift_warning:
+            print(f"warning: {report.summary()}", file=sys.stderr)
+    if args.report:
+        body = report.to_dict() if report else {
+            "shift_score": None, "shift_threshold": None, "shift_warning": None,
+            "shift_messages": [f"{model.spec.ref} has no shift check (its package records no training statistics)"]}
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text(json.dumps({"model": model.spec.ref, "input": str(args.input),
+                                           "output": str(args.output), **body}, indent=1))
+        print(f"{args.report}: report (shift score {body['shift_score']})")
 
 
 def _measure(labels, image, classifier_ref, margin: float, args) -> list[dict]:
@@ -576,6 +632,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--measure", action="store_true", help="segmentation models: also write one row per object "
                                                           "(OUT_objects.csv: centroid, area, intensities, shape)")
     p.add_argument("--classifier", help="with --measure: a classifier (NAME[@VERSION]) for each object's class")
+    p.add_argument("--report", type=Path, help="write a JSON report: shift_score, shift_threshold, shift_warning "
+                                               "and what differs from the training data")
+    p.add_argument("--uncertainty", action="store_true", help="also write OUT_uncertainty.tif: disagreement under "
+                                                              "8 flips/rotations (and --ensemble models); with "
+                                                              "--measure, a confidence per object")
+    p.add_argument("--ensemble", action="append", metavar="REF", help="with --uncertainty: another package of the "
+                                                                      "same task to disagree with (repeatable)")
+    p.add_argument("--no-tta", action="store_true", help="with --uncertainty and --ensemble: no flips/rotations")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("measure", help="one row per object of a label image: centroid, area/volume, bounding box, "

@@ -98,6 +98,20 @@ class Model:
             raise InputError(f"{self.spec.ref} is a {self.spec.task} model, not a classifier")
         return classify_objects(self, image, labels, axes, margin)
 
+    def check_shift(self, image: np.ndarray, axes: str | None = None, prediction: np.ndarray | None = None):
+        """How unlike the training inputs ``image`` is: a :class:`zoo.trust.calibrate.ShiftReport`
+        (``shift_score``, ``shift_threshold``, ``shift_warning``, messages), or None for a package
+        without a shift check. ``prediction``: the instance labels already predicted, if any."""
+        from .trust.calibrate import check
+
+        inp = self.spec.inputs[0]
+        x, _ = layout.to_tensor(image, axes, inp.spatial_axes, inp.n_channels, inp.grey == "repeat")
+        labels = None
+        if prediction is not None and self.makes_instances:
+            labels = np.asarray(prediction).reshape(x.shape[2:]) if np.asarray(prediction).size == np.prod(x.shape[2:]) \
+                else None
+        return check(self, x[:1], labels)
+
     @property
     def makes_instances(self) -> bool:
         """Whether predictions are instance label images."""

@@ -192,6 +192,7 @@ class Spec:
     test: TestRecord | None = None
     covers: list[str] = field(default_factory=list)
     documentation: str | None = None
+    trust: dict | None = None        # {statistics: FileRef dict, encoder: FileRef dict, threshold, calibration}
 
     @property
     def ref(self) -> str:
@@ -217,7 +218,7 @@ class Spec:
             weights=Weights.from_dict(d["weights"]) if "weights" in d else None,
             training=Training.from_dict(d["training"]) if "training" in d else None,
             test=TestRecord.from_dict(d["test"]) if "test" in d else None,
-            covers=list(d.get("covers", [])), documentation=d.get("documentation"),
+            covers=list(d.get("covers", [])), documentation=d.get("documentation"), trust=d.get("trust"),
         )
 
     def to_dict(self) -> dict:
@@ -240,6 +241,8 @@ class Spec:
             d["training"] = self.training.to_dict()
         if self.test:
             d["test"] = self.test.to_dict()
+        if self.trust:
+            d["trust"] = self.trust
         if self.covers:
             d["covers"] = self.covers
         if self.documentation:
@@ -254,6 +257,8 @@ class Spec:
         files = list(self.weights.files()) if self.weights else []
         if self.test:
             files += self.test.inputs + self.test.outputs
+        if self.trust:
+            files += [FileRef.from_dict(self.trust[k]) for k in ("statistics", "encoder")]
         return files
 
 

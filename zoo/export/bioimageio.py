@@ -172,15 +172,42 @@ def export(package: str | Path, out: str | Path) -> tuple[Path, Report]:
         "config": {"bioimageio": {"reproducibility_tolerance": [
             {"relative_tolerance": 1e-3, "absolute_tolerance": float(max(1e-4, 2e-3 * np.ptp(y))),
              "mismatched_elements_per_million": 100}]},
-            "bioimage-zoo": {"ref": spec.ref, "unmapped_ops": report.unmapped,
+            "bioimage-zoo": {"ref": spec.ref, "unmapped_ops": report.unmapped, **_lineage(spec),
                              "postprocessing": [{"op": op.op, "params": op.params} for op in outp.postprocessing]}},
     }
+    if spec.training and spec.training.data.get("description"):
+        rdf["training_data"] = _training_data(spec)
     outp_channels = ["labels"] if instances else list(outp.channels or [])
     if len(outp_channels) == n_out:
         next(a for a in rdf["outputs"][0]["axes"] if a["type"] == "channel")["channel_names"] = outp_channels
     (out / "documentation.md").write_text(_documentation(spec, root, report), encoding="utf-8")
     (out / "rdf.yaml").write_text(yaml.safe_dump(rdf, sort_keys=False), encoding="utf-8")
     return out / "rdf.yaml", report
+
+
+def _training_data(spec) -> dict:
+    """The training data as an embedded bioimage.io dataset description (what is known of it)."""
+    data = spec.training.data
+    text = data["description"] + (f" Source: {data['source']}." if data.get("source") else "") + \
+        f" {data['n_train']} training and {data['n_validation']} validation images; fingerprint {data['fingerprint']}."
+    return {"type": "dataset", "format_version": "0.3.0", "name": _short(f"{spec.name} training data", 128),
+            "description": _short(text, 1000), **({"license": data["license"]} if _spdx(data.get("license")) else {})}
+
+
+def _spdx(text: str | None) -> bool:
+    return bool(text) and " " not in text.strip()
+
+
+def _lineage(spec) -> dict:
+    """What bioimage.io's ``parent`` (an id on bioimage.io) cannot hold: our parent package and
+    its pinned zoo.yaml sha256, and the training data's fingerprint."""
+    if not spec.training:
+        return {}
+    out = {"training_data": {k: spec.training.data[k] for k in ("fingerprint", "n_train", "n_validation", "source",
+                                                                "license") if k in spec.training.data}}
+    if spec.training.parent:
+        out["parent"] = dict(spec.training.parent)
+    return out
 
 
 def _weights(spec, root: Path, out: Path, channels_last: bool = False) -> dict:
