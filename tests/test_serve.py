@@ -239,6 +239,8 @@ def test_instance_models_answer_json_object_tables(tmp_path):
         status, headers, body = request(s.url + "/v1/models/stardist-dsb-fluo-2d/predict", sample,
                                         {"Content-Type": "image/tiff", "Accept": "application/json"})
         assert status == 200 and headers["content-type"] == "application/json"
+        assert headers["x-shift-warning"] == "false"            # 0.1.1 has a shift check; the sample is in domain
+        assert float(headers["x-shift-score"]) <= float(headers["x-shift-threshold"])
         objects = json.loads(body)["objects"]
         assert 250 < len(objects) < 450                               # 369 nuclei in the sample
         first = objects[0]

@@ -218,6 +218,9 @@ def _training(spec: Spec, data: Data, source: dict, run, module, config: dict, m
 
 def _write(spec: Spec, network, out, training: Training, data: Data, test_split: str | None, **naming) -> Path:
     path = build.build(spec, network, out, training, read_raw(data.val[0].path, spec.inputs[0])[None], **naming)
+    from .fit import add_shift_check
+
+    add_shift_check(path, [e.path for e in data.train], [e.path for e in data.val])
     if data.test:
         from zoo.classification.evaluate import score_package
 

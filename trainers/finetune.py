@@ -29,7 +29,7 @@ from zoo.spec import Spec, Training
 
 from .callbacks import KeepBest
 from .data import Rehearsal
-from .fit import data_record, make_datamodule, pair_targets, sample_image, split_files, train
+from .fit import add_shift_check, data_record, make_datamodule, pair_targets, sample_image, split_files, train
 from .transfer import Freezing, check_policy
 
 log = logging.getLogger("zoo.trainers")
@@ -233,7 +233,7 @@ def finetune(parent, data: str | Path | None, out: str | Path, *, target: str | 
                         overwrite=overwrite)
     if evaluate and pairs:
         compare_on_validation(child, spec, initial, val_files, pairs["val_targets"])
-    return child
+    return add_shift_check(child, train_files, val_files)
 
 
 def _description(parent: Spec, train_files) -> str:

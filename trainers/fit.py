@@ -65,11 +65,24 @@ def fit(blueprint: str | Path | Spec, data: str | Path | None, out: str | Path, 
                 "validation_files": [p.name for p in val_files]},
         parent=None,
     )
-    return build.build(spec, module.network, out, training, sample_image(spec, sample, val_files), name=name,
+    path = build.build(spec, module.network, out, training, sample_image(spec, sample, val_files), name=name,
                        version=version, description=description, overwrite=overwrite)
+    return add_shift_check(path, train_files, val_files)
 
 
 # ---------------------------------------------------------------------------- shared by fit and finetune
+def add_shift_check(package: Path, train_files, val_files) -> Path:
+    """Record the training inputs' statistics and calibrate the dataset-shift check (issue 11) on
+    the validation images. A failure is logged, never fatal: the trained package stays."""
+    from zoo.trust.calibrate import calibrate
+
+    try:
+        calibrate(package, list(train_files), list(val_files))
+    except Exception as e:   # noqa: BLE001 - hours of training must not be lost to a statistics step
+        log.warning("the package has no dataset-shift check: calibrating it failed (%s: %s)", type(e).__name__, e)
+    return Path(package)
+
+
 def split_files(data, train_files, val_files, val_fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
     """Training and validation images: explicit lists, or a by-image split of the folder ``data``."""
     if train_files is None:

@@ -9,6 +9,9 @@
     DELETE /v1/admin/models/{name}         unload it (token)
     GET    /health, /ready, /metrics       liveness, readiness, Prometheus metrics
 
+Packages with a dataset-shift check answer with ``X-Shift-Score``, ``X-Shift-Threshold``,
+``X-Shift-Warning`` (and ``X-Shift-Messages``: what differs from the training data).
+
 Every error is JSON ``{"error": ..., "status": ...}`` with a 4xx code that names the problem;
 nothing a client sends can make the server answer 500 or stop.
 """
@@ -194,15 +197,16 @@ def create_app(pool: Pool, token: str | None = None) -> FastAPI:
             raise ApiError(504, f"the prediction took longer than {limits.timeout:g} s") from None
         except ZooError as e:
             raise ApiError(422, str(e)) from None
+        shift = await asyncio.get_running_loop().run_in_executor(None, _shift_headers, served.model, x, y)
         metrics.observe(name, time.perf_counter() - started, 200)
         if classifier:                      # one row per image: the class and every class's probability
             names = served.model.class_names
             rows = [{"class": names[int(np.argmax(p))], "probabilities": dict(zip(names, map(float, p)))} for p in y]
             return JSONResponse({"model": served.model.spec.ref, "predictions": rows},
-                                headers={"X-Model": served.model.spec.ref})
+                                headers={"X-Model": served.model.spec.ref, **shift})
         result = layout.from_tensor(y, natural)
         return Response(codec.encode(result, kind), media_type=kind,
-                        headers={"X-Model": served.model.spec.ref, "X-Shape": ",".join(map(str, result.shape))})
+                        headers={"X-Model": served.model.spec.ref, "X-Shape": ",".join(map(str, result.shape)), **shift})
 
     @app.post("/v1/admin/models", summary="load a model from the registry (token required)")
     async def load_model(request: Request):
@@ -229,6 +233,21 @@ def create_app(pool: Pool, token: str | None = None) -> FastAPI:
         return {"unloaded": name}
 
     return app
+
+
+def _shift_headers(model, x: np.ndarray, y: np.ndarray) -> dict:
+    """The dataset-shift check of the first image as response headers (none without a check)."""
+    if not model.spec.trust:
+        return {}
+    from ..trust.calibrate import check
+
+    labels = y[0, 0] if model.makes_instances and y.ndim == x.ndim and y.shape[2:] == x.shape[2:] else None
+    report = check(model, x[:1], labels)
+    headers = {"X-Shift-Score": f"{report.shift_score:.4g}", "X-Shift-Threshold": f"{report.shift_threshold:.4g}",
+               "X-Shift-Warning": "true" if report.shift_warning else "false"}
+    if report.messages:
+        headers["X-Shift-Messages"] = "; ".join(report.messages).encode("ascii", "replace").decode()
+    return headers
 
 
 def _answer(make, status: int = 400):

@@ -69,7 +69,9 @@ class ShiftModel:
             if column:
                 centres[part], spreads[part] = _robust(np.asarray(column), MIN_SPREAD[part])
         reference = {"noise": float(np.median([s_["noise"] for s_ in train_stats])),
-                     "background": float(np.median([s_["norm_p50"] for s_ in train_stats]))}
+                     "background": float(np.median([s_["norm_p50"] for s_ in train_stats])),
+                     **{k: float(np.median([s_[k] for s_ in train_stats])) for k in train_stats[0]
+                        if k.startswith(("raw_p", "norm_p"))}}      # percentiles before and after normalisation
         scales = [s_["scale"] for s_ in train_stats if s_.get("scale")]
         if scales:
             reference["scale"] = float(np.median(scales))
