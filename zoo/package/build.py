@@ -74,6 +74,7 @@ def _named(blueprint: Spec, name, version, description) -> Spec:
     spec.name = name or spec.name
     spec.version = version or spec.version
     spec.description = description or spec.description
+    spec.trust = None                  # a new package's shift check is calibrated on its own data, if at all
     return spec
 
 
