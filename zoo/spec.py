@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -294,9 +295,20 @@ def _schema_problems(data: dict) -> list[str]:
     return [p[1] for p in problems]
 
 
+def _non_finite(node, path=()) -> list[str]:
+    """NaN and infinities anywhere (JSON has none, and a NaN threshold compares false with everything)."""
+    if isinstance(node, float) and not math.isfinite(node):
+        return [f"{_field_path(path)}: {node} is not a finite number"]
+    if isinstance(node, dict):
+        return [p for k, v in node.items() for p in _non_finite(v, path + (k,))]
+    if isinstance(node, list):
+        return [p for i, v in enumerate(node) for p in _non_finite(v, path + (i,))]
+    return []
+
+
 def _semantic_problems(data: dict) -> list[str]:
     """Cross-field rules the schema cannot express."""
-    problems = []
+    problems = _non_finite(data)
     for group in ("inputs", "outputs"):
         for i, t in enumerate(data.get(group, [])):
             where = f"{group}[{i}]"
@@ -386,7 +398,10 @@ def dump(spec: Spec) -> str:
     """YAML text of a spec (validated first: an invalid spec is never written)."""
     data = spec.to_dict()
     validate(data, source=f"{spec.name} (about to be written)")
-    return yaml.dump(data, Dumper=_SpecDumper, sort_keys=False, allow_unicode=True, width=100)
+    text = yaml.dump(data, Dumper=_SpecDumper, sort_keys=False, allow_unicode=True, width=100)
+    if yaml.safe_load(text) != data:    # characters YAML reads as line breaks (U+0085, U+2028): escape them all
+        text = yaml.dump(data, Dumper=_SpecDumper, sort_keys=False, allow_unicode=False, width=100)
+    return text
 
 
 def write(spec: Spec, path: str | Path) -> Path:
