@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from zoo import architectures, spec as specs
-from zoo.classification.canvas import centre_fit, rescale
+from zoo.classification.canvas import centre_fit, geometry, rescale
 from zoo.errors import InputError
 from zoo.hashing import fingerprint_files
 from zoo.imageio import IMAGE_SUFFIXES, read_image
@@ -143,8 +143,7 @@ def _canvas(inp: TensorSpec) -> tuple[float, list[int]]:
     op = next((o for o in inp.preprocessing if o.op == "fit_canvas"), None)
     if op is None:
         raise InputError("a classifier's input needs a 'fit_canvas' preprocessing op (scale and canvas size)")
-    size = op.params["size"]
-    return float(op.params.get("scale", 1.0)), [int(size)] * 2 if np.isscalar(size) else [int(s) for s in size]
+    return geometry(op.params)
 
 
 def prepare(blueprint: Spec, classes: Sequence[str], channels: int, canvas: int | None, scale: float | None) -> Spec:

@@ -42,11 +42,16 @@ def rescale(x: np.ndarray, scale: float) -> np.ndarray:
     return ndimage.zoom(x, factors, order=1, mode="nearest", grid_mode=True).astype(x.dtype, copy=False)
 
 
+def geometry(params: dict) -> tuple[float, list[int]]:
+    """``(scale, [height, width])`` of a ``fit_canvas`` op's parameters (``size`` may be one number)."""
+    size = params["size"]
+    return float(params.get("scale", 1.0)), [int(size)] * 2 if np.isscalar(size) else [int(s) for s in size]
+
+
 def fit_canvas(x: np.ndarray, params: dict, context: dict, tensor: str) -> np.ndarray:
     """The preprocessing op: ``b, c, y, x`` -> ``b, c, size, size`` at ``scale``."""
-    size = params["size"]
-    size = [int(size)] * 2 if np.isscalar(size) else [int(s) for s in size]
-    return np.ascontiguousarray(centre_fit(rescale(x, float(params.get("scale", 1.0))), size), dtype=np.float32)
+    scale, size = geometry(params)
+    return np.ascontiguousarray(centre_fit(rescale(x, scale), size), dtype=np.float32)
 
 
 def object_boxes(labels: np.ndarray, margin: float = 0.0) -> list[tuple[int, tuple[slice, ...]]]:
