@@ -62,3 +62,17 @@ def test_standard_packages_reproduce_their_tests(zoo_home, runtime):
     registry = default_registry()
     for row in registry.entries():
         assert zoo.load(f"{row['name']}@{row['latest']}", runtime=runtime, registry=registry).test() <= 1
+
+
+def test_images_holding_nan_or_inf_are_refused_by_name(tiny_package):
+    import numpy as np
+    import pytest
+
+    import zoo
+    from zoo.errors import InputError
+
+    model = zoo.load(tiny_package)
+    image = np.ones((64, 64), np.float32)
+    image[3, 4], image[10, 10] = np.nan, np.inf
+    with pytest.raises(InputError, match="2 NaN or infinite value"):
+        model.predict(image)

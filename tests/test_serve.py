@@ -152,6 +152,7 @@ def test_bad_input_gets_a_clear_4xx_concurrently_and_the_server_survives(server)
     cases = [(name, *_bad_body(name)) for name in BAD]
     cases += [("unknown model", npy(np.zeros((32, 32), np.uint8)), {"Content-Type": "application/x-npy"}, 404)]
     cases += [("wrong axes", npy(np.zeros((32, 32), np.uint8)), {"Content-Type": "application/x-npy"}, 422)]
+    cases += [("nan image", npy(np.full((32, 32), np.nan, np.float32)), {"Content-Type": "application/x-npy"}, 422)]
 
     def send(case):
         name, body, headers, _ = case

@@ -131,6 +131,7 @@ class Model:
         n = len(inp.spatial_axes)
         if x.ndim != n + 2:
             raise InputError(f"expected a tensor with axes '{inp.axes}' ({n + 2} dimensions), got shape {x.shape}")
+        layout.check_finite(x)
         context: ops.Context = {}
         x = ops.apply(inp.preprocessing, x.astype(np.float32, copy=False), context, inp.name, ops.PREPROCESSING)
         plans, batch_size = self.plan_tiles(x.shape[2:], tile, batch_size, blend)

@@ -17,6 +17,7 @@ def run_tensor(model, x: np.ndarray, raw: bool = False) -> np.ndarray:
     inp, out = spec.inputs[0], spec.outputs[0]
     if x.ndim != 4:
         raise InputError(f"expected a tensor with axes '{inp.axes}' (4 dimensions), got shape {x.shape}")
+    layout.check_finite(x)
     results = []
     for start in range(0, x.shape[0], BATCH):
         context: ops.Context = {}

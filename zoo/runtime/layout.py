@@ -169,6 +169,15 @@ def for_input(shape: tuple[int, ...], axes: str | None, spatial: str, n_channels
                              f"got shape {tuple(shape)}{f' with axes {axes!r}' if axes else ''}") from None
 
 
+def check_finite(x: np.ndarray) -> None:
+    """Refuse images holding NaN or infinities: every normalisation would turn them into a
+    prediction of NaN without a word."""
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+        bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+        raise InputError(f"the image holds {bad} NaN or infinite value(s); replace them (e.g. np.nan_to_num) "
+                         "or crop them away before predicting")
+
+
 def to_tensor(image: np.ndarray, axes: str | None, spatial: str, n_channels: int,
               grey_repeat: bool = False) -> tuple[np.ndarray, Layout]:
     """(float32 array in ``bc+spatial`` order, the natural layout it came from); see

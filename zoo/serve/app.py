@@ -187,6 +187,7 @@ def create_app(pool: Pool, token: str | None = None) -> FastAPI:
         inp = served.model.spec.inputs[0]
         x, natural = _answer(lambda: layout.to_tensor(image, axes, inp.spatial_axes, inp.n_channels,
                                                        inp.grey == "repeat"), status=422)
+        _answer(lambda: layout.check_finite(x), status=422)   # before batching: never fail other requests
         try:
             parts = [asyncio.wait_for(served.batcher.submit(x[b:b + 1]), limits.timeout) for b in range(x.shape[0])]
             y = np.concatenate(await asyncio.gather(*parts))
