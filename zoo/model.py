@@ -106,11 +106,8 @@ class Model:
 
         inp = self.spec.inputs[0]
         x, _ = layout.to_tensor(image, axes, inp.spatial_axes, inp.n_channels, inp.grey == "repeat")
-        labels = None
-        if prediction is not None and self.makes_instances:
-            labels = np.asarray(prediction).reshape(x.shape[2:]) if np.asarray(prediction).size == np.prod(x.shape[2:]) \
-                else None
-        return check(self, x[:1], labels)
+        fits = prediction is not None and self.makes_instances and np.size(prediction) == np.prod(x.shape[2:])
+        return check(self, x[:1], np.asarray(prediction).reshape(x.shape[2:]) if fits else None)
 
     @property
     def makes_instances(self) -> bool:

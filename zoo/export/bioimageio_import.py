@@ -28,6 +28,7 @@ from .. import architectures, spec as specs
 from ..errors import InputError, IntegrityError, ReproducibilityError, SpecError, UnknownArchitectureError
 from ..hashing import sha256_file
 from ..package import build, files
+from ..runtime.ops import POSTPROCESSING, PREPROCESSING
 from ..spec import Op, Spec, TensorSpec, Training
 from . import onnx_layout
 
@@ -230,27 +231,15 @@ def _graph_tensors(rdf: dict) -> tuple[TensorSpec, TensorSpec, str, str]:
                      shape_min=mins, shape_step=steps, halo=halo if any(halo) else None,
                      description=rdf_in.get("description") or None)
     inp.preprocessing = _ops(rdf_in.get("preprocessing"), "input preprocessing", len(in_channels),
-                             _preprocessing_table())
+                             PREPROCESSING)
     out = TensorSpec(name=rdf_out["id"], axes="bc" + spatial, dtype="float32", channels=out_channels,
                      description=rdf_out.get("description") or None)
     out.postprocessing = _ops(rdf_out.get("postprocessing"), "output postprocessing", len(out_channels),
-                              _postprocessing_table())
+                              POSTPROCESSING)
     star = next((p for p in rdf_out.get("postprocessing") or [] if p["id"] == "stardist_postprocessing"), None)
     if star:                       # the graph gives the probability and the rays; the op makes labels
         out.channels = ["probability"] + [f"ray{k:02d}" for k in range(int(star["kwargs"]["n_rays"]))]
     return inp, out, their_in, their_out
-
-
-def _preprocessing_table() -> dict:
-    from ..runtime.ops import PREPROCESSING
-
-    return PREPROCESSING
-
-
-def _postprocessing_table() -> dict:
-    from ..runtime.ops import POSTPROCESSING
-
-    return POSTPROCESSING
 
 
 def _zoo_postprocessing(rdf: dict) -> list[Op]:
@@ -288,7 +277,7 @@ def _import_state_dict(rdf: dict, folder: Path, rdf_path: Path, source: Path, ou
     if channel and channel.get("channel_names"):
         inp.channels = list(channel["channel_names"])
     inp.preprocessing = _ops(rdf_in.get("preprocessing"), "input preprocessing", inp.n_channels,
-                             _preprocessing_table())
+                             PREPROCESSING)
     spec.outputs[0].postprocessing = _zoo_postprocessing(rdf) or spec.outputs[0].postprocessing
     test_input = np.load(files.safe_join(folder, rdf_in["test_tensor"]["source"]), allow_pickle=False)
     return build.build(spec, network, out, _training(rdf, rdf_path, source, test_input, "pytorch_state_dict"),
