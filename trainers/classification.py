@@ -24,7 +24,7 @@ from zoo.classification.canvas import centre_fit, geometry, rescale
 from zoo.errors import InputError
 from zoo.hashing import fingerprint_files
 from zoo.imageio import IMAGE_SUFFIXES, read_image
-from zoo.package import build
+from zoo.package import build, readers
 from zoo.spec import Spec, TensorSpec, Training
 
 from .data import intensity_statistics, normalise, read_raw
@@ -274,8 +274,6 @@ def finetune_classifier(parent, data: str | Path, out: str | Path, *, labels: st
     import copy
 
     from pytorch_lightning.callbacks import EarlyStopping
-    from safetensors.torch import load_file
-
     from zoo.nn.transfer import load_transferable, stages
 
     from .callbacks import KeepBest
@@ -292,7 +290,7 @@ def finetune_classifier(parent, data: str | Path, out: str | Path, *, labels: st
     index = {c: i for i, c in enumerate(split.classes)}
     module = architectures.get(spec.architecture_id).training_module()(
         spec, class_weights=class_weights([index[e.label] for e in split.train], len(split.classes)))
-    state = load_file(str(parent_root / build.WEIGHTS))
+    state = readers.state_dict(parent_root / build.WEIGHTS)
     new_head = list(parent_spec.outputs[0].channels or []) != split.classes
     if new_head:                                   # other classes: the parent's head means nothing here
         state = {k: v for k, v in state.items() if not k.startswith("head.")}

@@ -23,7 +23,7 @@ from zoo.errors import InputError, UnknownArchitectureError
 from zoo.hashing import sha256_file
 from zoo.imageio import read_image
 from zoo.nn.transfer import load_transferable, stages
-from zoo.package import build, files
+from zoo.package import build, files, readers
 from zoo.runtime import layout
 from zoo.spec import Spec, Training
 
@@ -158,8 +158,6 @@ def finetune(parent, data: str | Path | None, out: str | Path, *, target: str | 
     """
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import EarlyStopping
-    from safetensors.torch import load_file
-
     parent_spec, parent_root, parent_sha = load_parent(parent, registry)
     if parent_spec.task.split("/")[0] == "classification":
         unused = [k for k, v in (("target", target), ("train_files", train_files), ("channels", channels),
@@ -188,7 +186,7 @@ def finetune(parent, data: str | Path | None, out: str | Path, *, target: str | 
     parent_config = parent_spec.training.config if parent_spec.training else {}
     module = arch.training_module()(spec)
     _check_outputs(spec, module.network)
-    transfer = load_transferable(module.network, load_file(str(parent_root / build.WEIGHTS)))
+    transfer = load_transferable(module.network, readers.state_dict(parent_root / build.WEIGHTS))
     initial = copy.deepcopy(module.network.state_dict())
     module.lr = lr if lr is not None else lr_scale * float(parent_config.get("lr", module.lr))
     module.warmup_steps = warmup if warmup is not None else max(10, max_steps // 20)

@@ -15,7 +15,8 @@ __all__ = ["load", "__version__"]
 
 def load(ref: str | Path, runtime: str = "onnx", device: str = "auto", registry=None):
     """Return a ready :class:`zoo.model.Model` for ``NAME[@VERSION]``, ``REGISTRY_URL/NAME[@VERSION]``
-    (``hf://ORG/...``, ``https://host/root/...``) or a package folder/zoo.yaml.
+    (``hf://ORG/...``, ``https://host/root/...``), a package folder/zoo.yaml, or a package archive
+    (``PKG.zip``, ``https://host/PKG.zip``, unpacked safely into the cache).
 
     Names are resolved in the local registry (``registry`` or the default one) and pulled into
     the cache; every file's sha256 is verified before anything is loaded.
@@ -28,6 +29,13 @@ def load(ref: str | Path, runtime: str = "onnx", device: str = "auto", registry=
     from .registry import default_registry
     from .registry.remote import is_url, registry_for, split_ref
 
+    from .registry.archives import names_archive, pull_archive
+
+    if names_archive(ref):               # PKG.zip, https://host/PKG.zip
+        from .paths import zoo_cache
+
+        spec, root = pull_archive(ref, zoo_cache())
+        return Model(spec, root, runtime=runtime, device=device, verified=True)
     if is_url(ref):                      # hf://ORG/NAME@1.0, https://host/root/NAME
         url, ref = split_ref(str(ref))
         registry = registry_for(url)

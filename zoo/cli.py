@@ -85,6 +85,14 @@ def cmd_info(args) -> int:
 
 
 def cmd_pull(args) -> int:
+    from .registry.archives import names_archive, pull_archive
+
+    if names_archive(args.ref):
+        from .paths import zoo_cache
+
+        spec, path = pull_archive(args.ref, zoo_cache(), sha256=args.sha256)
+        print(f"{spec.ref}\t{path}")
+        return 0
     registry, ref = _registry_and_ref(args, args.ref)
     spec, path = registry.pull(ref)
     moved = getattr(registry, "bytes_moved", None)
@@ -98,6 +106,17 @@ def cmd_push(args) -> int:
     result = _registry(args, args.to).publish(args.package, reproduce=not args.no_test)
     state = "published" if result.created else "already published (identical)"
     print(f"{result.ref} {state}" + (f" to {args.to}" if args.to else f": {result.path}"))
+    return 0
+
+
+def cmd_pack(args) -> int:
+    from . import spec as specs
+    from .hashing import sha256_file
+    from .package.archive import pack
+
+    spec = specs.load(args.package)
+    out = pack(args.package, args.output or Path(f"{spec.name}-{spec.version}.zip"))
+    print(f"{out}\tsha256 {sha256_file(out)}")
     return 0
 
 
@@ -594,11 +613,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pull", help="fetch a package into the cache, verifying every sha256")
     p.add_argument("ref", help="NAME[@VERSION] (e.g. n2v-w2s@^0.1), or REGISTRY_URL/NAME[@VERSION] "
-                               "(hf://ORG/NAME@1.0, http://HOST/ROOT/NAME)")
+                               "(hf://ORG/NAME@1.0, http://HOST/ROOT/NAME), or a package archive "
+                               "(PKG.zip, https://HOST/PKG.zip)")
+    p.add_argument("--sha256", help="with an archive: the sha256 its author published (checked before unpacking)")
     p.set_defaults(func=cmd_pull)
 
-    p = sub.add_parser("push", help="publish a package folder to the registry")
+    p = sub.add_parser("pack", help="write a package folder as one .zip (the same bytes every time)")
     p.add_argument("package", type=Path, help="package folder (holding zoo.yaml)")
+    p.add_argument("-o", "--output", type=Path, help="the .zip to write (default: NAME-VERSION.zip here)")
+    p.set_defaults(func=cmd_pack)
+
+    p = sub.add_parser("push", help="publish a package folder or archive to the registry")
+    p.add_argument("package", type=Path, help="package folder (holding zoo.yaml) or archive (.zip, .tar.gz)")
     p.add_argument("--no-test", action="store_true", help="skip reproducing the test tensors")
     p.add_argument("--to", help="registry to publish to: a folder, local (default) or hf://ORG")
     p.add_argument("--dry-run", action="store_true", help="with --to hf://ORG: print the repository, tag, files "

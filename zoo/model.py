@@ -9,7 +9,7 @@ import numpy as np
 
 from . import architectures, spec as specs
 from .errors import InputError, ReproducibilityError
-from .package import files
+from .package import files, readers
 from .runtime import layout, memory, ops, runners, tiling
 
 log = logging.getLogger("zoo")
@@ -192,8 +192,8 @@ class Model:
     def test(self) -> float:
         """Reproduce the package's test tensors; return the largest error relative to tolerance."""
         t = self.spec.test
-        x = np.load(files.safe_join(self.root, t.inputs[0].file), allow_pickle=False)
-        expected = np.load(files.safe_join(self.root, t.outputs[0].file), allow_pickle=False)
+        x = readers.array(files.safe_join(self.root, t.inputs[0].file))
+        expected = readers.array(files.safe_join(self.root, t.outputs[0].file))
         got = self.predict_tensor(x, raw=True)    # labels are compared as the outputs behind them
         if got.shape != expected.shape:
             raise ReproducibilityError(f"{self.spec.ref} ({self.runtime}): test output has shape {got.shape}, "

@@ -290,7 +290,11 @@ def _schema_problems(data: dict) -> list[str]:
         # For oneOf/anyOf failures, the most specific sub-error says more than the summary.
         if err.context:
             err = min(err.context, key=lambda e: (-len(e.absolute_path), len(e.message)))
-        problems.append((list(err.absolute_path), f"{_field_path(err.absolute_path)}: {err.message}"))
+        message = err.message
+        if err.validator == "pattern" and "\\.\\." in str(err.validator_value):     # the file-path pattern
+            message = (f"{err.instance!r} is not a plain relative path inside the package (letters, digits, "
+                       "'._-/', no leading '/', no '..')")
+        problems.append((list(err.absolute_path), f"{_field_path(err.absolute_path)}: {message}"))
     problems.sort(key=lambda p: [str(x) for x in p[0]])
     return [p[1] for p in problems]
 

@@ -21,7 +21,7 @@ import yaml
 from .. import architectures, spec as specs
 from ..errors import InputError
 from ..hashing import sha256_file
-from ..package import files
+from ..package import files, readers
 from ..runtime import ops
 
 FORMAT_VERSION = "0.5.4"
@@ -227,9 +227,8 @@ def _weights(spec, root: Path, out: Path, channels_last: bool = False) -> dict:
     if spec.graph_only:
         return weights
     import torch
-    from safetensors.torch import load_file
 
-    torch.save(load_file(str(files.safe_join(root, spec.weights.safetensors.file))), out / STATE_DICT)
+    torch.save(readers.state_dict(files.safe_join(root, spec.weights.safetensors.file)), out / STATE_DICT)
     module, _, attr = architectures.get(spec.architecture_id).network.partition(":")
     weights["onnx"]["parent"] = "pytorch_state_dict"
     weights["pytorch_state_dict"] = {"source": STATE_DICT, "sha256": sha256_file(out / STATE_DICT),

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import re
 import tempfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -27,22 +26,14 @@ import yaml
 from .. import architectures, spec as specs
 from ..errors import InputError, IntegrityError, ReproducibilityError, SpecError, UnknownArchitectureError
 from ..hashing import sha256_file
-from ..package import build, files
+from ..package import archive, build, files, readers
+from ..runtime.onnx_session import check_self_contained
 from ..runtime.ops import POSTPROCESSING, PREPROCESSING
 from ..spec import Op, Spec, TensorSpec, Training
 from . import onnx_layout
 
 SUPPORTED = ("pytorch_state_dict", "onnx")
 OTHER_FORMATS = ("torchscript", "keras_hdf5", "keras_v3", "tensorflow_saved_model_bundle", "tensorflow_js")
-
-
-def _extract(archive: Path, into: Path) -> Path:
-    """Unpack a bioimage.io zip, refusing members that would land outside ``into``."""
-    with zipfile.ZipFile(archive) as z:
-        for member in z.infolist():
-            files.safe_join(into, member.filename)
-        z.extractall(into)
-    return into
 
 
 def _validate(rdf: Path) -> dict:
@@ -257,17 +248,19 @@ def _tolerance(rdf: dict) -> tuple[float, float]:
 
 # ----------------------------------------------------------------------------- the two importers
 def _import_state_dict(rdf: dict, folder: Path, rdf_path: Path, source: Path, out: Path, name, overwrite) -> Path:
-    import torch
-
     arch, params = _installed_architecture(rdf["weights"])
     params.pop("channels_last_output", None)       # our StarDist export's layout for bioimage.io's op
     weights = rdf["weights"]["pytorch_state_dict"]
     path = files.safe_join(folder, weights["source"])
     if weights.get("sha256") and sha256_file(path) != weights["sha256"]:
         raise IntegrityError(f"{weights['source']}: sha256 differs from the one the description pins")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = readers.torch_state_dict(path)
     network = arch.build_network(params)
-    network.load_state_dict(state)
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as e:
+        raise IntegrityError(f"{weights['source']} does not fit {arch.id} with the kwargs the description gives: "
+                             f"{str(e).splitlines()[0][:300]}") from None
 
     spec = specs.load(arch.blueprint_path(int(params.get("dims", 2))))
     spec.architecture_params = params
@@ -294,7 +287,7 @@ def _import_graph(rdf: dict, folder: Path, rdf_path: Path, source: Path, out: Pa
     if weights.get("sha256") and sha256_file(path) != weights["sha256"]:
         raise IntegrityError(f"{weights['source']}: sha256 differs from the one the description pins")
     model = onnx.load(str(path), load_external_data=False)
-    onnx_layout.check_self_contained(model, weights["source"])
+    check_self_contained(model, weights["source"])
     inp, outp, their_in, their_out = _graph_tensors(rdf)
     declared_in, _ = onnx_layout.static_dims(model)
     if declared_in and isinstance(declared_in[their_in.index("b")], int) and declared_in[their_in.index("b")] > 0:
@@ -361,7 +354,7 @@ def import_package(source: str | Path, out: str | Path, name: str | None = None,
         raise InputError(f"{source} does not exist: give a bioimage.io package folder, its rdf.yaml or its .zip")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        folder = _extract(source, work / "package") if source.suffix == ".zip" else \
+        folder = archive.extract(source, work / "package") if source.suffix == ".zip" else \
             (source if source.is_dir() else source.parent)
         rdf_path = folder / "rdf.yaml" if (folder / "rdf.yaml").is_file() else folder / "bioimageio.yaml"
         if not rdf_path.is_file():

@@ -16,17 +16,6 @@ from ..errors import InputError
 IN, OUT = "zoo_input", "zoo_output"
 
 
-def check_self_contained(model, source: str) -> None:
-    """Refuse graphs whose tensors live in external files (paths we would have to trust)."""
-    from onnx.external_data_helper import uses_external_data
-
-    for tensor in model.graph.initializer:
-        if uses_external_data(tensor):
-            raise InputError(f"{source}: the ONNX graph keeps tensor '{tensor.name}' in an external file; "
-                             "bioimage-zoo imports self-contained ONNX files only (save it with "
-                             "onnx.save(model, path, save_as_external_data=False))")
-
-
 def static_dims(model) -> tuple[list, list]:
     """The declared dims of the first input and output (ints where fixed, names or None where not)."""
     def dims(value):

@@ -79,9 +79,12 @@ class HttpStore:
         return index, {"last_modified": last_modified or email.utils.formatdate(usegmt=True)}
 
     def fetch(self, name: str, version: str, rel: str, dest: Path) -> int:
-        """Download one package file to ``dest``, resuming from ``dest`` + ``.part`` (left by an
-        interrupted attempt or an earlier run); returns the bytes received."""
-        url = f"{self.url}/packages/{name}/{version}/{rel}"
+        """Download one package file to ``dest`` (see :meth:`fetch_url`); returns the bytes received."""
+        return self.fetch_url(f"{self.url}/packages/{name}/{version}/{rel}", dest)
+
+    def fetch_url(self, url: str, dest: Path) -> int:
+        """Download ``url`` to ``dest``, resuming from ``dest`` + ``.part`` (left by an interrupted
+        attempt or an earlier run); returns the bytes received."""
         part = dest.with_name(dest.name + ".part")
         dest.parent.mkdir(parents=True, exist_ok=True)
         received = 0

@@ -23,7 +23,7 @@ from pathlib import Path
 from .. import architectures, spec as specs
 from ..errors import IntegrityError, NotFoundError, SpecError, VersionConflictError, ZooError
 from ..hashing import sha256_bytes, sha256_file
-from ..package import files
+from ..package import archive, files
 from ..runtime import ops
 from . import refs
 
@@ -141,11 +141,12 @@ class LocalRegistry(Resolving):
 
     # ------------------------------------------------------------------ publishing
     def publish(self, src: str | Path, reproduce: bool = True) -> Published:
-        """Validate, verify and (by default) test-run the package at ``src``, then add it."""
-        src = Path(src)
-        self.check_package(src, reproduce)
-        spec, yaml_sha = _read_spec(src)
-        return self._add(spec, src, yaml_sha)
+        """Validate, verify and (by default) test-run the package at ``src`` (a folder or a package
+        archive, unpacked under :mod:`zoo.package.archive`'s rules), then add it."""
+        with archive.opened(src) as folder:
+            self.check_package(folder, reproduce)
+            spec, yaml_sha = _read_spec(folder)
+            return self._add(spec, folder, yaml_sha)
 
     @staticmethod
     def check_package(src: Path, reproduce: bool = True) -> specs.Spec:

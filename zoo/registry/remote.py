@@ -216,10 +216,12 @@ class RemoteRegistry(Resolving):
             raise InputError(f"{self.store.url} is read-only (a web server); push to a folder or hf://ORG instead")
         if self.offline:
             raise InputError("cannot publish offline")
-        src = Path(src)
-        spec = LocalRegistry.check_package(src, reproduce)
-        ref = self.store.publish(src, spec, sha256_file(src / specs.SPEC_FILE))
-        return Published(ref, src, created=True)
+        from ..package import archive
+
+        with archive.opened(src) as folder:
+            spec = LocalRegistry.check_package(folder, reproduce)
+            ref = self.store.publish(folder, spec, sha256_file(folder / specs.SPEC_FILE))
+        return Published(ref, Path(src), created=True)
 
 
 def search(rows: list[dict], text: str | None = None, task: str | None = None, tag: str | None = None,

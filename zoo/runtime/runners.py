@@ -14,6 +14,7 @@ from typing import Protocol
 import numpy as np
 
 from . import device as devices
+from .onnx_session import open_session
 
 log = logging.getLogger("zoo.runtime")
 
@@ -88,17 +89,15 @@ class TorchRunner:
 
     @classmethod
     def from_package(cls, spec, root: Path, device: str = "auto") -> "TorchRunner":
-        from safetensors.torch import load_file
-
         from .. import architectures
         from ..errors import InputError
+        from ..package import readers
 
         if spec.graph_only:
             raise InputError(f"{spec.ref} is an ONNX graph without PyTorch weights (imported): run it with "
                              "runtime='onnx' (the default; `--runtime onnx` on the command line)")
         network = architectures.get(spec.architecture_id).build_network(spec.architecture_params)
-        state = load_file(str(Path(root) / spec.weights.safetensors.file))
-        network.load_state_dict(state, strict=True)
+        readers.load_weights(network, Path(root) / spec.weights.safetensors.file)
         return cls(fold_batch_norm(network.eval()), device)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -138,7 +137,7 @@ class OnnxRunner:
             options.intra_op_num_threads = int(threads or os.environ["ZOO_THREADS"])
         options.log_severity_level = 3
         self.path = Path(path)
-        self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        self.session = open_session(path, options, providers)
         self.provider = self.session.get_providers()[0]
         self.on_gpu = self.provider != "CPUExecutionProvider"
         self._input = self.session.get_inputs()[0].name

@@ -15,6 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import IntegrityError
+from ..package import readers
 from ..runtime import ops
 from .features import image_statistics, object_scale
 from .shift import ShiftModel
@@ -68,10 +70,10 @@ class Probe:
     """The shift features of images for one model (its encoder run by ONNX Runtime)."""
 
     def __init__(self, model, encoder: Path):
-        import onnxruntime as ort
+        from ..runtime.onnx_session import open_session
 
         self.model = model
-        self.session = ort.InferenceSession(str(encoder), providers=["CPUExecutionProvider"])
+        self.session = open_session(encoder)
 
     def __call__(self, x: np.ndarray, labels: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
         """``x``: one raw image as ``1, c, *spatial`` float32; ``labels``: its prediction if known."""
@@ -113,8 +115,6 @@ def calibrate(package: str | Path, train_images: Sequence, val_images: Sequence,
               description: str | None = None) -> ShiftModel:
     """Add the shift check to an unpublished package: statistics of (at most ``max_train``)
     training images, a threshold from the validation images; amends its spec and card."""
-    from safetensors.torch import load_file
-
     from .. import architectures, spec as specs
     from ..hashing import sha256_file
     from ..model import Model
@@ -124,7 +124,7 @@ def calibrate(package: str | Path, train_images: Sequence, val_images: Sequence,
     package = Path(package)
     spec = specs.load(package)
     network = architectures.get(spec.architecture_id).build_network(spec.architecture_params)
-    network.load_state_dict(load_file(str(package / spec.weights.safetensors.file)))
+    readers.load_weights(network, package / spec.weights.safetensors.file)
     if not hasattr(network, "encode"):
         raise TypeError(f"architecture '{spec.architecture_id}' has no encode(): no bottleneck features to compare")
     export_encoder(network.eval(), package / ENCODER, spec)
@@ -159,8 +159,12 @@ def calibrate(package: str | Path, train_images: Sequence, val_images: Sequence,
 def load_shift(spec, root: Path) -> ShiftModel | None:
     if not spec.trust:
         return None
-    with np.load(Path(root) / spec.trust["statistics"]["file"], allow_pickle=False) as arrays:
-        return ShiftModel.from_arrays(arrays)
+    path = Path(root) / spec.trust["statistics"]["file"]
+    try:
+        return ShiftModel.from_arrays(readers.arrays(path))
+    except (KeyError, ValueError, TypeError, UnicodeDecodeError) as e:
+        raise IntegrityError(f"'{path.name}' does not hold a shift check's statistics ({type(e).__name__}: {e}); "
+                             "the package is damaged: pull it again") from None
 
 
 def check(model, x: np.ndarray, labels: np.ndarray | None = None) -> ShiftReport | None:
