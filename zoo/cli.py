@@ -109,6 +109,32 @@ def cmd_push(args) -> int:
     return 0
 
 
+def cmd_check(args) -> int:
+    """Check the registry folder and the cache after a crash; ``--repair`` removes what interrupted
+    operations left behind (never a listed version)."""
+    from .paths import zoo_cache
+    from .registry.health import check_cache, check_registry, repair
+
+    registry = _registry(args)
+    targets = [("cache", zoo_cache(), check_cache)]
+    if isinstance(getattr(registry, "root", None), Path):
+        registry.index()                                   # seeds the embedded registry on first use
+        targets.insert(0, ("registry", registry.root, check_registry))
+    damaged = 0
+    for label, path, check in targets:
+        health = check(path)
+        print(f"{label} {path}: {health.checked} verified, {len(health.problems)} damaged, "
+              f"{len(health.leftovers)} left over by interrupted operations")
+        for problem in health.problems:
+            print(f"  damaged: {problem}")
+        if args.repair and health.leftovers:
+            print(f"  removed {repair(health)} leftover(s)")
+        damaged += len(health.problems)
+    if damaged:
+        print("damaged versions are never repaired automatically: pull or publish them again", file=sys.stderr)
+    return 1 if damaged else 0
+
+
 def cmd_pack(args) -> int:
     from . import spec as specs
     from .hashing import sha256_file
@@ -617,6 +643,10 @@ def build_parser() -> argparse.ArgumentParser:
                                "(PKG.zip, https://HOST/PKG.zip)")
     p.add_argument("--sha256", help="with an archive: the sha256 its author published (checked before unpacking)")
     p.set_defaults(func=cmd_pull)
+
+    p = sub.add_parser("check", help="verify the registry folder and the cache (after a crash)")
+    p.add_argument("--repair", action="store_true", help="remove what interrupted operations left behind")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("pack", help="write a package folder as one .zip (the same bytes every time)")
     p.add_argument("package", type=Path, help="package folder (holding zoo.yaml)")

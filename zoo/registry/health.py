@@ -36,7 +36,9 @@ class Health:
         return not self.problems
 
 
-def check_registry(root: str | Path) -> Health:
+def check_registry(root: str | Path, only: tuple[str, str] | None = None) -> Health:
+    """``only``: (name, version) to verify, the other listed versions only checked for presence
+    (what one interrupted operation can have touched; a full check reads every file)."""
     root, health = Path(root), Health()
     try:
         index = json.loads((root / INDEX).read_text(encoding="utf-8")) if (root / INDEX).is_file() else {}
@@ -46,6 +48,10 @@ def check_registry(root: str | Path) -> Health:
     for name, versions in index.items():
         for version, entry in versions.items():
             folder = root / "packages" / name / version
+            if only is not None and (name, version) != tuple(only):
+                if not (folder / specs.SPEC_FILE).is_file():
+                    health.problems.append(f"{name}@{version}: listed, but {folder} has no {specs.SPEC_FILE}")
+                continue
             try:
                 spec = verified(folder, entry)
                 if (spec.name, spec.version) != (name, version):
