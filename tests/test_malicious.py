@@ -207,8 +207,12 @@ def test_pull_checks_the_published_sha256_before_unpacking(tiny_package, tmp_pat
     packed = archives.pack(tiny_package, tmp_path / "pkg.zip")
     with pytest.raises(IntegrityError, match="not the 000000000000"):
         pull_archive(packed, tmp_path / "cache", sha256="0" * 64)
-    spec, _ = pull_archive(packed, tmp_path / "cache", sha256=sha256_file(packed))
+    spec, folder = pull_archive(packed, tmp_path / "cache", sha256=sha256_file(packed))
     assert spec.name == "n2v-tiny"
+    weights = folder / "weights" / "model.onnx"
+    good = weights.read_bytes()
+    weights.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))          # the cached copy damaged: a new pull repairs it
+    assert pull_archive(packed, tmp_path / "cache")[1] == folder and weights.read_bytes() == good
 
 
 # ----------------------------------------------------------------------------- archives and stores over HTTP

@@ -114,7 +114,7 @@ def _check(archive: Path, members: list[_Member], limits: Limits) -> None:
         raise _refuse(archive, members[limits.max_members].name,
                       f"is one of {len(members)} members, more than the {limits.max_members} allowed")
     seen: dict[str, str] = {}
-    total = 0
+    total, packed = 0, archive.stat().st_size
     for m in members:
         key = m.name.casefold()
         if key in seen and not m.is_dir:
@@ -130,7 +130,6 @@ def _check(archive: Path, members: list[_Member], limits: Limits) -> None:
         total += m.size
         if total > limits.max_total_bytes:
             raise _refuse(archive, m.name, f"takes the unpacked total past the {limits.max_total_bytes} bytes allowed")
-        packed = archive.stat().st_size
         if total > limits.ratio_floor and total > limits.max_ratio * packed:
             raise _refuse(archive, m.name, f"takes the unpacked total to {total / packed:.0f}x the archive's size, more "
                                            f"than the {limits.max_ratio:.0f}x allowed (a zip bomb?)")

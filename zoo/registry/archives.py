@@ -54,6 +54,9 @@ def pull_archive(source: str | Path, cache: Path, sha256: str | None = None,
                 spec = specs.load(root)
                 files.verify(spec, root)
                 cached = cache / "packages" / spec.name / spec.version / sha256_file(root / specs.SPEC_FILE)[:16]
+                if cached.is_dir() and not _intact(spec, cached):
+                    log.warning("cached copy of %s is damaged; replacing it", spec.ref)
+                    shutil.rmtree(cached, ignore_errors=True)
                 if not cached.is_dir():
                     cached.parent.mkdir(parents=True, exist_ok=True)
                     os.rename(root, cached)
@@ -64,6 +67,14 @@ def pull_archive(source: str | Path, cache: Path, sha256: str | None = None,
                 local.unlink(missing_ok=True)
     files.verify(spec, cached)
     return spec, cached
+
+
+def _intact(spec: specs.Spec, folder: Path) -> bool:
+    try:
+        files.verify(spec, folder)
+        return True
+    except IntegrityError:
+        return False
 
 
 def _fetched(text: str, cache: Path, key: str) -> Path:
