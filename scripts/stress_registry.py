@@ -47,6 +47,7 @@ def _variant(source: Path, work: Path, version: str, description: str | None = N
 
 
 def worker(index: int, root: Path, cache: Path, source: Path, seconds: float, journal: Path, seed: int) -> None:
+    from zoo import spec as specs
     from zoo.errors import VersionConflictError
     from zoo.hashing import sha256_file
     from zoo.registry import LocalRegistry
@@ -54,7 +55,7 @@ def worker(index: int, root: Path, cache: Path, source: Path, seconds: float, jo
     rng = random.Random(seed * 1000 + index)
     registry = LocalRegistry(root, cache=cache)
     work = Path(tempfile.mkdtemp(prefix=f"zoo-stress-{index}-"))
-    name = __import__("zoo.spec", fromlist=["load"]).load(source).name
+    name = specs.load(source).name
     own = 0
     deadline = time.monotonic() + seconds
     with open(journal, "w") as out:
@@ -63,7 +64,7 @@ def worker(index: int, root: Path, cache: Path, source: Path, seconds: float, jo
             out.flush()
 
         while time.monotonic() < deadline:
-            action = rng.choice(["own", "shared", "contested", "pull", "pull"])
+            action, version = rng.choice(["own", "shared", "contested", "pull", "pull"]), None
             try:
                 if action == "own":
                     version, own = f"3.{index}.{own}", own + 1
@@ -88,7 +89,7 @@ def worker(index: int, root: Path, cache: Path, source: Path, seconds: float, jo
             except VersionConflictError:
                 log(action=action, version=version, conflict=True)
             except Exception as e:                       # anything else is a failure of the registry
-                log(action=action, version=locals().get("version"), error=f"{type(e).__name__}: {e}")
+                log(action=action, version=version, error=f"{type(e).__name__}: {e}")
     shutil.rmtree(work, ignore_errors=True)
 
 

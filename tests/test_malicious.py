@@ -156,6 +156,7 @@ def test_the_genuine_package_as_zip_and_tar_publishes_and_pulls(tiny_package, ge
 
 @pytest.mark.parametrize("case", CASE_NAMES)
 def test_malicious_archives_are_refused_by_push_and_pull(case, bad_archives, tmp_path):
+    assert sorted(CASE_NAMES) == sorted(bad_archives), "CASE_NAMES must name every archive built"
     source, words = bad_archives[case]
     registry = LocalRegistry(tmp_path / "registry", cache=tmp_path / "cache")
     with pytest.raises(IntegrityError, match="refusing archive") as pushed:

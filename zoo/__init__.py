@@ -27,9 +27,8 @@ def load(ref: str | Path, runtime: str = "onnx", device: str = "auto", registry=
     if path.is_dir() or (path.suffix in (".yaml", ".yml") and path.is_file()):
         return from_path(path, runtime=runtime, device=device)
     from .registry import default_registry
-    from .registry.remote import is_url, registry_for, split_ref
-
     from .registry.archives import names_archive, pull_archive
+    from .registry.remote import is_url, registry_for, split_ref
 
     if names_archive(ref):               # PKG.zip, https://host/PKG.zip
         from .paths import zoo_cache

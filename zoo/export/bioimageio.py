@@ -308,12 +308,8 @@ def _documentation(spec, root: Path, report: Report) -> str:
 
 def zip_folder(folder: str | Path) -> Path:
     """``folder.zip`` holding the export with rdf.yaml at its root (a bioimage.io package)."""
-    import zipfile
+    from ..package.archive import write_zip
 
     folder = Path(folder)
-    target = folder.with_suffix(".zip")
-    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                archive.write(path, path.relative_to(folder).as_posix())
-    return target
+    return write_zip({p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file()},
+                     folder.with_suffix(".zip"))

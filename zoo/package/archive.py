@@ -51,7 +51,7 @@ class _Member:
     name: str          # normalised relative path
     is_dir: bool
     size: int          # declared uncompressed size
-    packed: int        # compressed size (for tar, where members share one stream: the size itself)
+    packed: int | None  # compressed size (None for tar: its members share one compressed stream)
     handle: object     # ZipInfo or TarInfo
 
 
@@ -105,7 +105,7 @@ def _tar_members(archive: Path, t: tarfile.TarFile) -> list[_Member]:
             raise _refuse(archive, info.name, f"is a hard link (to '{info.linkname}')")
         if not (info.isfile() or info.isdir()):
             raise _refuse(archive, info.name, "is a device, FIFO or other special file")
-        members.append(_Member(_normalised(archive, info.name), info.isdir(), info.size, info.size, info))
+        members.append(_Member(_normalised(archive, info.name), info.isdir(), info.size, None, info))
     return members
 
 
@@ -124,7 +124,7 @@ def _check(archive: Path, members: list[_Member], limits: Limits) -> None:
             continue
         if m.size > limits.max_member_bytes:
             raise _refuse(archive, m.name, f"unpacks to {m.size} bytes, more than the {limits.max_member_bytes} allowed")
-        if m.size > limits.ratio_floor and m.size > limits.max_ratio * max(m.packed, 1):
+        if m.packed is not None and m.size > limits.ratio_floor and m.size > limits.max_ratio * max(m.packed, 1):
             raise _refuse(archive, m.name, f"unpacks {m.size / max(m.packed, 1):.0f}x its packed size, more than the "
                                            f"{limits.max_ratio:.0f}x allowed (a zip bomb?)")
         total += m.size
@@ -228,24 +228,31 @@ def opened(source: str | Path, limits: Limits = Limits()):
         yield package_root(extract(source, Path(tmp) / "package", limits))
 
 
-def pack(package: str | Path, out: str | Path) -> Path:
-    """A zip of the package's own files (those the spec lists), in a fixed order with fixed times,
-    so that the same package always gives the same bytes."""
-    from ..spec import load
-    from .files import package_files, safe_join, verify
-
-    package, out = Path(package), Path(out)
-    spec = load(package)
-    verify(spec, package)
+def write_zip(entries: dict[str, Path], out: str | Path) -> Path:
+    """A zip of ``{name in the archive: file}``, in name order with fixed times and modes, so that
+    the same files always give the same bytes; written beside ``out`` and renamed into place."""
+    out = Path(out)
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
     try:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
-            for rel in sorted(package_files(spec)):
-                info = zipfile.ZipInfo(rel, date_time=(1980, 1, 1, 0, 0, 0))
+            for name in sorted(entries):
+                info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
                 info.external_attr = (stat.S_IFREG | 0o644) << 16
                 info.compress_type = zipfile.ZIP_DEFLATED
-                z.writestr(info, safe_join(package, rel).read_bytes())
+                z.writestr(info, Path(entries[name]).read_bytes())
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
     return out
+
+
+def pack(package: str | Path, out: str | Path) -> Path:
+    """A zip of the package's own files (those the spec lists), verified first; the same package
+    always gives the same bytes."""
+    from ..spec import load
+    from .files import package_files, safe_join, verify
+
+    package = Path(package)
+    spec = load(package)
+    verify(spec, package)
+    return write_zip({rel: safe_join(package, rel) for rel in package_files(spec)}, out)
