@@ -123,9 +123,13 @@ def run(requests: int, clients: int, model: str) -> dict:
             with ThreadPoolExecutor(args.clients) as pool:
                 return list(pool.map(lambda job: (job[0], *request(*job[1])), batch))
 
-        # The baseline is taken after a warm-up of the same mix: allocators keep a high-water mark
-        # (arenas per thread, ONNX Runtime's buffers) that a first burst sets and later ones reuse.
+        # The baseline is taken after a warm-up: allocators keep a high-water mark (arenas per
+        # thread, the largest batch's buffers) that a first burst sets and later ones reuse. The
+        # warm-up therefore sends valid requests only, all clients at once, so that batches reach
+        # their largest size (8 requests), then the mix. Without it, a run on a busy machine
+        # batched more requests than the warm-up had and kept 24 MB more, without any leak.
         # A leak shows as growth from round to round after that.
+        send([("valid", (f"{url}/v1/models/{args.model}/predict", valid, {"Content-Type": "image/tiff"}))] * 64)
         send(mix(max(40, args.requests // 5)))
         time.sleep(1)
         baseline = rss_kib(server.pid)
