@@ -28,10 +28,11 @@ _warned: set[str] = set()
 
 
 def _fall_back(runtime: str, why: str) -> None:
-    """``auto`` found no usable GPU: say so once per runtime (a CPU run is much slower)."""
+    """``auto`` found no usable GPU: say so once per runtime. A machine without a GPU is the
+    normal case (info); a GPU that is present but unusable is worth a warning."""
     if runtime not in _warned:
         _warned.add(runtime)
-        log.warning("device auto: %s; running on CPU", why)
+        log.log(logging.WARNING if _gpu_present() else logging.INFO, "device auto: %s; running on CPU", why)
 
 
 def onnx_providers(device: str) -> list:
