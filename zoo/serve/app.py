@@ -13,13 +13,18 @@ Packages with a dataset-shift check answer with ``X-Shift-Score``, ``X-Shift-Thr
 ``X-Shift-Warning`` (and ``X-Shift-Messages``: what differs from the training data).
 
 Every error is JSON ``{"error": ..., "status": ...}`` with a 4xx code that names the problem;
-nothing a client sends can make the server answer 500 or stop.
+nothing a client sends can make the server answer 500 or stop. Under load: a full queue, or more
+request bodies being buffered at once than ``ZOO_SERVE_MAX_IN_FLIGHT_MB`` (default 1024, all
+connections together), answer 503 with Retry-After; a prediction past the timeout answers 504 and
+stops at its next batch of tiles; unloading never waits for running predictions; a client that
+goes away is counted in ``zoo_client_disconnects_total``, not as an error.
 """
 from __future__ import annotations
 
 import asyncio
 import hmac
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -28,19 +33,31 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from ..errors import InputError, NotFoundError, ZooError
 from ..runtime import layout
 from . import codec
-from .batching import Batcher, QueueFull
+from .batching import Batcher, QueueFull, Unloaded
 from .metrics import Metrics
 
 log = logging.getLogger("zoo.serve")
 
 
+def _mib_from_env(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    if not value.isdigit() or int(value) < 1:
+        raise InputError(f"{name} must be a whole number of MiB (at least 1), got '{value}'")
+    return int(value) << 20
+
+
 @dataclass
 class Limits:
     max_body: int = 256 << 20            # bytes of one request body
+    max_in_flight: int = field(          # bytes of request bodies buffered at once, all connections together
+        default_factory=lambda: _mib_from_env("ZOO_SERVE_MAX_IN_FLIGHT_MB", 1 << 30))
     max_pixels: int = 64 << 20           # values of one image (after decoding)
     max_batch: int = 8                   # requests run together
     max_wait: float = 0.01               # seconds a batch waits to fill
@@ -52,6 +69,25 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str, headers: dict | None = None):
         super().__init__(message)
         self.status, self.message, self.headers = status, message, headers or {}
+
+
+class InFlight:
+    """The bytes of request bodies being buffered, across all connections, against a cap (event loop only)."""
+
+    def __init__(self, cap: int):
+        self.cap, self.used = cap, 0
+
+    def reserve(self, size: int) -> int:
+        if size > self.cap:
+            raise ApiError(413, f"the body needs {size} bytes; this server buffers at most {self.cap} at once")
+        if self.used + size > self.cap:
+            raise ApiError(503, f"the server is buffering {self.used} bytes of uploads (at most {self.cap}); "
+                                "retry shortly", {"Retry-After": "1"})
+        self.used += size
+        return size
+
+    def release(self, size: int) -> None:
+        self.used -= size
 
 
 @dataclass
@@ -67,14 +103,23 @@ class Pool:
     def __init__(self, limits: Limits, metrics: Metrics, runtime: str = "onnx", device: str = "auto", registry=None):
         self.limits, self.metrics, self.runtime, self.device, self.registry = limits, metrics, runtime, device, registry
         self.models: dict[str, Served] = {}
+        self.bodies = InFlight(limits.max_in_flight)
 
     def load(self, ref: str) -> Served:
+        return self.add(self.open(ref))
+
+    def open(self, ref: str):
+        """The model of ``ref``, ready to run (blocking: run it in a thread while serving)."""
         import zoo
 
-        model = zoo.load(ref, runtime=self.runtime, device=self.device, registry=self.registry)
+        return zoo.load(ref, runtime=self.runtime, device=self.device, registry=self.registry)
+
+    def add(self, model) -> Served:
+        """Serve ``model``, in place of a loaded model of its name (on the event loop while serving)."""
         name = model.spec.name
-        batcher = Batcher(lambda x, m=model: m.predict_tensor(x), self.limits.max_batch, self.limits.max_wait,
-                          self.limits.max_queue, on_batch=lambda size, n=name: self.metrics.batch(n, size))
+        batcher = Batcher(lambda x, progress, m=model: m.predict_tensor(x, progress=progress), self.limits.max_batch,
+                          self.limits.max_wait, self.limits.max_queue,
+                          on_batch=lambda size, n=name: self.metrics.batch(n, size))
         self.unload(name)
         self.models[name] = Served(model, batcher)
         self.metrics.watch_queue(name, lambda b=batcher: b.depth)
@@ -88,6 +133,7 @@ class Pool:
         return self.models[name]
 
     def unload(self, name: str) -> bool:
+        """Stop serving ``name`` at once; its requests already accepted finish (never blocks)."""
         served = self.models.pop(name, None)
         if served:
             served.batcher.close()
@@ -139,6 +185,12 @@ def create_app(pool: Pool, token: str | None = None) -> FastAPI:
         metrics.error(422)
         return JSONResponse({"error": f"invalid request: {e.errors()}", "status": 422}, status_code=422)
 
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, e: ClientDisconnect):      # not an error of the server
+        log.info("the client went away during %s %s", request.method, request.url.path)
+        metrics.disconnect()
+        return Response(status_code=499)
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, e: Exception):      # a bug, not the client's fault: logged
         log.exception("unexpected error on %s", request.url.path)
@@ -182,18 +234,20 @@ def create_app(pool: Pool, token: str | None = None) -> FastAPI:
         classifier = served.model.is_classifier
         kind = codec.JSON if classifier else \
             _answer(lambda: codec.response_type(request.headers.get("accept"), tables=served.model.makes_instances))
-        body = await _read_body(request, limits.max_body)
+        body = await _read_body(request, limits.max_body, pool.bodies)
         image = _answer(lambda: codec.decode(body, request.headers.get("content-type", ""), limits.max_pixels))
         inp = served.model.spec.inputs[0]
         x, natural = _answer(lambda: layout.to_tensor(image, axes, inp.spatial_axes, inp.n_channels,
                                                        inp.grey == "repeat"), status=422)
         _answer(lambda: layout.check_finite(x), status=422)   # before batching: never fail other requests
         try:
-            parts = [asyncio.wait_for(served.batcher.submit(x[b:b + 1]), limits.timeout) for b in range(x.shape[0])]
-            y = np.concatenate(await asyncio.gather(*parts))
+            parts = [served.batcher.submit(x[b:b + 1]) for b in range(x.shape[0])]
+            y = np.concatenate(await asyncio.wait_for(asyncio.gather(*parts), limits.timeout))   # all or none
         except QueueFull:
             raise ApiError(503, f"'{name}' has {limits.max_queue} requests waiting; retry shortly",
                            {"Retry-After": "1"}) from None
+        except Unloaded:
+            raise ApiError(503, f"'{name}' is being unloaded; see GET /v1/models", {"Retry-After": "1"}) from None
         except asyncio.TimeoutError:
             raise ApiError(504, f"the prediction took longer than {limits.timeout:g} s") from None
         except ZooError as e:
@@ -219,12 +273,12 @@ def create_app(pool: Pool, token: str | None = None) -> FastAPI:
         except Exception:   # noqa: BLE001
             raise ApiError(400, 'expected a JSON body {"ref": "NAME[@VERSION]"}') from None
         try:
-            served = await asyncio.get_running_loop().run_in_executor(None, pool.load, ref)
+            model = await asyncio.get_running_loop().run_in_executor(None, pool.open, ref)
         except NotFoundError as e:
             raise ApiError(404, str(e)) from None
         except ZooError as e:
             raise ApiError(422, str(e)) from None
-        return describe(served.model)
+        return describe(pool.add(model).model)
 
     @app.delete("/v1/admin/models/{name}", summary="unload a model (token required)")
     async def unload_model(name: str, request: Request):
@@ -264,17 +318,25 @@ def _answer(make, status: int = 400):
         raise ApiError(415 if unsupported else status, str(e)) from None
 
 
-async def _read_body(request: Request, max_body: int) -> bytes:
+async def _read_body(request: Request, max_body: int, bodies: InFlight) -> bytes:
+    """The body, buffered under ``bodies``' cap: the declared length is reserved before reading, a body
+    without one as it arrives; the reservation ends with the reading (or the client going away)."""
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
             raise ApiError(400, f"bad Content-Length '{declared}'")
         if int(declared) > max_body:
             raise ApiError(413, f"the body declares {declared} bytes; this server accepts at most {max_body}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_body:
-            raise ApiError(413, f"the body is larger than {max_body} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    reserved = bodies.reserve(int(declared or 0))
+    try:
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_body:
+                raise ApiError(413, f"the body is larger than {max_body} bytes")
+            if size > reserved:
+                reserved += bodies.reserve(size - reserved)
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        bodies.release(reserved)

@@ -1,5 +1,6 @@
 """Prometheus metrics of one server: requests and latency by model and code, batch sizes, queue
-depth, errors by code (a registry of its own, so that several apps in a process do not mix)."""
+depth, errors by code, clients that went away (not server errors; a registry of its own, so that
+several apps in a process do not mix)."""
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -16,6 +17,8 @@ class Metrics:
                                  buckets=(1, 2, 4, 8, 16, 32, 64))
         self.queue = Gauge("zoo_queue_depth", "requests waiting", ["model"], registry=self.registry)
         self.errors = Counter("zoo_errors", "error answers", ["code"], registry=self.registry)
+        self.disconnects = Counter("zoo_client_disconnects", "requests whose client went away before the answer "
+                                   "(nginx's 499; not counted as errors)", registry=self.registry)
 
     def observe(self, model: str, seconds: float, code: int) -> None:
         self.requests.labels(model, str(code)).inc()
@@ -29,6 +32,9 @@ class Metrics:
 
     def error(self, code: int) -> None:
         self.errors.labels(str(code)).inc()
+
+    def disconnect(self) -> None:
+        self.disconnects.inc()
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
