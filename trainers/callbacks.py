@@ -53,20 +53,58 @@ class BatchTimer(pl.Callback):
         return self.samples / self.seconds if self.seconds else 0.0
 
 
-class ValidationLog(pl.Callback):
-    """One line per validation (step, training and validation loss, elapsed seconds) on a stream:
-    a record of long runs without a progress bar (logs, CI)."""
+class StepProgress(pl.Callback):
+    """A progress bar over all the run's steps, with the latest losses (Lightning's own counts
+    one epoch at a time, and a run of ``max_steps`` has no number of epochs)."""
 
-    def __init__(self, stream=None):
+    def __init__(self, label: str = "training"):
+        self.label, self._bar = label, None
+
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=trainer.max_steps, desc=self.label, unit="step", dynamic_ncols=True)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module, outputs, batch, batch_idx) -> None:
+        losses = {k: f"{float(v):.4f}" for k, v in trainer.callback_metrics.items() if k in ("train_loss", "val_loss")}
+        self._bar.set_postfix(losses, refresh=False)
+        self._bar.update(trainer.global_step - self._bar.n)
+        if self._bar.n >= self._bar.total:
+            self._bar.close()                  # before Lightning says that it stopped
+
+    def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self._bar.close()
+
+    def on_exception(self, trainer: pl.Trainer, module: pl.LightningModule, exception: BaseException) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+class ValidationLog(pl.Callback):
+    """One line per validation (step, training and validation loss, elapsed seconds) on a stream,
+    and, with ``every``, one every ``every`` training steps: a record of long runs without a
+    progress bar (logs, CI)."""
+
+    def __init__(self, stream=None, every: int | None = None):
         import sys
         import time
 
         self.stream = stream or sys.stderr
+        self.every = every
         self._started = time.perf_counter()
 
+    def on_train_batch_end(self, trainer: pl.Trainer, module, outputs, batch, batch_idx) -> None:
+        if self.every and trainer.global_step % self.every == 0:
+            self._line(trainer, ("train_loss",))
+
     def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._line(trainer, ("train_loss", "val_loss"))
+
+    def _line(self, trainer: pl.Trainer, keys: tuple[str, ...]) -> None:
         import time
 
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ("train_loss", "val_loss")}
-        print(f"step {trainer.global_step}: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())) +
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k in keys}
+        total = f"/{trainer.max_steps}" if trainer.max_steps > 0 else ""
+        print(f"step {trainer.global_step}{total}: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())) +
               f" ({time.perf_counter() - self._started:.0f} s)", file=self.stream, flush=True)

@@ -266,11 +266,14 @@ def finetune_classifier(parent, data: str | Path, out: str | Path, *, labels: st
                         unfreeze_every: int | None = None, lr: float | None = None, lr_scale: float = 0.5,
                         warmup: int | None = None, layer_decay: float | None = None, patience: int | None = 5,
                         val_every: int = 50, batch_size: int | None = None, max_steps: int = 500, seed: int = 0,
-                        registry=None, progress: bool = True, overwrite: bool = False, **lightning) -> Path:
+                        registry=None, progress: bool | str = True, evaluate: bool = True, overwrite: bool = False,
+                        **lightning) -> Path:
     """Fine-tune a classifier package on labelled images. Other classes than the parent's (or in
     another order) get a new head; the body keeps the parent's weights, under the same freeze
     and learning-rate policies as :func:`zoo.trainers.finetune.finetune`. The parent's canvas
-    and scale are kept, so the child sees images as the parent did."""
+    and scale are kept, so the child sees images as the parent did. With ``evaluate``, the child's
+    validation accuracy is recorded beside the parent's (same classes only) and the majority
+    class's."""
     import copy
 
     from pytorch_lightning.callbacks import EarlyStopping
@@ -318,7 +321,15 @@ def finetune_classifier(parent, data: str | Path, out: str | Path, *, labels: st
     training = _training(spec, split, {"description": f"{len(split.pool)} labelled images from {data}"}, run, module,
                          {"max_steps": max_steps, "batch_size": batch_size, "seed": seed, "finetune": policy}, {},
                          {"ref": parent_spec.ref, "sha256": parent_sha}, group_column, val_fraction)
-    return _write(spec, module.network, out, training, split, test_split, name=name or f"{parent_spec.name}-ft",
-                  version=version, description=description or f"{parent_spec.name} fine-tuned on {len(split.pool)} "
-                  f"labelled images ({', '.join(split.classes)}). " + parent_spec.description.strip(),
-                  overwrite=overwrite)
+    child = _write(spec, module.network, out, training, split, test_split, name=name or f"{parent_spec.name}-ft",
+                   version=version, description=description or f"{parent_spec.name} fine-tuned on {len(split.pool)} "
+                   f"labelled images ({', '.join(split.classes)}). " + parent_spec.description.strip(),
+                   overwrite=overwrite)
+    if evaluate:
+        import zoo
+
+        from .finetune import record_comparison
+
+        parent_model = None if new_head else zoo.load(parent_root, runtime="onnx", device="cpu")
+        record_comparison(child, parent_model, [e.path for e in split.val], [e.label for e in split.val])
+    return child

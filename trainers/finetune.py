@@ -29,7 +29,8 @@ from zoo.spec import Spec, Training
 
 from .callbacks import KeepBest
 from .data import Rehearsal
-from .fit import add_shift_check, data_record, make_datamodule, pair_targets, sample_image, split_files, train
+from .fit import (add_shift_check, data_record, make_datamodule, pair_targets, quiet_lightning, sample_image,
+                  split_files, train)
 from .transfer import Freezing, check_policy
 
 log = logging.getLogger("zoo.trainers")
@@ -137,7 +138,7 @@ def finetune(parent, data: str | Path | None, out: str | Path, *, target: str | 
              lr_scale: float = 0.5, warmup: int | None = None, layer_decay: float | None = None,
              patience: int | None = 5, val_every: int = 50, rehearsal: Rehearsal | None = None,
              patch: int | Sequence[int] | None = None, batch_size: int | None = None, max_steps: int = 500,
-             seed: int = 0, registry=None, evaluate: bool = True, progress: bool = True,
+             seed: int = 0, registry=None, evaluate: bool = True, progress: bool | str = True,
              data_description: str | None = None, data_source: str | None = None, data_license: str | None = None,
              sample: str | Path | None = None, overwrite: bool = False, callbacks: Sequence = (),
              **lightning) -> Path:
@@ -155,6 +156,11 @@ def finetune(parent, data: str | Path | None, out: str | Path, *, target: str | 
     rehearsal: images of the parent's training data mixed into training (a fraction of patches).
     name: default the parent's name with ``-ft``.
     patch, batch_size: default the parent's. The other options are those of ``fit``.
+    progress: a progress bar (True), plain lines on stderr (``"lines"``) or nothing (False).
+    evaluate: with targets, score the child, the parent package (each fed the validation images
+        in the channels it declares) and the classical baseline on the validation images; the
+        numbers land in the child's ``training.metrics`` (``finetune_report``, ``parent_vs_child``)
+        and a warning is logged when the child scores below either.
     """
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import EarlyStopping
@@ -171,7 +177,8 @@ def finetune(parent, data: str | Path | None, out: str | Path, *, target: str | 
                                    description=description, freeze=freeze, unfreeze_every=unfreeze_every, lr=lr,
                                    lr_scale=lr_scale, warmup=warmup, layer_decay=layer_decay, patience=patience,
                                    val_every=val_every, batch_size=batch_size, max_steps=max_steps, seed=seed,
-                                   registry=registry, progress=progress, overwrite=overwrite, **lightning)
+                                   registry=registry, progress=progress, evaluate=evaluate, overwrite=overwrite,
+                                   **lightning)
     check_policy(freeze, layer_decay)
     arch = architectures.get(parent_spec.architecture_id)
     train_files, val_files = split_files(data, train_files, val_files, val_fraction, seed)
@@ -230,7 +237,9 @@ def finetune(parent, data: str | Path | None, out: str | Path, *, target: str | 
                         version=version, description=description or _description(parent_spec, train_files),
                         overwrite=overwrite)
     if evaluate and pairs:
-        compare_on_validation(child, spec, initial, val_files, pairs["val_targets"])
+        import zoo
+
+        record_comparison(child, zoo.load(parent_root, runtime="onnx", device="cpu"), val_files, pairs["val_targets"])
     return add_shift_check(child, train_files, val_files)
 
 
@@ -242,39 +251,49 @@ def _validation_loss(module, datamodule, lightning: dict) -> float:
     """The loss of the module's current (parent) weights on the validation patches."""
     import pytorch_lightning as pl
 
-    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
-                         enable_checkpointing=False, **lightning)
-    result = trainer.validate(module, datamodule=datamodule, verbose=False)
+    with quiet_lightning():        # the fit that follows states the hardware and tips once
+        trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
+                             enable_checkpointing=False, **lightning)
+        result = trainer.validate(module, datamodule=datamodule, verbose=False)
     return float(result[0]["val_loss"])
 
 
 def validation_metrics(model, images: Sequence[Path], targets: Sequence[Path]) -> dict:
     """The numbers a parent and its child are compared by: AP/F1/PQ of instance segmentation,
     PSNR/SSIM of restoration, on the same images."""
-    if model.makes_instances:
-        from zoo.segmentation.evaluate import evaluate_segmentation
+    from zoo.evaluate import scores
 
-        row = evaluate_segmentation(model, images, targets, baseline=False)["all"]
-        return {k: row[k] for k in ("ap50", "ap75", "ap90", "f1_50", "pq50")}
-    from zoo.evaluate import evaluate_pairs, summary
-
-    mean = summary(evaluate_pairs(model, images, targets))
-    return {k: mean[k] for k in ("psnr_input", "psnr_output", "ssim_input", "ssim_output")}
+    measured = scores(model, images, targets, baseline=False)
+    keys = ("ap50", "ap75", "ap90", "f1_50", "pq50") if model.makes_instances else \
+        ("psnr_input", "psnr_output", "ssim_input", "ssim_output")
+    return {k: measured[k] for k in keys}
 
 
 def compare_on_validation(child: Path, spec: Spec, parent_state: dict, images, targets) -> dict:
-    """Measure the parent's weights (adapted to the child's inputs, before fine-tuning) and the
-    child package on the same validation images; record both in the child."""
-    import zoo
+    """:func:`record_comparison` against the parent's weights as they were before fine-tuning,
+    adapted to the child's inputs and head (a benchmark's step 0)."""
     from zoo.model import Model
     from zoo.runtime.runners import TorchRunner, fold_batch_norm
 
     network = architectures.get(spec.architecture_id).build_network(spec.architecture_params)
     network.load_state_dict(parent_state)
-    parent = validation_metrics(Model.with_runner(spec, TorchRunner(fold_batch_norm(network.eval()), device="cpu")),
-                                images, targets)
-    ours = validation_metrics(zoo.load(child, runtime="onnx", device="cpu"), images, targets)
-    comparison = {k: {"parent": parent[k], "child": ours[k]} for k in ours}
-    build.record_metrics(child, {"parent_vs_child": comparison})
-    log.info("parent vs child on %d validation images: %s", len(images), comparison)
-    return comparison
+    parent = Model.with_runner(spec, TorchRunner(fold_batch_norm(network.eval()), device="cpu"))
+    return record_comparison(child, parent, images, targets)
+
+
+def record_comparison(child: Path, parent, images, targets) -> dict:
+    """Score the child package, ``parent`` (a model, or None) and the classical baseline on the
+    same validation images (each fed them in the channels it declares; ``targets``: target files,
+    or a classifier's class names); record the numbers in the child (``parent_vs_child``,
+    ``finetune_report``) and warn when the child is below either."""
+    import zoo
+    from zoo.evaluate import compare
+
+    report = compare(zoo.load(child, runtime="onnx", device="cpu"), images, targets, parent=parent)
+    comparison = {k: {"child" if who == "model" else who: v for who, v in values.items()}
+                  for k, values in report["metrics"].items()}
+    summary = {k: v for k, v in report.items() if k != "metrics"}      # the table is parent_vs_child
+    build.record_metrics(child, {"finetune_report": summary, **({"parent_vs_child": comparison} if parent else {})})
+    for warning in report["warnings"]:
+        log.warning(warning)
+    return report

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -13,7 +14,7 @@ from zoo.hashing import fingerprint_files
 from zoo.package import build
 from zoo.spec import Spec, Training
 
-from .callbacks import BatchTimer, KeepBest
+from .callbacks import BatchTimer, KeepBest, StepProgress, ValidationLog
 from .data import Rehearsal, RestorationDataModule, list_images, match_targets, read_raw, split_by_image
 
 log = logging.getLogger("zoo.trainers")
@@ -144,14 +145,36 @@ class Run:
                 "selected_step": self.selected_step, "steps_run": self.steps}
 
 
-def train(module, datamodule, max_steps: int, callbacks: Sequence = (), *, progress: bool = True,
+LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric")
+
+
+@contextmanager
+def quiet_lightning():
+    """Lightning's info lines (hardware, tips) unsaid while inside: every Trainer prints them, and
+    a run that needs a second Trainer (a parent's validation) should state them once."""
+    loggers = [logging.getLogger(name) for name in LIGHTNING_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def train(module, datamodule, max_steps: int, callbacks: Sequence = (), *, progress: bool | str = True,
           keep_best: KeepBest | None = None, **lightning) -> Run:
     """Fit ``module`` with Lightning; the weights with the lowest validation loss are kept
-    (``keep_best`` may start with a candidate, e.g. a parent's weights)."""
+    (``keep_best`` may start with a candidate, e.g. a parent's weights).
+    ``progress``: True a progress bar over the steps, ``"lines"`` a line on stderr every tenth of
+    the steps and at each validation (for logs, where a bar cannot draw), False nothing."""
     import pytorch_lightning as pl
 
     keep_best, timer = keep_best or KeepBest("val_loss"), BatchTimer()
-    trainer = pl.Trainer(max_steps=max_steps, callbacks=[keep_best, timer, *callbacks], enable_progress_bar=progress,
+    shown = [ValidationLog(every=max(1, max_steps // 10)) if progress == "lines" else StepProgress()] if progress else []
+    trainer = pl.Trainer(max_steps=max_steps, callbacks=[keep_best, timer, *callbacks, *shown],
+                         enable_progress_bar=False,
                          enable_checkpointing=False, logger=False, enable_model_summary=False,
                          num_sanity_val_steps=0, log_every_n_steps=10, deterministic=False, **lightning)
     started = time.perf_counter()
