@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -17,11 +18,13 @@ from typing import Any
 
 import yaml
 
-from .errors import SpecError
+from .errors import SpecError, storage
 
 SPEC_FILE = "zoo.yaml"
 FORMAT_VERSION = "0.1"
 ONNX_GRAPH = "onnx-graph"    # the architecture id of a package that is an ONNX graph alone
+MAX_YAML_BYTES = 1 << 20     # a spec is a few kB; the shipped ones are under 14 kB
+MAX_YAML_DEPTH = 32          # nesting of mappings and lists; the shipped specs nest 8 deep
 
 
 # ----------------------------------------------------------------------------- typed view
@@ -270,11 +273,29 @@ def schema() -> dict:
     return json.loads(text)
 
 
+@lru_cache(maxsize=None)
+def _whole_string(pattern: str) -> re.Pattern:
+    """``pattern`` with a final ``$`` meaning the end of the string, as in JSON Schema (ECMA 262);
+    Python's ``$`` also matches before a trailing newline, which let ``"1.0.0\\n"`` through."""
+    escapes = len(pattern[:-1]) - len(pattern[:-1].rstrip("\\"))
+    if pattern.endswith("$") and escapes % 2 == 0:
+        pattern = pattern[:-1] + r"\Z"
+    return re.compile(pattern)
+
+
+def _pattern(validator, pattern, instance, schema):
+    import jsonschema
+
+    if validator.is_type(instance, "string") and not _whole_string(pattern).search(instance):
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
 @lru_cache(maxsize=1)
 def _validator():
     import jsonschema
 
-    return jsonschema.Draft202012Validator(schema())
+    strict = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": _pattern})
+    return strict(schema())
 
 
 def _field_path(parts) -> str:
@@ -294,6 +315,11 @@ def _schema_problems(data: dict) -> list[str]:
         if err.validator == "pattern" and "\\.\\." in str(err.validator_value):     # the file-path pattern
             message = (f"{err.instance!r} is not a plain relative path inside the package (letters, digits, "
                        "'._-/', no leading '/', no '..')")
+        elif err.validator == "pattern" and err.validator_value == schema()["$defs"]["sha256"]["pattern"]:
+            message = f"{err.instance!r} is not a sha256: expected exactly 64 lower-case hex digits"
+        elif err.validator == "pattern" and list(err.absolute_path) == ["version"]:
+            message = (f"{err.instance!r} is not a version: expected MAJOR.MINOR.PATCH, optionally with "
+                       "-alpha.N, -beta.N or -rc.N, spelled exactly so (e.g. 1.2.0, 1.2.0-rc.1)")
         problems.append((list(err.absolute_path), f"{_field_path(err.absolute_path)}: {message}"))
     problems.sort(key=lambda p: [str(x) for x in p[0]])
     return [p[1] for p in problems]
@@ -357,14 +383,66 @@ def validate(data: Any, source: str | None = None) -> Spec:
     return Spec.from_dict(data)
 
 
+class _BoundedLoader(yaml.SafeLoader):
+    """The safe loader without anchors and aliases (a few lines of them expand to billions of nodes)
+    and with the nesting bounded (deeper documents would exhaust the recursion limit)."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.depth = 0
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.MarkedYAMLError(problem="anchors and aliases (&name, *name) are not accepted: write "
+                                       "each value out", problem_mark=event.start_mark)
+        if self.depth >= MAX_YAML_DEPTH:
+            raise yaml.MarkedYAMLError(problem=f"nested more than {MAX_YAML_DEPTH} levels deep",
+                                       problem_mark=event.start_mark)
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
 def parse_yaml(text: str, source: str | None = None) -> Any:
+    """The one YAML reader of the zoo (specs, bioimage.io descriptions, ``--set`` values): safe
+    types only, no anchors or aliases, at most ``MAX_YAML_BYTES`` and ``MAX_YAML_DEPTH`` deep."""
+    if len(text) > MAX_YAML_BYTES or len(text.encode("utf-8")) > MAX_YAML_BYTES:     # characters first: cheap
+        raise SpecError(f"the YAML document is larger than {MAX_YAML_BYTES} bytes: a spec is a few kB", source=source)
     try:
-        return yaml.safe_load(text)
+        loader = _BoundedLoader(text)
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e)
         raise SpecError(f"malformed YAML{where}: {problem}", source=source) from None
+
+
+def read_yaml_file(path: str | Path) -> bytes:
+    """The bytes of a YAML file, refused unread when larger than ``MAX_YAML_BYTES``."""
+    with storage("read"), open(path, "rb") as f:
+        data = f.read(MAX_YAML_BYTES + 1)
+    if len(data) > MAX_YAML_BYTES:
+        raise SpecError(f"larger than {MAX_YAML_BYTES} bytes: a spec is a few kB", source=str(path))
+    return data
+
+
+def load_yaml_file(path: str | Path) -> Any:
+    """A YAML file parsed by :func:`parse_yaml` (size checked before reading)."""
+    return parse_yaml(_text(read_yaml_file(path), source=str(path)), source=str(path))
+
+
+def _text(data: bytes, source: str | None) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SpecError("not a UTF-8 text file", source=source) from None
 
 
 def load(path: str | Path) -> Spec:
@@ -374,20 +452,20 @@ def load(path: str | Path) -> Spec:
         path = path / SPEC_FILE
     if not path.is_file():
         raise SpecError(f"no spec file at {path}: expected a zoo.yaml or a package folder holding one")
-    return load_bytes(path.read_bytes(), source=str(path))
+    return load_bytes(read_yaml_file(path), source=str(path))
 
 
 def load_bytes(data: bytes, source: str | None = None) -> Spec:
     """Parse and validate the bytes of a spec file (hash and parse the same bytes)."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise SpecError("not a UTF-8 text file", source=source) from None
-    return loads(text, source=source)
+    return loads(_text(data, source), source=source)
 
 
 class _SpecDumper(yaml.SafeDumper):
-    """Writes short lists of numbers (shapes, halos) on one line: `min: [16, 16]`."""
+    """Writes short lists of numbers (shapes, halos) on one line: `min: [16, 16]`; never an alias
+    (the reader refuses them), a value met twice is written twice."""
+
+    def ignore_aliases(self, data) -> bool:
+        return True
 
 
 def _represent_list(dumper: yaml.SafeDumper, items: list):
@@ -403,7 +481,7 @@ def dump(spec: Spec) -> str:
     data = spec.to_dict()
     validate(data, source=f"{spec.name} (about to be written)")
     text = yaml.dump(data, Dumper=_SpecDumper, sort_keys=False, allow_unicode=True, width=100)
-    if yaml.safe_load(text) != data:    # characters YAML reads as line breaks (U+0085, U+2028): escape them all
+    if parse_yaml(text) != data:    # characters YAML reads as line breaks (U+0085, U+2028): escape them all
         text = yaml.dump(data, Dumper=_SpecDumper, sort_keys=False, allow_unicode=False, width=100)
     return text
 

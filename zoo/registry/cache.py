@@ -35,9 +35,10 @@ def prune(cache: Path, keep_latest: bool = True) -> tuple[int, list[str]]:
     doomed = [d for d in (cache / ".partial", cache / ".tmp") if d.is_dir() and any(d.iterdir())]
     by_name: dict[str, list[dict]] = {}
     for row in listing(cache):
-        by_name.setdefault(row["name"], []).append(row)
+        if refs.is_version(row["version"]):         # a folder the zoo did not write is left alone
+            by_name.setdefault(row["name"], []).append(row)
     for rows in by_name.values():
-        rows.sort(key=lambda r: refs.Version(r["version"]))
+        rows.sort(key=lambda r: refs.version_of(r["version"]))
         doomed += [Path(r["path"]) for r in (rows[:-1] if keep_latest else rows)]
     for path in doomed:
         if path.exists():

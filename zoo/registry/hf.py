@@ -28,6 +28,7 @@ from .. import spec as specs
 from ..errors import IntegrityError, NotFoundError, VersionConflictError, ZooError
 from ..hashing import sha256_bytes, sha256_file
 from ..package import files
+from .refs import alias_of
 
 log = logging.getLogger("zoo.registry")
 
@@ -263,6 +264,11 @@ def push(plan: UploadPlan, api: HfApi) -> None:
     with _translated(f"publishing {plan.ref} to {plan.repo_id}"):
         api.create_repo(plan.repo_id, repo_type="model", exist_ok=True)
         refs = api.list_repo_refs(plan.repo_id, repo_type="model")
+        alias = alias_of(plan.tag[1:], [t.name[1:] for t in refs.tags if t.name.startswith("v")])
+        if alias not in (None, plan.tag[1:]):
+            raise VersionConflictError(
+                f"{plan.ref}: {plan.repo_id} holds tag v{alias}, the same version spelled otherwise (resolution "
+                "cannot tell them apart); versions are immutable. Bump the version in zoo.yaml and publish again.")
         if any(t.name == plan.tag for t in refs.tags):
             remote = api.hf_hub_download(plan.repo_id, specs.SPEC_FILE, repo_type="model", revision=plan.tag)
             if sha256_file(remote) == sha256_file(plan.files[specs.SPEC_FILE]):

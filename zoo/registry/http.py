@@ -4,12 +4,12 @@
     <root>/packages/<name>/<version>/<file>
 
 Downloads resume with HTTP ranges after a dropped connection (the partial bytes live outside
-the cache and are hash-checked when complete); the index is fetched conditionally
+the cache and are hash-checked when complete); the index is fetched conditionally, by its content
+hash where the server gives one (``ETag`` / ``If-None-Match``) and by its date otherwise
 (``If-Modified-Since``), so an unchanged index moves no bytes.
 """
 from __future__ import annotations
 
-import email.utils
 import http.client
 import json
 import logging
@@ -20,12 +20,15 @@ import urllib.request
 from pathlib import Path
 
 from ..errors import NotFoundError, ZooError
+from .local import checked_index
 
 log = logging.getLogger("zoo.registry")
 
 TIMEOUT = 30.0
 ATTEMPTS = 4
 CHUNK = 1 << 16
+VALIDATORS = {"etag": "If-None-Match", "last_modified": "If-Modified-Since"}   # what was stored -> asked with
+ANSWERED = {"etag": "ETag", "last_modified": "Last-Modified"}
 
 
 class HttpStore:
@@ -59,24 +62,21 @@ class HttpStore:
 
     def read_index(self, cached: dict | None = None) -> tuple[dict, dict]:
         """(index, validators) of ``<root>/index.json``; with ``cached`` (a previous answer with its
-        validators) an unchanged index is not downloaded again."""
-        headers = {}
-        if cached and cached.get("last_modified"):
-            headers["If-Modified-Since"] = cached["last_modified"]
+        validators: the server's ETag and Last-Modified) an unchanged index is not downloaded again."""
+        validators = {k: cached[k] for k in VALIDATORS if cached and cached.get(k)}
+        headers = {VALIDATORS[k]: v for k, v in validators.items()}
         url = f"{self.url}/index.json"
         with self._open(url, headers) as response:
-            if getattr(response, "code", None) == 304 or getattr(response, "status", None) == 304:
-                return cached["index"], {"last_modified": cached["last_modified"]}
+            if validators and (getattr(response, "code", None) == 304 or getattr(response, "status", None) == 304):
+                return cached["index"], validators
             data = response.read()
-            last_modified = response.headers.get("Last-Modified")
+            answered = {k: response.headers.get(header) for k, header in ANSWERED.items()}
         self.bytes += len(data)
         try:
             index = json.loads(data)
-        except json.JSONDecodeError as e:
+        except (ValueError, RecursionError) as e:
             raise ZooError(f"{url} is not a registry index (invalid JSON: {e})") from None
-        if not isinstance(index, dict):
-            raise ZooError(f"{url} is not a registry index (expected a JSON object)")
-        return index, {"last_modified": last_modified or email.utils.formatdate(usegmt=True)}
+        return checked_index(index, url, "tell the registry's maintainers"), {k: v for k, v in answered.items() if v}
 
     def fetch(self, name: str, version: str, rel: str, dest: Path) -> int:
         """Download one package file to ``dest`` (see :meth:`fetch_url`); returns the bytes received."""

@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import time
 import uuid
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import architectures, spec as specs
-from ..errors import IntegrityError, NotFoundError, SpecError, VersionConflictError, ZooError
+from ..errors import IntegrityError, NotFoundError, SpecError, VersionConflictError, ZooError, storage
 from ..hashing import sha256_bytes, sha256_file
 from ..package import archive, files
 from ..runtime import ops
@@ -30,6 +31,11 @@ from . import refs
 log = logging.getLogger("zoo.registry")
 
 INDEX = "index.json"
+REBUILD_HINT = ("restore it from a mirror, or move it aside and run `zoo check --repair` to rebuild it from the "
+                "package folders that verify")
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_VERSION_KEY = re.compile(r"[0-9][0-9A-Za-z.+!-]*")      # a folder name: no space, no '/'
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -41,18 +47,90 @@ class Published:
 
 def _copy_package(spec: specs.Spec, src: Path, dst: Path) -> None:
     for rel in files.package_files(spec):
+        source = files.safe_join(src, rel)
+        if not source.is_file():
+            raise IntegrityError(f"{spec.ref}: '{rel}' is missing from {src}: that copy is incomplete "
+                                 "(`zoo check` reports it; publish the version again)")
         target = files.safe_join(dst, rel)
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(files.safe_join(src, rel), target)
+        shutil.copyfile(source, target)
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
+    """Write ``data`` to ``path`` through a temporary file: all of it or, on any error, nothing."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_index(path: Path, index: dict) -> None:
+    """Write the index atomically, its mtime in a later whole second than the index it replaces:
+    web servers send Last-Modified in whole seconds, and a change within the second a client read
+    the index would otherwise be answered '304 Not Modified' for ever."""
+    before = path.stat().st_mtime_ns // 10**9 if path.exists() else None
+    _write_json_atomic(path, index)
+    if before is not None and path.stat().st_mtime_ns // 10**9 <= before:
+        later = (before + 1) * 10**9
+        os.utime(path, ns=(later, later))
+
+
+def _json_kind(value) -> str:
+    if value is None:
+        return "null"
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(type(value), "a number")
+
+
+def index_problems(index) -> list[str]:
+    """What makes ``index`` (parsed JSON) no registry index: ``{name: {version: {"sha256": ...}}}``
+    with names and versions that are safe folder names."""
+    if not isinstance(index, dict):
+        return [f"expected an object {{name: {{version: entry}}}}, got {_json_kind(index)}"]
+    problems = []
+    for name, versions in index.items():
+        if not _NAME.fullmatch(name):
+            problems.append(f"{name!r} is not a package name")
+        elif not isinstance(versions, dict):
+            problems.append(f"{name}: expected an object of versions, got {_json_kind(versions)}")
+        else:
+            for version, entry in versions.items():
+                if not (_VERSION_KEY.fullmatch(version) and refs.is_version(version)):
+                    problems.append(f"{name}: {version!r} is not a version")
+                elif not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str)
+                          and _SHA256.fullmatch(entry["sha256"])):
+                    problems.append(f"{name}@{version}: expected an object holding the sha256 of its zoo.yaml, "
+                                    f"got {_json_kind(entry)}")
+    return problems
+
+
+def checked_index(index, where: str, hint: str) -> dict:
+    """``index`` if it is a registry index; a one-line ZooError naming ``where`` and its first problems."""
+    problems = index_problems(index)
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise ZooError(f"{where} is not a valid registry index: {'; '.join(problems[:3])}{more}; {hint}")
+    return index
+
+
+def load_index(path: Path) -> dict | None:
+    """The registry index at ``path``, None when there is none; a ZooError when it is unreadable."""
+    try:
+        with storage("read the registry index"):
+            data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        raise ZooError(f"the registry index {path} is a folder, not a file; {REBUILD_HINT}") from None
+    try:
+        index = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as e:
+        raise ZooError(f"the registry index {path} is corrupt ({e}); {REBUILD_HINT}") from None
+    return checked_index(index, f"the registry index {path}", REBUILD_HINT)
 
 
 def _read_spec(root: Path) -> tuple[specs.Spec, str]:
@@ -60,15 +138,27 @@ def _read_spec(root: Path) -> tuple[specs.Spec, str]:
     path = root / specs.SPEC_FILE
     if not path.is_file():
         raise SpecError(f"no {specs.SPEC_FILE} in {root}: expected a package folder")
-    data = path.read_bytes()
+    data = specs.read_yaml_file(path)
     return specs.load_bytes(data, source=str(path)), sha256_bytes(data)
+
+
+def stored(folder: Path) -> tuple[specs.Spec, str]:
+    """(spec, zoo.yaml sha256) of a version folder ``packages/<name>/<version>`` that holds that very
+    version, every pinned file verified; a ZooError otherwise."""
+    spec, yaml_sha = _read_spec(folder)
+    if (spec.name, spec.version) != (folder.parent.name, folder.name):
+        raise IntegrityError(f"{folder} holds {spec.ref}")
+    files.verify(spec, folder)
+    return spec, yaml_sha
 
 
 @contextlib.contextmanager
 def file_lock(path: Path):
     """An exclusive lock between processes (fcntl; on Windows a no-op: single-writer assumption)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
+    with storage("take the lock"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a")
+    with handle:
         try:
             import fcntl
         except ImportError:
@@ -119,17 +209,31 @@ class LocalRegistry(Resolving):
             yield
 
     def _read_index(self) -> dict:
-        path = self.root / INDEX
-        if not path.is_file():
-            return {}
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ZooError(f"the registry index {path} is corrupt ({e}); restore it from a mirror") from None
+        return load_index(self.root / INDEX) or {}
 
     def index(self) -> dict:
         self._ensure_seeded()
-        return self._read_index()
+        index = self._read_index()
+        if not index and self.version_folders():
+            log.warning("the registry index %s lists no version, yet %s holds version folders: run `zoo check`",
+                        self.root / INDEX, self.root / "packages")
+        return index
+
+    def version_folders(self) -> list[Path]:
+        """Every ``packages/<name>/<version>`` folder, listed in the index or not."""
+        with storage("list the registry's packages"):
+            return sorted(p for p in (self.root / "packages").glob("*/*") if p.is_dir())
+
+    def _index_to_extend(self, adding: Path) -> dict:
+        """The index, to add ``adding`` to (under the lock); refused when it lists nothing while other
+        versions are stored: a new index would hide them, the index was lost, not the versions."""
+        index = self._read_index()
+        lost = [] if index else [p for p in self.version_folders() if p != adding]
+        if lost:
+            raise ZooError(f"the registry index {self.root / INDEX} lists no version, yet {len(lost)} version "
+                           f"folder(s) are stored in {self.root / 'packages'}: run `zoo check --repair` to rebuild "
+                           "the index from those that verify, then publish again")
+        return index
 
     def package_dir(self, name: str, version: str) -> Path:
         return self.root / "packages" / name / version
@@ -169,8 +273,14 @@ class LocalRegistry(Resolving):
 
     def _add(self, spec: specs.Spec, src: Path, yaml_sha: str) -> Published:
         dest = self.package_dir(spec.name, spec.version)
-        with self._lock():
-            index = self._read_index()
+        with self._lock(), storage(f"publish {spec.ref} into the registry"):
+            index = self._index_to_extend(dest)
+            alias = refs.alias_of(spec.version, index.get(spec.name, {}))
+            if alias not in (None, spec.version):
+                raise VersionConflictError(
+                    f"{spec.ref}: the registry holds {spec.name}@{alias}, the same version spelled otherwise "
+                    f"(resolution cannot tell them apart); versions are immutable. Bump the version in "
+                    f"{src / specs.SPEC_FILE} (e.g. {_next_patch(spec.version)}) and push again.")
             existing = index.get(spec.name, {}).get(spec.version)
             if existing:
                 if existing["sha256"] != yaml_sha:
@@ -189,11 +299,40 @@ class LocalRegistry(Resolving):
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
             index.setdefault(spec.name, {})[spec.version] = {
-                **index_entry(spec, dest, yaml_sha), "published": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                **index_entry(spec, dest, yaml_sha), "published": _utc(time.time()),
             }
-            _write_json_atomic(self.root / INDEX, index)
+            _write_index(self.root / INDEX, index)
         log.info("published %s to %s", spec.ref, self.root)
         return Published(spec.ref, dest, created=True)
+
+    def reindex(self, folders: list[Path]) -> list[str]:
+        """List again the version folders that verify and that the index lacks (after the index was
+        lost or damaged; an unreadable index is kept beside, as ``index.json.damaged-<time>``).
+        Returns the references listed; nothing is deleted."""
+        path, added = self.root / INDEX, []
+        with self._lock(), storage("rebuild the registry index"):
+            try:
+                index = load_index(path) or {}
+            except ZooError:
+                os.replace(path, path.with_name(f"{INDEX}.damaged-{time.strftime('%Y%m%dT%H%M%S')}"))
+                index = {}
+            for folder in folders:
+                try:
+                    spec, yaml_sha = stored(folder)
+                except ZooError as e:           # changed since it was checked: left as it is
+                    log.warning("%s is not listed again: %s", folder, e)
+                    continue
+                if spec.version in index.get(spec.name, {}):
+                    continue
+                published = _utc((folder / specs.SPEC_FILE).stat().st_mtime)
+                index.setdefault(spec.name, {})[spec.version] = {**index_entry(spec, folder, yaml_sha),
+                                                                 "published": published}
+                added.append(spec.ref)
+            if added:
+                _write_index(path, index)
+        for ref in added:
+            log.warning("%s: verified in %s but not listed; listed again", ref, self.root)
+        return added
 
     def _ensure_seeded(self) -> None:
         """Add the shipped standard packages that this registry does not hold yet (hash-checked)."""
@@ -203,6 +342,8 @@ class LocalRegistry(Resolving):
         self._seeded = True
         shipped = json.loads((self.seed / INDEX).read_text(encoding="utf-8"))
         present = self._read_index()
+        if not present and self.version_folders():       # the index was lost: `zoo check --repair` first
+            return
         for name, versions in shipped.items():
             for version in versions:
                 if version in present.get(name, {}):
@@ -232,14 +373,15 @@ class LocalRegistry(Resolving):
         spec = self._verified_spec_only(src, expected)
         tmp = self.cache / ".tmp" / uuid.uuid4().hex
         try:
-            _copy_package(spec, src, tmp)
-            verified(tmp, entry)
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.rename(tmp, cached)
-            except OSError:
-                if not cached.is_dir():   # another process won the race: theirs is as good
-                    raise
+            with storage(f"copy {name}@{version} into the cache"):
+                _copy_package(spec, src, tmp)
+                verified(tmp, entry)
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.rename(tmp, cached)
+                except OSError:
+                    if not cached.is_dir():   # another process won the race: theirs is as good
+                        raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return verified(cached, entry), cached
@@ -249,7 +391,7 @@ class LocalRegistry(Resolving):
         path = root / specs.SPEC_FILE
         if not path.is_file():
             raise IntegrityError(f"missing {specs.SPEC_FILE} in {root}")
-        data = path.read_bytes()
+        data = specs.read_yaml_file(path)
         actual = sha256_bytes(data)
         if actual != expected_sha:
             raise IntegrityError(f"sha256 mismatch for '{specs.SPEC_FILE}' in {root}: the index pins "
@@ -292,6 +434,10 @@ def index_entry(spec: specs.Spec, root: Path, yaml_sha: str) -> dict:
             "axes": spec.inputs[0].axes, "description": spec.description.strip().split("\n")[0][:200],
             "files": {rel: sha256_file(files.safe_join(root, rel)) for rel in files.package_files(spec)[1:]
                       if rel not in pinned}}
+
+
+def _utc(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 def _next_patch(version: str) -> str:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from ..errors import InputError, NotFoundError
+from ..errors import InputError, NotFoundError, ZooError
 
 _REF = re.compile(r"^(?P<name>[a-z0-9][a-z0-9._-]*)(@(?P<version>[^@\s]+))?$")
 
@@ -56,11 +56,35 @@ def _specifier(constraint: str) -> SpecifierSet | Version:
                          "or a specifier such as '>=1.0,<2'") from None
 
 
+def version_of(text: str) -> Version:
+    """``text`` as resolution compares it; a registry listing anything else is damaged."""
+    try:
+        return Version(text)
+    except (InvalidVersion, TypeError):
+        raise ZooError(f"{text!r} is not a version (MAJOR.MINOR.PATCH, e.g. 1.2.0): the registry index that lists "
+                       "it is damaged; see `zoo check`") from None
+
+
+def is_version(text: str) -> bool:
+    try:
+        version_of(text)
+        return True
+    except ZooError:
+        return False
+
+
+def alias_of(version: str, versions) -> str | None:
+    """The one of ``versions`` that resolution cannot tell from ``version`` (``1.0.0-a1`` and
+    ``1.0.0-alpha.1`` are one version to it), or None."""
+    wanted = version_of(version)
+    return next((v for v in versions if is_version(v) and Version(v) == wanted), None)
+
+
 def resolve(ref: Ref, versions: list[str]) -> str:
     """The highest of ``versions`` that satisfies the reference (compared as versions, not strings)."""
     if not versions:
         raise NotFoundError(f"no package named '{ref.name}'")
-    parsed = sorted((Version(v), v) for v in versions)
+    parsed = sorted((version_of(v), v) for v in versions)
     if ref.constraint == "latest":
         stable = [v for v in parsed if not v[0].is_prerelease]
         return (stable or parsed)[-1][1]

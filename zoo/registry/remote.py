@@ -24,11 +24,11 @@ import uuid
 from pathlib import Path
 
 from .. import spec as specs
-from ..errors import InputError, IntegrityError, NotFoundError, SpecError
+from ..errors import InputError, IntegrityError, NotFoundError, SpecError, storage
 from ..hashing import sha256_file
 from ..package import files
 from . import refs
-from .local import LocalRegistry, Published, Resolving, _write_json_atomic, file_lock, verified
+from .local import LocalRegistry, Published, Resolving, _write_json_atomic, file_lock, index_problems, verified
 
 log = logging.getLogger("zoo.registry")
 
@@ -127,7 +127,7 @@ class RemoteRegistry(Resolving):
         if self._index is not None:
             return self._index
         path = self._index_path()
-        cached = json.loads(path.read_text()) if path.is_file() else None
+        cached = _cached_index(path)
         if self.offline and getattr(self.store, "reads_offline", False):   # the Hub's own cache lists versions
             self.store.offline = True
             self._index = self.store.read_index()
@@ -142,8 +142,9 @@ class RemoteRegistry(Resolving):
             index, validators = self.store.read_index(cached)
         else:
             index, validators = self.store.read_index(), {}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(path, {"url": self.store.url, "index": index, **validators})
+        with storage("keep the registry index in the cache"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _write_json_atomic(path, {"url": self.store.url, "index": index, **validators})
         self._index = index
         return index
 
@@ -176,16 +177,17 @@ class RemoteRegistry(Resolving):
         partial = self.cache / ".partial" / f"{name}@{version}-{entry['sha256'][:16]}"
         tmp = self.cache / ".tmp" / uuid.uuid4().hex
         try:
-            self.bytes_moved += self._fetch_checked(name, version, specs.SPEC_FILE, entry["sha256"], partial, tmp)
-            spec = specs.load(tmp)
-            pinned = {ref.file: ref.sha256 for ref in spec.package_files()}
-            for rel in files.package_files(spec)[1:]:
-                expected = pinned.get(rel) or entry.get("files", {}).get(rel)
-                self.bytes_moved += self._fetch_checked(name, version, rel, expected, partial, tmp)
-            verified(tmp, entry)
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(tmp, cached)
-            shutil.rmtree(partial, ignore_errors=True)
+            with storage(f"download {name}@{version} into the cache"):
+                self.bytes_moved += self._fetch_checked(name, version, specs.SPEC_FILE, entry["sha256"], partial, tmp)
+                spec = specs.load(tmp)
+                pinned = {ref.file: ref.sha256 for ref in spec.package_files()}
+                for rel in files.package_files(spec)[1:]:
+                    expected = pinned.get(rel) or entry.get("files", {}).get(rel)
+                    self.bytes_moved += self._fetch_checked(name, version, rel, expected, partial, tmp)
+                verified(tmp, entry)
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(tmp, cached)
+                shutil.rmtree(partial, ignore_errors=True)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -222,6 +224,22 @@ class RemoteRegistry(Resolving):
             spec = LocalRegistry.check_package(folder, reproduce)
             ref = self.store.publish(folder, spec, sha256_file(folder / specs.SPEC_FILE))
         return Published(ref, Path(src), created=True)
+
+
+def _cached_index(path: Path) -> dict | None:
+    """The last answer kept for a remote index, None when there is none or it is damaged (it is
+    only a cache: the index is read again)."""
+    try:
+        with storage("read the cached registry index"):
+            cached = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(cached, dict) and not index_problems(cached.get("index")):
+            return cached
+    except FileNotFoundError:
+        return None
+    except (ValueError, RecursionError):
+        pass
+    log.warning("the cached index %s is damaged; reading the registry's index again", path)
+    return None
 
 
 def search(rows: list[dict], text: str | None = None, task: str | None = None, tag: str | None = None,
