@@ -422,6 +422,9 @@ def cmd_evaluate(args) -> int:
     model = zoo.load(args.ref, runtime=args.runtime, device=args.device, registry=_registry(args))
     images = list_images(args.data)
     targets = match_targets(images, args.target)
+    if args.compare:
+        return _evaluate_against(model, zoo.load(args.compare, runtime=args.runtime, device=args.device,
+                                                 registry=_registry(args)), images, targets, args)
     if model.makes_instances:
         return _evaluate_segmentation(model, images, targets, args.out)
     rows = evaluate_pairs(model, images, targets, axes=args.axes)
@@ -431,6 +434,19 @@ def cmd_evaluate(args) -> int:
     print(f"{model.spec.ref} on {mean['n_images']} image(s): PSNR {mean['psnr_input']:.2f} -> "
           f"{mean['psnr_output']:.2f} dB, SSIM {mean['ssim_input']:.3f} -> {mean['ssim_output']:.3f}")
     print(f"{table}\n{fig}")
+    return 0
+
+
+def _evaluate_against(model, parent, images, targets, args) -> int:
+    """``evaluate --compare``: both models and the classical baseline on the same data."""
+    from .evaluate import compare, describe, write_comparison
+
+    report = compare(model, images, targets, parent=parent, axes=args.axes)
+    path = write_comparison(report, args.out / "comparison.json")
+    print("\n".join(describe(report, names=(model.spec.ref, parent.spec.ref))))
+    for warning in report["warnings"]:
+        print(f"WARNING: {warning}", file=sys.stderr)
+    print(path)
     return 0
 
 
@@ -499,25 +515,40 @@ def cmd_finetune(args) -> int:
             from .errors import InputError
 
             raise InputError(f"--set takes KEY=VALUE (e.g. n_rays=64), got '{item}'")
-        import yaml
+        from .spec import parse_yaml
 
-        params[key] = yaml.safe_load(value)
+        params[key] = parse_yaml(value, source=f"--set {key}")
     path = finetune(args.ref, args.data, args.out, target=args.target, name=args.name, version=args.version,
                     val_fraction=args.val_fraction, channels=args.channels, params=params, freeze=args.freeze,
                     unfreeze_every=args.unfreeze_every, lr=args.lr, warmup=args.warmup,
                     layer_decay=args.layer_decay, patience=args.patience or None, val_every=args.val_every,
                     rehearsal=rehearsal, patch=args.patch, batch_size=args.batch_size, max_steps=args.max_steps,
-                    seed=args.seed, registry=_registry(args), progress=sys.stderr.isatty(),
+                    seed=args.seed, registry=_registry(args), progress=True if sys.stderr.isatty() else "lines",
                     overwrite=args.overwrite, accelerator=args.accelerator, devices=args.devices,
                     precision=args.precision)
     from . import spec as specs
 
     training = specs.load(path).training
     print(f"package written: {path} (fine-tuned from {training.parent['ref']}; publish it with `zoo push {path}`)")
-    comparison = training.metrics.get("parent_vs_child", {})
-    for key, values in comparison.items():
-        print(f"  {key}: parent {values['parent']:.4g} -> fine-tuned {values['child']:.4g}")
+    _print_finetune_result(path, training)
     return 0
+
+
+def _print_finetune_result(path: Path, training) -> None:
+    """The child's validation numbers beside the parent's and the classical baseline's."""
+    from .evaluate import describe
+
+    metrics = training.metrics
+    if "parent_val_loss" in metrics:
+        print(f"validation loss: parent {metrics['parent_val_loss']:.4g}, fine-tuned {metrics['val_loss']:.4g}")
+    report = metrics.get("finetune_report")
+    if report is None:
+        print("compared by validation loss only (no targets to score against): score both on held-out pairs, beside "
+              f"the classical baseline, with `zoo evaluate {path} --data IMAGES --target TARGETS --compare "
+              f"{training.parent['ref']}`")
+        return
+    table = metrics.get("parent_vs_child", {})
+    print("\n".join(describe({**report, "metrics": table}, names=("fine-tuned", "parent"))))
 
 
 def cmd_lineage(args) -> int:
@@ -728,6 +759,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("evaluation"),
                    help="folder for metrics.csv and figure.png (restoration) or metrics.json/.md (segmentation)")
     p.add_argument("--axes", help="axes of the images when they cannot be guessed")
+    p.add_argument("--compare", metavar="PARENT", help="also score this model (NAME[@VERSION] or a package folder) "
+                                                       "on the same data, each fed it in the channels it declares "
+                                                       "(RGB made grey, grey repeated), beside the classical baseline")
     p.add_argument("--runtime", choices=["onnx", "torch"], default="onnx")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_evaluate)
