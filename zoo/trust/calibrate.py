@@ -4,7 +4,8 @@ training and validation images, and check new inputs against it.
 The features of one image: the spec's preprocessing applied to the whole image; image statistics
 (:mod:`zoo.trust.features`) on it; the bottleneck features of a central crop (at most 256 pixels
 per axis, 64 in 3D) through ``trust/encoder.onnx``, averaged over space; for instance models the
-median object diameter of the prediction.
+median object diameter of the prediction, and every object's size (flagged per object when far
+outside the training objects' sizes: :meth:`zoo.trust.shift.ShiftModel.size_flags`).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from ..errors import IntegrityError
 from ..package import readers
 from ..runtime import ops
 from .features import image_statistics, object_scale
-from .shift import ShiftModel
+from .shift import ShiftModel, size_distribution
 
 log = logging.getLogger("zoo.trust")
 
@@ -32,6 +33,7 @@ class ShiftReport:
     shift_threshold: float
     parts: dict
     messages: list[str] = field(default_factory=list)
+    objects: dict = field(default_factory=dict)      # instance models: label -> why its size is unusual
 
     @property
     def shift_warning(self) -> bool:
@@ -40,7 +42,14 @@ class ShiftReport:
     def to_dict(self) -> dict:
         return {"shift_score": round(self.shift_score, 4), "shift_threshold": round(self.shift_threshold, 4),
                 "shift_warning": self.shift_warning, "shift_parts": {k: round(v, 4) for k, v in self.parts.items()},
-                "shift_messages": self.messages}
+                "shift_messages": self.messages,
+                **({"object_warnings": [{"label": k, "message": v} for k, v in sorted(self.objects.items())]}
+                   if self.objects else {})}
+
+    def objects_summary(self) -> str:
+        return (f"{len(self.objects)} object(s) far outside the training objects' sizes (labels "
+                f"{', '.join(map(str, sorted(self.objects)[:10]))}{' ...' if len(self.objects) > 10 else ''}): "
+                "likely merged or spurious; check them")
 
     def summary(self) -> str:
         what = "; ".join(self.messages) or "its features are unlike the training images'"
@@ -86,7 +95,34 @@ class Probe:
             if labels is None:
                 labels = self.model.predict_tensor(x)[0, 0]
             stats["scale"] = object_scale(labels)
+            stats["areas"] = object_areas(labels)
         return np.asarray(embedding, np.float64), stats
+
+
+def object_areas(labels: np.ndarray) -> dict[int, int]:
+    """``{label: area}`` (voxels in 3D) of a label image's objects."""
+    counts = np.bincount(np.asarray(labels).ravel().astype(np.int64))
+    return {int(i): int(counts[i]) for i in np.flatnonzero(counts) if i}
+
+
+def size_flags(model, labels: np.ndarray) -> dict[int, str]:
+    """The objects of a prediction (a label image) far outside the training objects' sizes, with
+    why; empty for a package without a recorded size distribution."""
+    shift = _cached(model)[0] if model.root is not None and model.spec.trust else None
+    return shift.size_flags(object_areas(labels)) if shift is not None else {}
+
+
+def flag_rows(model, rows: list[dict]) -> list[dict]:
+    """Measurement rows (``area`` or ``volume`` per ``label``) with a ``size_warning`` column:
+    empty, or why the object's size is far outside the training objects' (instance models whose
+    shift check records the training sizes)."""
+    shift = _cached(model)[0] if model.root is not None and model.spec.trust else None
+    if shift is None or not shift.sizes:
+        return rows
+    flags = shift.size_flags({r["label"]: r.get("area", r.get("volume", 0)) for r in rows})
+    for row in rows:
+        row["size_warning"] = flags.get(row["label"], "")
+    return rows
 
 
 def export_encoder(network, path: Path, spec) -> Path:
@@ -112,9 +148,11 @@ def export_encoder(network, path: Path, spec) -> Path:
 
 
 def calibrate(package: str | Path, train_images: Sequence, val_images: Sequence, max_train: int = 150,
-              description: str | None = None) -> ShiftModel:
+              description: str | None = None, train_labels: Sequence | None = None) -> ShiftModel:
     """Add the shift check to an unpublished package: statistics of (at most ``max_train``)
-    training images, a threshold from the validation images; amends its spec and card."""
+    training images, a threshold from the validation images; amends its spec and card. Instance
+    models also record the training objects' sizes: from ``train_labels`` (label images of all
+    the training images) where given, else from their predictions on the chosen images."""
     from .. import architectures, spec as specs
     from ..hashing import sha256_file
     from ..model import Model
@@ -140,6 +178,12 @@ def calibrate(package: str | Path, train_images: Sequence, val_images: Sequence,
     train_e, train_s = features(chosen)
     val_e, val_s = features(val_images)
     shift = ShiftModel.fit(train_e, train_s, val_e, val_s)
+    if model.makes_instances:
+        from ..imageio import read_image
+
+        areas = ([list(object_areas(read_image(Path(p))).values()) for p in train_labels] if train_labels else
+                 [list(s.get("areas", {}).values()) for s in train_s])
+        shift.sizes = size_distribution(areas, len(spec.inputs[0].spatial_axes))
     np.savez(package / STATISTICS, **shift.arrays())
 
     def change(s):
@@ -149,11 +193,21 @@ def calibrate(package: str | Path, train_images: Sequence, val_images: Sequence,
                    "calibration": {"train_images": len(chosen), "validation_images": len(val_images),
                                    "threshold": "99th percentile of the validation images' shift scores",
                                    "reference": {k: round(v, 4) for k, v in shift.reference.items()},
+                                   **({"object_sizes": _describe_sizes(shift.sizes, bool(train_labels))}
+                                      if shift.sizes else {}),
                                    **({"description": description} if description else {})}}
     build.amend(package, change)
     log.info("shift check calibrated on %d training and %d validation images: threshold %.3g", len(chosen),
              len(val_images), shift.threshold)
     return shift
+
+
+def _describe_sizes(sizes: dict, labelled: bool) -> dict:
+    return {"source": "training labels" if labelled else "predictions on the training images",
+            "objects": sizes["objects"], "median": round(sizes["median"], 1),
+            "absolute": [round(v, 1) for v in sizes["absolute"]], "relative": [round(v, 4) for v in sizes["relative"]],
+            "flagged_outside": f"{sizes['percentiles'][0]:g}-{sizes['percentiles'][1]:g}th percentiles, absolute or "
+                               "relative to the median object of the image"}
 
 
 def load_shift(spec, root: Path) -> ShiftModel | None:
@@ -171,13 +225,20 @@ def check(model, x: np.ndarray, labels: np.ndarray | None = None) -> ShiftReport
     """The shift report of one raw image (``1, c, *spatial``) for a model, None without a check."""
     if model.root is None or not model.spec.trust:
         return None
-    cache = getattr(model, "_shift", None)
-    if cache is None:
-        cache = model._shift = (load_shift(model.spec, model.root), Probe(model, Path(model.root) / ENCODER))
-    shift, probe = cache
+    shift, probe = _cached(model)
     embedding, stats = probe(x, labels)
     score, parts = shift.score(embedding, stats)
     report = ShiftReport(score, shift.threshold, parts)
     if report.shift_warning:
         report.messages = shift.explain(parts, stats)
+    report.objects = shift.size_flags(stats.get("areas", {}))
+    if report.objects:
+        log.warning("%s", report.objects_summary())
     return report
+
+
+def _cached(model) -> tuple[ShiftModel, "Probe"]:
+    cache = getattr(model, "_shift", None)
+    if cache is None:
+        cache = model._shift = (load_shift(model.spec, model.root), Probe(model, Path(model.root) / ENCODER))
+    return cache

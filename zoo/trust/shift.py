@@ -13,6 +13,12 @@ Four parts, each near 1 for a training-like image and growing with the differenc
 The score is their sum; the threshold is the 99th percentile of the scores of validation images
 (never trained on). Explanations name the parts that exceed their own validation 99th percentile,
 in the user's words ("input is 4x noisier than training data").
+
+Instance models also keep the training objects' size distribution (``sizes``): the 0.1st and
+99.9th percentiles of object areas (volumes in 3D), absolute and relative to the median object of
+their image. :meth:`ShiftModel.size_flags` names the objects of a prediction more than ``FAR``
+(2x) beyond either range (a merged blob 16x the size of its neighbours is flagged even where some
+training images hold nuclei that large).
 """
 from __future__ import annotations
 
@@ -21,6 +27,9 @@ from dataclasses import dataclass
 import numpy as np
 
 PARTS = ("embedding", "noise", "background", "scale")
+SIZE_PERCENTILES = (0.1, 99.9)     # the training object sizes' range outside which objects are flagged
+FAR = 2.0                          # "far outside": beyond those percentiles by more than this factor
+MIN_OBJECTS = 5                    # objects an image needs before sizes relative to its median mean anything
 MIN_SPREAD = {"noise": 0.1, "background": 0.02, "scale": 0.05}   # floors of the robust spreads
 
 
@@ -50,6 +59,7 @@ class ShiftModel:
     part_limits: dict             # part -> 99th percentile of validation values
     threshold: float              # 99th percentile of validation scores
     reference: dict               # training medians in user units (noise, scale, background)
+    sizes: dict | None = None     # instance models: training object sizes (see size_distribution)
 
     # ------------------------------------------------------------------ fit
     @classmethod
@@ -119,12 +129,37 @@ class ShiftModel:
             messages.append("the network's features are unlike those of its training images")
         return messages
 
+    def size_flags(self, areas: dict) -> dict:
+        """``{label: area}`` (pixels, voxels in 3D) of one prediction's objects -> ``{label: message}``
+        for the objects outside the training sizes (absolute, or relative to this image's median)."""
+        if not self.sizes or not areas:
+            return {}
+        unit = "px" if self.sizes["ndim"] == 2 else "voxels"
+        low, high = self.sizes["absolute"]
+        rel_low, rel_high = self.sizes["relative"]
+        median = float(np.median(list(areas.values())))
+        relative = len(areas) >= MIN_OBJECTS and median > 0
+        flags = {}
+        for label, area in areas.items():
+            ratio = area / median if relative else None
+            if area > FAR * high or (ratio is not None and ratio > FAR * rel_high):
+                what = "larger"
+            elif area < low / FAR or (ratio is not None and ratio < rel_low / FAR):
+                what = "smaller"
+            else:
+                continue
+            here = f", {ratio:.2g}x this image's median object" if ratio is not None else ""
+            flags[int(label)] = (f"{what} than training objects: {area:.0f} {unit}{here} (training: {low:.0f}-"
+                                 f"{high:.0f} {unit}, {rel_low:.2g}-{rel_high:.2g}x their image's median)")
+        return flags
+
     # ------------------------------------------------------------------ storage
     def arrays(self) -> dict:
         import json
 
         meta = {"centres": self.centres, "spreads": self.spreads, "part_limits": self.part_limits,
-                "threshold": self.threshold, "reference": self.reference, "residual": self.residual}
+                "threshold": self.threshold, "reference": self.reference, "residual": self.residual,
+                **({"sizes": self.sizes} if self.sizes else {})}
         return {"mean": self.mean, "components": self.components, "variances": self.variances,
                 "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
 
@@ -135,4 +170,20 @@ class ShiftModel:
         meta = json.loads(bytes(np.asarray(arrays["meta"], np.uint8)).decode())
         return cls(np.asarray(arrays["mean"]), np.asarray(arrays["components"]), np.asarray(arrays["variances"]),
                    float(meta["residual"]), meta["centres"], meta["spreads"], meta["part_limits"],
-                   float(meta["threshold"]), meta["reference"])
+                   float(meta["threshold"]), meta["reference"], meta.get("sizes"))
+
+
+def size_distribution(areas_per_image, ndim: int) -> dict | None:
+    """The training objects' size range: ``areas_per_image`` holds one array of object areas
+    (voxels in 3D) per training image (ground-truth labels where known, else predictions)."""
+    arrays = [np.asarray(a, np.float64) for a in areas_per_image]
+    arrays = [a[a > 0] for a in arrays if np.size(a)]
+    if not arrays or not sum(a.size for a in arrays):
+        return None
+    absolute = np.concatenate(arrays)
+    relative = np.concatenate([a / np.median(a) for a in arrays if a.size >= MIN_OBJECTS] or [np.ones(1)])
+    return {"ndim": int(ndim), "objects": int(absolute.size), "images": len(arrays),
+            "median": float(np.median(absolute)),
+            "absolute": [float(v) for v in np.percentile(absolute, SIZE_PERCENTILES)],
+            "relative": [float(v) for v in np.percentile(relative, SIZE_PERCENTILES)],
+            "percentiles": list(SIZE_PERCENTILES)}
