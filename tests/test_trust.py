@@ -95,10 +95,11 @@ def test_predict_reports_and_warns_on_the_command_line(trusted, tmp_path, capsys
 
 
 def test_a_package_without_a_check_says_so(tmp_path, zoo_home):
+    """A version published before shift checks (every latest standard version now has one)."""
     from zoo.cli import main as cli
 
     tifffile.imwrite(tmp_path / "img.tif", synthetic_nuclei(seed=9)[0])
-    assert cli(["predict", "n2v-w2s-2d", str(tmp_path / "img.tif"), "-o", str(tmp_path / "out.tif"),
+    assert cli(["predict", "n2v-w2s-2d@0.1.0", str(tmp_path / "img.tif"), "-o", str(tmp_path / "out.tif"),
                 "--report", str(tmp_path / "r.json")]) == 0
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["shift_score"] is None and "no shift check" in report["shift_messages"][0]

@@ -25,6 +25,7 @@ from .shift import ShiftModel, size_distribution
 log = logging.getLogger("zoo.trust")
 
 STATISTICS, ENCODER = "trust/shift.npz", "trust/encoder.onnx"
+GEOMETRIC = ("fit_canvas",)      # preprocessing that resizes or pads: image statistics are taken before it
 
 
 @dataclass
@@ -88,8 +89,12 @@ class Probe:
         """``x``: one raw image as ``1, c, *spatial`` float32; ``labels``: its prediction if known."""
         spec = self.model.spec
         inp = spec.inputs[0]
-        normalised = ops.apply(inp.preprocessing, x.astype(np.float32), {}, inp.name, ops.PREPROCESSING)
-        embedding = self.session.run(None, {self.session.get_inputs()[0].name: _crop(normalised, spec)})[0][0]
+        # statistics of the image as normalised, before a classifier's fit_canvas resizes and pads it
+        # (the padding would make a crop's median depend on its size); the encoder sees all of it
+        cut = next((i for i, op in enumerate(inp.preprocessing) if op.op in GEOMETRIC), len(inp.preprocessing))
+        normalised = ops.apply(inp.preprocessing[:cut], x.astype(np.float32), {}, inp.name, ops.PREPROCESSING)
+        encoded = ops.apply(inp.preprocessing[cut:], normalised, {}, inp.name, ops.PREPROCESSING)
+        embedding = self.session.run(None, {self.session.get_inputs()[0].name: _crop(encoded, spec)})[0][0]
         stats = image_statistics(x[0], normalised[0])
         if self.model.makes_instances:
             if labels is None:
