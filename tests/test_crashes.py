@@ -46,23 +46,34 @@ def run_child(operation) -> int:
     return pid
 
 
-def kill_after(pid: int, delay: float) -> str:
-    """SIGKILL ``pid`` after ``delay`` seconds: 'killed', or 'finished' / 'failed' if it ended first."""
-    time.sleep(delay)
+def kill_after(pid: int, delay: float) -> tuple[str, float | None]:
+    """SIGKILL ``pid`` after ``delay`` seconds: ('killed', None), or ('finished' / 'failed', the
+    seconds it took) if it ended first."""
+    start = time.perf_counter()
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return ("finished" if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 else "failed",
+                    time.perf_counter() - start)
+        if time.perf_counter() - start >= delay:
+            break
+        time.sleep(0.0005)
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
     _, status = os.waitpid(pid, 0)
     if os.WIFSIGNALED(status):
-        return "killed"
-    return "finished" if os.WEXITSTATUS(status) == 0 else "failed"
+        return "killed", None
+    return ("finished" if os.WEXITSTATUS(status) == 0 else "failed"), None
 
 
 def crash_many(operation, after_each, seed: int, prepare=lambda n: None) -> Counter:
     """Kill ``operation`` at random points until it was killed KILLS times. ``prepare(n)`` sets up
     run ``n`` in the parent (the child inherits it); ``after_each(n, outcome)`` checks consistency
-    and runs the next operation. The first three runs, uninterrupted, time the operation."""
+    and runs the next operation. The first three runs, uninterrupted, time the operation; runs that
+    finish before their kill keep timing it, so a slow first run (a busy machine, cold caches) does
+    not leave the kills landing after the operation has ended."""
     times = []
     for n in range(3):
         prepare(n)
@@ -72,13 +83,15 @@ def crash_many(operation, after_each, seed: int, prepare=lambda n: None) -> Coun
         times.append(time.perf_counter() - start)
         after_each(n, "finished")
     rng = np.random.default_rng(seed)
-    span = 1.3 * float(np.median(times))
     outcomes: Counter = Counter()
     n = 3
     while outcomes["killed"] < KILLS:
         prepare(n)
-        outcome = kill_after(run_child(operation), float(rng.uniform(0, span)))
+        span = 1.3 * float(np.median(times[-9:]))
+        outcome, took = kill_after(run_child(operation), float(rng.uniform(0, span)))
         assert outcome != "failed", "an uninterrupted run failed: the previous crash left something behind"
+        if took is not None:
+            times.append(took)
         outcomes[outcome] += 1
         after_each(n, outcome)
         n += 1

@@ -207,7 +207,7 @@ def test_cli_pull_list_search_cache_over_http(server, tmp_path):
     home = tmp_path / "home"
     first = zoo_cli("pull", f"{server.url}/n2v-tiny@0.1.0", env_home=home).stdout
     second = zoo_cli("pull", f"{server.url}/n2v-tiny@0.1.0", env_home=home).stdout
-    assert first.split("\t")[1] == second.split("\t")[1] and second.strip().endswith("\t0 bytes downloaded")
+    assert first.split("\t")[1] == second.split("\t")[1] and "\t0 bytes downloaded" in second
     assert int(first.strip().split("\t")[2].split()[0]) > 0
     assert zoo_cli("list", "--remote", server.url, env_home=home).stdout.startswith("n2v-tiny\t0.2.0\t")
     assert "n2v-tiny" in zoo_cli("search", "--remote", server.url, "--architecture", "n2v", env_home=home).stdout

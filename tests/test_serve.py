@@ -107,6 +107,25 @@ def test_predictions_match_the_offline_model_in_tiff_and_npy(server, tiny_packag
     np.testing.assert_allclose(np.load(io.BytesIO(body)), expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("fmt, content_type", [("PNG", "image/png"), ("JPEG", "image/jpeg"),
+                                               ("PNG", "application/octet-stream"), ("JPEG", "image/jpg")])
+def test_png_and_jpeg_bodies_are_read_as_the_command_line_reads_them(server, tiny_package, tmp_path, fmt,
+                                                                    content_type):
+    """Issue 21.8: the same file, read by the CLI's reader and sent to the server, gives the same answer."""
+    from PIL import Image
+
+    from zoo.imageio import read_image
+
+    image = (synthetic_nuclei((96, 80), seed=7)[0] // 4).clip(0, 255).astype(np.uint8)
+    path = tmp_path / f"image.{fmt.lower()}"
+    Image.fromarray(image).save(path, format=fmt)
+    expected = zoo.load(tiny_package).predict(read_image(path))
+    status, headers, body = request(server.url + "/v1/models/n2v-tiny/predict", path.read_bytes(),
+                                    {"Content-Type": content_type})
+    assert status == 200, body
+    np.testing.assert_allclose(tifffile.imread(io.BytesIO(body)), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_concurrent_small_requests_are_batched(server, tiny_package):
     images = [synthetic_nuclei((64, 64), seed=100 + i)[0] for i in range(24)]
     with ThreadPoolExecutor(24) as pool:

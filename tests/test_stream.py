@@ -58,7 +58,7 @@ def test_ome_zarr_in_and_out(tmp_path, tiny_package):
     assert shape == (1, 1, 300, 260) and axes == "tcyx"
     _close(np.asarray(out[0, 0]), model.predict(image, tile=96))
     # the CLI reads what the stream wrote, and a second run replaces it whole
-    model.predict_file(tmp_path / "in.zarr", tmp_path / "out.zarr", tile=128)
+    model.predict_file(tmp_path / "in.zarr", tmp_path / "out.zarr", tile=128, overwrite=True)
     assert open_omezarr(tmp_path / "out.zarr")[0].shape == (1, 1, 300, 260)
 
 

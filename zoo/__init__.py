@@ -22,11 +22,11 @@ def load(ref: str | Path, runtime: str = "onnx", device: str = "auto", registry=
     the cache; every file's sha256 is verified before anything is loaded.
     """
     from .model import Model, from_path
+    from .registry import default_registry
 
     path = Path(ref)
     if path.is_dir() or (path.suffix in (".yaml", ".yml") and path.is_file()):
-        return from_path(path, runtime=runtime, device=device)
-    from .registry import default_registry
+        return _knowing(from_path(path, runtime=runtime, device=device), registry or default_registry())
     from .registry.archives import names_archive, pull_archive
     from .registry.remote import is_url, registry_for, split_ref
 
@@ -34,10 +34,16 @@ def load(ref: str | Path, runtime: str = "onnx", device: str = "auto", registry=
         from .paths import zoo_cache
 
         spec, root = pull_archive(ref, zoo_cache())
-        return Model(spec, root, runtime=runtime, device=device, verified=True)
+        return _knowing(Model(spec, root, runtime=runtime, device=device, verified=True), default_registry())
     if is_url(ref):                      # hf://ORG/NAME@1.0, https://host/root/NAME
         url, ref = split_ref(str(ref))
         registry = registry_for(url)
     reg = registry or default_registry()
     spec, root = reg.pull(str(ref))
-    return Model(spec, root, runtime=runtime, device=device, verified=True)
+    return _knowing(Model(spec, root, runtime=runtime, device=device, verified=True), reg)
+
+
+def _knowing(model, registry):
+    """``model``, told which registry its hints may name packages from."""
+    model.installed = registry
+    return model

@@ -85,6 +85,7 @@ def cmd_info(args) -> int:
 
 
 def cmd_pull(args) -> int:
+    from .registry import LocalRegistry
     from .registry.archives import names_archive, pull_archive
 
     if names_archive(args.ref):
@@ -95,8 +96,8 @@ def cmd_pull(args) -> int:
         return 0
     registry, ref = _registry_and_ref(args, args.ref)
     spec, path = registry.pull(ref)
-    moved = getattr(registry, "bytes_moved", None)
-    print(f"{spec.ref}\t{path}" + (f"\t{moved} bytes downloaded" if moved is not None else ""))
+    how = "copied" if isinstance(registry, LocalRegistry) else "downloaded"
+    print(f"{spec.ref}\t{path}\t{registry.bytes_moved} bytes {how}" + (" (already in the cache)" * (not registry.bytes_moved)))
     return 0
 
 
@@ -222,23 +223,13 @@ def cmd_validate(args) -> int:
     return 0
 
 
-def _preview(array, max_side: int = 1024):
-    """A 2D view for figures: the middle slice of a stack, subsampled to about max_side."""
-    import numpy as np
-
-    while array.ndim > 2:
-        array = array[array.shape[0] // 2]
-    stride = max(1, max(array.shape) // max_side)
-    return np.asarray(array[::stride, ::stride])
-
-
 def cmd_predict(args) -> int:
     import numpy as np
 
     import zoo
 
     from .errors import InputError, NotFoundError
-    from .imageio import figure, open_lazy, write_image
+    from .imageio import check_format, check_output, figure, open_lazy, preview, write_image
     from .runtime.stream import STREAM_SUFFIXES
 
     for path in args.inputs:
@@ -247,6 +238,7 @@ def cmd_predict(args) -> int:
     model = zoo.load(args.ref, runtime=args.runtime, device=args.device, registry=_registry(args))
     if model.is_classifier:
         return _predict_classes(model, args)
+    check_format(args.output, "int32" if model.makes_instances and not args.raw else model.spec.outputs[0].dtype)
     if len(args.inputs) != 1:
         raise InputError(f"{model.spec.ref} predicts one image per call (-o names its output); got "
                          f"{len(args.inputs)} images: run it once per image")
@@ -254,19 +246,21 @@ def cmd_predict(args) -> int:
     update, close = _progress(f"{model.spec.name}")
     options = dict(axes=args.axes, tile=args.tile, batch_size=args.batch_size, blend=args.blend, progress=update,
                    raw=args.raw)
+    written = dict(overwrite=args.overwrite, source=args.input)
     streamed = args.output.suffix.lower() in STREAM_SUFFIXES and not args.uncertainty   # uncertainty: in memory
     result = confidence = None
     try:
         if streamed:   # block by block, in bounded memory
-            shape = model.predict_file(args.input, args.output, **options)
+            shape = model.predict_file(args.input, args.output, overwrite=args.overwrite, **options)
             print(f"{args.output}: {shape} from {model.spec.ref} ({model.runtime}, streamed)")
         else:
+            check_output(args.output, **written)       # before the work, as the streamed path does
             image, stated = open_lazy(args.input)
             if args.uncertainty:
                 result, confidence = _with_uncertainty(model, np.asarray(image), args.axes or stated, args)
             else:
                 result = model.predict(np.asarray(image), **{**options, "axes": args.axes or stated})
-            write_image(args.output, result)
+            write_image(args.output, result, **written)
             print(f"{args.output}: {result.shape} {result.dtype} from {model.spec.ref} ({model.runtime})")
     finally:
         close()
@@ -275,8 +269,8 @@ def cmd_predict(args) -> int:
         labels = model.makes_instances and not args.raw
         panels = [("input", args.input, None), (model.spec.outputs[0].name, args.output, "labels" if labels else None)]
         if args.reference:
-            panels.append(("reference", args.reference, None))
-        flat = [(title, _preview(open_lazy(path)[0]), *([kind] if kind else []))
+            panels.append(("reference", args.reference, "labels" if labels else None))
+        flat = [(title, preview(open_lazy(path)[0]), *([kind] if kind else []))
                 for title, path, kind in panels]
         figure(args.figure, flat)
         print(f"{args.figure}: figure ({' | '.join(panel[0] for panel in flat)})")
@@ -285,6 +279,9 @@ def cmd_predict(args) -> int:
             raise InputError("--measure needs instance labels: a segmentation model, without --raw")
         table = args.output.with_name(args.output.stem.split(".")[0] + "_objects.csv")
         rows = _measure(open_lazy(args.output)[0], open_lazy(args.input)[0], args.classifier, 0.0, args)
+        from .trust.calibrate import flag_rows
+
+        flag_rows(model, rows)      # size_warning: objects far outside the training objects' sizes
         if confidence is not None:
             for row in rows:
                 row["confidence"] = confidence.get(row["label"])
@@ -307,7 +304,7 @@ def _with_uncertainty(model, image, axes, args):
                          for ref in args.ensemble or []]
     result = predict_with_uncertainty(members, image, axes=axes, tta=not args.no_tta)
     target = args.output.with_name(args.output.stem.split(".")[0] + "_uncertainty.tif")
-    write_image(target, result.uncertainty)
+    write_image(target, result.uncertainty, overwrite=args.overwrite, source=args.input)
     what = "foreground disagreement 0-1" if model.makes_instances else "standard deviation, output units"
     print(f"{target}: uncertainty ({what}) over {result.members} members")
     return result.prediction, result.confidence
@@ -596,9 +593,18 @@ def cmd_export(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from .export.bioimageio_import import import_package
+    if args.format == "onnx":
+        from .export.onnx_import import import_onnx
 
-    path = import_package(args.source, args.out, name=args.name, overwrite=args.overwrite, weights=args.weights)
+        path = import_onnx(args.source, args.out, name=args.name, axes=args.axes, output_axes=args.output_axes,
+                           input_ops=args.input_op, output_ops=args.output_op, test_input=args.test_input,
+                           halo=args.halo, step=args.step, minimum=args.min, channels=args.channels,
+                           version=args.version, description=args.description, authors=args.author or (),
+                           license=args.license, task=args.task, tags=args.tag or (), overwrite=args.overwrite)
+    else:
+        from .export.bioimageio_import import import_package
+
+        path = import_package(args.source, args.out, name=args.name, overwrite=args.overwrite, weights=args.weights)
     from . import spec as specs
 
     spec = specs.load(path)
@@ -606,6 +612,36 @@ def cmd_import(args) -> int:
         f"architecture {spec.architecture_id}: runs in torch and ONNX Runtime, can be fine-tuned"
     print(f"package written: {path} ({spec.ref}, {kind}); publish it with `zoo push {path}`")
     return 0
+
+
+def cmd_bump(args) -> int:
+    from . import spec as specs
+    from .package.bump import bump
+
+    path = bump(args.package, args.out, args.version, weights=args.weights, test_input=args.test_input,
+                halo=args.halo, input_ops=args.input_op, output_ops=args.output_op, axes=args.axes,
+                description=args.description, overwrite=args.overwrite)
+    old, spec = specs.load(args.package), specs.load(path)
+    print(f"package written: {path} ({spec.ref}, after {old.ref}: test output recomputed by the zoo, every sha256 "
+          f"rewritten); publish it with `zoo push {path}`")
+    if old.trust:
+        print(f"note: {old.ref}'s shift check is not carried over (it was calibrated for that version); "
+              "calibrate one for the new version (scripts/add_trust.py)")
+    return 0
+
+
+def _package_change_options(p: argparse.ArgumentParser) -> None:
+    """What a graph import sets and a new version may change: test input, halo, ops, description."""
+    p.add_argument("--test-input", type=Path, help="raw test input (.npy, the graph's axes or the natural layout); "
+                                                   "default: synthetic nuclei (import) or the package's own (bump)")
+    p.add_argument("--halo", type=int, help="receptive-field margin in pixels that every tile gets (per spatial axis)")
+    p.add_argument("--input-op", action="append", metavar="OP[:K=V,...]",
+                   help="preprocessing op of the op registry, e.g. percentile_normalize:low=1,high=99.8 (repeatable, "
+                        "in order; see docs/publishing.md)")
+    p.add_argument("--output-op", action="append", metavar="OP[:K=V,...]",
+                   help="postprocessing op, e.g. sigmoid or restore_input_scale:input=input (repeatable)")
+    p.add_argument("--description")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out package")
 
 
 # ---------------------------------------------------------------------------- parser
@@ -701,8 +737,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", type=Path, nargs="+", metavar="input",
                    help="image: TIFF/OME-TIFF, OME-Zarr, PNG, JPEG or NPY (classifiers: one or more images)")
     p.add_argument("-o", "--output", type=Path, required=True,
-                   help="output image: .tif, .zarr or .npy (written block by block) or .png; classifiers: a .csv "
+                   help="output image: .tif, .zarr or .npy (any output, written block by block), or .png (labels "
+                        "and 8/16-bit images only; not the float output of a restoration model); classifiers: a .csv "
                         "(or .parquet) table, one row per image")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output of the same kind (a file, "
+                                                            "or an OME-Zarr the zoo wrote); never the input")
     p.add_argument("--runtime", choices=["onnx", "torch"], default="onnx")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--axes", help="axes of the input when the file does not say, e.g. yx, cyx, yxc, tyx, tczyx "
@@ -840,15 +879,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--zip", action="store_true", help="bioimageio: also write OUT.zip (the bioimage.io package)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("import", help="turn a bioimage.io model package into a zoo package")
-    p.add_argument("format", choices=["bioimageio"])
-    p.add_argument("source", type=Path, help="the bioimage.io package: folder, rdf.yaml or .zip")
+    p = sub.add_parser("import", help="turn a bioimage.io model package, or an ONNX model trained elsewhere, into a "
+                                      "zoo package (hashes, test output by the zoo's runtime, card, cover)")
+    p.add_argument("format", choices=["bioimageio", "onnx"])
+    p.add_argument("source", type=Path, help="bioimageio: the package folder, rdf.yaml or .zip; onnx: MODEL.onnx")
     p.add_argument("--out", type=Path, required=True, help="package folder to write")
-    p.add_argument("--name", help="package name (default: from the description)")
+    p.add_argument("--name", help="package name (bioimageio default: from the description; required for onnx)")
     p.add_argument("--weights", choices=["pytorch_state_dict", "onnx"],
-                   help="the weight format to import (default: a state dict of an installed architecture, else onnx)")
-    p.add_argument("--overwrite", action="store_true")
+                   help="bioimageio: the weight format to import (default: a state dict of an installed "
+                        "architecture, else onnx)")
+    p.add_argument("--axes", help="onnx: the graph's input axes in its order, e.g. bcyx, byxc, bczyx")
+    p.add_argument("--output-axes", help="onnx: the graph's output axes (default: --axes)")
+    p.add_argument("--step", type=int, help="onnx: spatial sizes must be multiples of this (2^depth of a U-Net)")
+    p.add_argument("--min", type=int, help="onnx: smallest spatial size the graph takes (default: --step)")
+    p.add_argument("--channels", type=int, help="onnx: input channels, when the graph leaves that axis dynamic")
+    p.add_argument("--version", default="0.1.0", help="onnx: the package version")
+    p.add_argument("--author", action="append", help="onnx: an author's name (repeatable)")
+    p.add_argument("--license", default="CC-BY-4.0", help="onnx: SPDX licence of the weights")
+    p.add_argument("--task", help="onnx: e.g. restoration/denoising, segmentation (default: from the output ops)")
+    p.add_argument("--tag", action="append", help="onnx: a search tag (repeatable)")
+    _package_change_options(p)
     p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("bump", help="make the next version of a package beside it: new weights, test input, halo "
+                                    "or ops; test output, hashes, card and cover recomputed")
+    p.add_argument("package", type=Path, help="the package folder to start from (it is left as it is)")
+    p.add_argument("--version", required=True, help="the new version, higher than the package's (e.g. 1.1.0)")
+    p.add_argument("--out", type=Path, required=True, help="folder for the new version")
+    p.add_argument("--weights", type=Path, help="new weights: .onnx for an imported graph, .safetensors otherwise")
+    p.add_argument("--axes", help="axes of a new .onnx graph (default: those it was imported with)")
+    _package_change_options(p)
+    p.set_defaults(func=cmd_bump)
 
     p = sub.add_parser("lineage", help="the chain of packages a package was fine-tuned from, each verified")
     p.add_argument("ref", help="NAME[@VERSION] or a package folder")
@@ -861,14 +922,29 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("tifffile").setLevel(logging.ERROR)  # corrupt files get our own error instead
+    import os
+
+    offline_before = os.environ.get("ZOO_OFFLINE")
+    if args.offline:              # one switch for every part: registries, archive URLs, imports read ZOO_OFFLINE
+        os.environ["ZOO_OFFLINE"] = "1"
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()        # a reader that has gone (`zoo info | head -1`) shows here, not at exit
+        return code
+    except BrokenPipeError:       # stop quietly, as cat does: nothing more to say, and nobody to say it to
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141                # 128 + SIGPIPE, what a shell reports for a command the pipe stopped
     except ZooError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if offline_before is None:
+            os.environ.pop("ZOO_OFFLINE", None)
+        else:
+            os.environ["ZOO_OFFLINE"] = offline_before
 
 
 if __name__ == "__main__":

@@ -36,6 +36,11 @@ class InputError(ZooError):
     """An input image does not fit what the model expects (dimensions, channels, dtype)."""
 
 
+class ColourImageError(InputError):
+    """A colour (RGB/RGBA) image given to a single-channel model; the api adds which installed
+    packages take colour."""
+
+
 class ReproducibilityError(ZooError):
     """A runner does not reproduce the package's test tensors within tolerance."""
 

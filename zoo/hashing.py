@@ -5,12 +5,14 @@ import hashlib
 from pathlib import Path
 from typing import Iterable
 
+from .errors import storage
+
 _CHUNK = 1 << 20
 
 
 def sha256_file(path: str | Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with storage("hash"), open(path, "rb") as f:
         for chunk in iter(lambda: f.read(_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()

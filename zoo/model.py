@@ -1,6 +1,7 @@
 """The model object: one way from a package to predictions."""
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Callable, Sequence
@@ -8,7 +9,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from . import architectures, spec as specs
-from .errors import InputError, ReproducibilityError
+from .errors import ColourImageError, InputError, ReproducibilityError, ZooError
 from .package import files, readers
 from .runtime import layout, memory, ops, runners, tiling
 
@@ -74,7 +75,8 @@ class Model:
 
             return classify(self, image, axes)
         inp = self.spec.inputs[0]
-        x, natural = layout.to_tensor(image, axes, inp.spatial_axes, inp.n_channels, inp.grey == "repeat")
+        with self._colour_hint():
+            x, natural = layout.to_tensor(image, axes, inp.spatial_axes, inp.n_channels, inp.grey == "repeat")
         y = self.predict_tensor(x, tile=tile, batch_size=batch_size, blend=blend, progress=progress, raw=raw)
         return layout.from_tensor(y, natural)
 
@@ -171,13 +173,32 @@ class Model:
 
     def predict_file(self, source, target, axes: str | None = None, tile: Tile = None,
                      batch_size: int | None = None, blend: int | None = None, progress=None,
-                     raw: bool = False) -> tuple[int, ...]:
+                     raw: bool = False, overwrite: bool = False) -> tuple[int, ...]:
         """Predict an image file into a TIFF, NPY or OME-Zarr block by block (out of core); returns
-        the output shape. Segmentation models write instance labels unless ``raw``."""
+        the output shape. Segmentation models write instance labels unless ``raw``. An existing
+        ``target`` is replaced only with ``overwrite``, and only by the same kind of output."""
         from .runtime.stream import predict_file
 
-        return predict_file(self, source, target, axes=axes, tile=tile, batch_size=batch_size, blend=blend,
-                            progress=progress, raw=raw)
+        with self._colour_hint():
+            return predict_file(self, source, target, axes=axes, tile=tile, batch_size=batch_size, blend=blend,
+                                progress=progress, raw=raw, overwrite=overwrite)
+
+    installed = None
+    """The registry ``zoo.load`` found the package through (or the default one): error messages name
+    other packages in it that fit the input (it answers ``names_taking(n_channels)``)."""
+
+    @contextlib.contextmanager
+    def _colour_hint(self):
+        """Name the installed packages that take colour when a colour image meets a grey model."""
+        try:
+            yield
+        except ColourImageError as e:
+            try:
+                names = self.installed.names_taking(3) if self.installed is not None else []
+            except ZooError:           # an unreadable registry: the error itself still stands
+                names = []
+            hint = f" (installed: {', '.join(names)})" if names else ""
+            raise ColourImageError(f"{e}{hint}") from None
 
     # ------------------------------------------------------------------ transfer learning
     def finetune(self, data, out, **options) -> Path:
@@ -204,8 +225,26 @@ class Model:
         if not np.all(error <= allowed):
             raise ReproducibilityError(
                 f"{self.spec.ref}: the {self.runtime} runtime does not reproduce the test output "
-                f"(max error {ratio:.3g}x the tolerance rtol={t.rtol}, atol={t.atol})")
+                f"(max error {ratio:.3g}x the tolerance rtol={t.rtol}, atol={t.atol}); "
+                f"{where_out_of_tolerance(error > allowed)}")
         return ratio
+
+
+def where_out_of_tolerance(bad: np.ndarray) -> str:
+    """Where the out-of-tolerance values of a ``b, c, *spatial`` comparison lie, in words: a band
+    along the border (padding) is told apart from errors spread over the image."""
+    share = f"{int(np.count_nonzero(bad))} of {bad.size} values are out of tolerance"
+    spatial = bad.shape[2:]
+    if not spatial:
+        return share
+    hits = np.nonzero(bad)[2:]
+    depth = np.min([np.minimum(i, size - 1 - i) for i, size in zip(hits, spatial)], axis=0)
+    band = int(depth.max()) + 1
+    if band > min(spatial) // 4:
+        return f"{share}, spread over the image, not only along its border"
+    return (f"{share}, all within {band} px of the border: the zoo pads by reflection; compute the test output "
+            "with the zoo (`zoo import onnx`, `zoo bump`), or pad by reflection (numpy.pad mode='reflect', at "
+            "least the receptive field) when you compute it")
 
 
 def runtimes_of(spec: specs.Spec) -> tuple[str, ...]:

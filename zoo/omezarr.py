@@ -11,6 +11,7 @@ from pathlib import Path
 from .errors import InputError, NotFoundError
 
 AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
+WRITER_KEY = "bioimage-zoo"   # in the group attributes of every OME-Zarr the zoo writes
 
 
 def is_zarr(path: str | Path) -> bool:
@@ -56,6 +57,17 @@ def open_omezarr(path: str | Path):
     return array, axes
 
 
+def written_by_zoo(path: str | Path) -> bool:
+    """Whether ``path`` is an OME-Zarr image that the zoo wrote (so a prediction may replace it)."""
+    import json
+
+    try:
+        attrs = json.loads((Path(path) / ".zattrs").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(attrs, dict) and isinstance(attrs.get(WRITER_KEY), dict) and _multiscale(attrs) is not None
+
+
 def create_omezarr(path: str | Path, shape: tuple[int, ...], dtype, axes: str, chunks: tuple[int, ...] | None = None,
                    name: str = "prediction"):
     """A new single-scale OME-Zarr 0.4 image at ``path``; returns its writable array."""
@@ -73,4 +85,5 @@ def create_omezarr(path: str | Path, shape: tuple[int, ...], dtype, axes: str, c
                  for a in axes],
         "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0] * len(axes)}]}],
     }]
+    group.attrs[WRITER_KEY] = {"written": name}
     return array

@@ -13,6 +13,11 @@ formats are imported, in this order of preference:
 
 Other formats (TorchScript, TensorFlow, Keras) are refused, naming the format. Pre/post-processing
 ops are mapped onto the zoo's; an op without an equivalent is refused by name.
+
+The import reads the files inside the package alone, each checked against the sha256 the
+description pins; a file named by URL is refused, naming it. Offline (``--offline``,
+``ZOO_OFFLINE=1``) nothing opens a connection: bioimage.io's validator runs without its
+downloads, and the importer's own sha256 checks stand in for its file checks.
 """
 from __future__ import annotations
 
@@ -21,7 +26,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from .. import architectures, spec as specs
 from ..errors import InputError, IntegrityError, ReproducibilityError, SpecError, UnknownArchitectureError
@@ -29,21 +33,27 @@ from ..hashing import sha256_file
 from ..package import archive, build, files, readers
 from ..runtime.onnx_session import check_self_contained
 from ..runtime.ops import POSTPROCESSING, PREPROCESSING
-from ..spec import Op, Spec, TensorSpec, Training
+from ..spec import Op, Spec, TensorSpec, Training, load_yaml_file
 from . import onnx_layout
 
 SUPPORTED = ("pytorch_state_dict", "onnx")
 OTHER_FORMATS = ("torchscript", "keras_hdf5", "keras_v3", "tensorflow_saved_model_bundle", "tensorflow_js")
 
 
-def _validate(rdf: Path) -> dict:
+def _validate(rdf: Path, offline: bool) -> dict:
+    import httpx
     from bioimageio.spec import InvalidDescr, load_description
 
-    descr = load_description(str(rdf), perform_io_checks=True)
+    data = load_yaml_file(rdf)          # bounded and alias-free, before bioimage.io's own reader expands it
+    try:
+        descr = load_description(str(rdf), perform_io_checks=not offline)   # checks download what URLs name
+    except httpx.HTTPError as e:
+        raise InputError(f"{rdf}: validating it needs a file it names by URL, and the download failed ({e}); check "
+                         "the network, or put the file in the package and name it by its relative path") from None
     if isinstance(descr, InvalidDescr):
         problems = [f"{'.'.join(map(str, e.loc))}: {e.msg}" for e in descr.validation_summary.errors]
         raise SpecError(f"{rdf} is not a valid bioimage.io model description", problems=problems, source=str(rdf))
-    return yaml.safe_load(rdf.read_text(encoding="utf-8"))
+    return data
 
 
 def _installed_architecture(weights: dict) -> tuple[architectures.Architecture, dict] | None:
@@ -81,6 +91,23 @@ def choose_weights(weights: dict, prefer: str | None = None) -> str:
             "bioimage-zoo architecture and the package has no onnx weights; nothing can be imported")
     raise InputError(f"importing {' / '.join(present) or 'these'} weights is not supported yet: bioimage-zoo "
                      "imports onnx weights, or pytorch_state_dict weights of an installed architecture")
+
+
+def _source(folder: Path, entry: dict, what: str, offline: bool) -> Path:
+    """The file in the package that ``entry`` (``source`` and ``sha256``) names, its sha256 checked;
+    a URL is refused: the import reads what the package holds and downloads nothing."""
+    source = str(entry["source"])
+    if re.match(r"[a-zA-Z][a-zA-Z0-9+.-]*://", source):
+        why = "offline (--offline, ZOO_OFFLINE), so nothing is downloaded" if offline else \
+            "bioimage-zoo imports the files a package holds and downloads none"
+        raise InputError(f"{what} is at {source}, outside the package: {why}. Download it into the package folder, "
+                         "set its source in the description to the relative path, and import again")
+    path = files.safe_join(folder, source)
+    if not path.is_file():
+        raise InputError(f"{what} {source} is not in the package ({folder}): the description names a missing file")
+    if entry.get("sha256") and sha256_file(path) != entry["sha256"]:
+        raise IntegrityError(f"{source}: sha256 differs from the one the description pins")
+    return path
 
 
 # ----------------------------------------------------------------------------- processing ops
@@ -247,14 +274,12 @@ def _tolerance(rdf: dict) -> tuple[float, float]:
 
 
 # ----------------------------------------------------------------------------- the two importers
-def _import_state_dict(rdf: dict, folder: Path, rdf_path: Path, source: Path, out: Path, name, overwrite) -> Path:
+def _import_state_dict(rdf: dict, folder: Path, rdf_path: Path, source: Path, out: Path, name, overwrite,
+                       offline: bool) -> Path:
     arch, params = _installed_architecture(rdf["weights"])
     params.pop("channels_last_output", None)       # our StarDist export's layout for bioimage.io's op
     weights = rdf["weights"]["pytorch_state_dict"]
-    path = files.safe_join(folder, weights["source"])
-    if weights.get("sha256") and sha256_file(path) != weights["sha256"]:
-        raise IntegrityError(f"{weights['source']}: sha256 differs from the one the description pins")
-    state = readers.torch_state_dict(path)
+    state = readers.torch_state_dict(_source(folder, weights, "the pytorch_state_dict weights", offline))
     network = arch.build_network(params)
     try:
         network.load_state_dict(state)
@@ -272,21 +297,18 @@ def _import_state_dict(rdf: dict, folder: Path, rdf_path: Path, source: Path, ou
     inp.preprocessing = _ops(rdf_in.get("preprocessing"), "input preprocessing", inp.n_channels,
                              PREPROCESSING)
     spec.outputs[0].postprocessing = _zoo_postprocessing(rdf) or spec.outputs[0].postprocessing
-    test_input = np.load(files.safe_join(folder, rdf_in["test_tensor"]["source"]), allow_pickle=False)
+    test_input = np.load(_source(folder, rdf_in["test_tensor"], "the test input", offline), allow_pickle=False)
     return build.build(spec, network, out, _training(rdf, rdf_path, source, test_input, "pytorch_state_dict"),
                        test_input, name=spec.name, version=spec.version, description=spec.description,
                        overwrite=overwrite)
 
 
 def _import_graph(rdf: dict, folder: Path, rdf_path: Path, source: Path, out: Path, name, overwrite,
-                  work: Path) -> Path:
+                  work: Path, offline: bool) -> Path:
     import onnx
 
     weights = rdf["weights"]["onnx"]
-    path = files.safe_join(folder, weights["source"])
-    if weights.get("sha256") and sha256_file(path) != weights["sha256"]:
-        raise IntegrityError(f"{weights['source']}: sha256 differs from the one the description pins")
-    model = onnx.load(str(path), load_external_data=False)
+    model = onnx.load(str(_source(folder, weights, "the onnx weights", offline)), load_external_data=False)
     check_self_contained(model, weights["source"])
     inp, outp, their_in, their_out = _graph_tensors(rdf)
     declared_in, _ = onnx_layout.static_dims(model)
@@ -300,9 +322,9 @@ def _import_graph(rdf: dict, folder: Path, rdf_path: Path, source: Path, out: Pa
                 architecture_params={}, inputs=[inp], outputs=[outp])
     _describe(spec, rdf, name)
     rdf_in, rdf_out = rdf["inputs"][0], rdf["outputs"][0]
-    test_x = onnx_layout.to_ours(np.load(files.safe_join(folder, rdf_in["test_tensor"]["source"]), allow_pickle=False)
-                                 .astype(np.float32), their_in, inp.spatial_axes)
-    expected = onnx_layout.to_ours(np.load(files.safe_join(folder, rdf_out["test_tensor"]["source"]),
+    test_x = onnx_layout.to_ours(np.load(_source(folder, rdf_in["test_tensor"], "the test input", offline),
+                                         allow_pickle=False).astype(np.float32), their_in, inp.spatial_axes)
+    expected = onnx_layout.to_ours(np.load(_source(folder, rdf_out["test_tensor"], "the test output", offline),
                                            allow_pickle=False), their_out, inp.spatial_axes)
     _check_reproduces(spec, graph, test_x, expected, _tolerance(rdf))
     outp.postprocessing = _zoo_postprocessing(rdf) or outp.postprocessing
@@ -346,9 +368,13 @@ def _check_reproduces(spec: Spec, graph: Path, x: np.ndarray, expected: np.ndarr
 
 
 def import_package(source: str | Path, out: str | Path, name: str | None = None, overwrite: bool = False,
-                   weights: str | None = None) -> Path:
+                   weights: str | None = None, offline: bool | None = None) -> Path:
     """Validate the bioimage.io package at ``source`` (folder, rdf.yaml or .zip) and write a zoo
-    package to ``out``; ``weights`` picks the format (``pytorch_state_dict`` or ``onnx``)."""
+    package to ``out``; ``weights`` picks the format (``pytorch_state_dict`` or ``onnx``);
+    ``offline`` (default: ZOO_OFFLINE / HF_HUB_OFFLINE) opens no connection."""
+    from ..registry.remote import offline_by_default
+
+    offline = offline_by_default() if offline is None else offline
     source = Path(source)
     if not source.exists():
         raise InputError(f"{source} does not exist: give a bioimage.io package folder, its rdf.yaml or its .zip")
@@ -359,9 +385,9 @@ def import_package(source: str | Path, out: str | Path, name: str | None = None,
         rdf_path = folder / "rdf.yaml" if (folder / "rdf.yaml").is_file() else folder / "bioimageio.yaml"
         if not rdf_path.is_file():
             raise InputError(f"{source} holds no rdf.yaml (or bioimageio.yaml): not a bioimage.io package")
-        rdf = _validate(rdf_path)
+        rdf = _validate(rdf_path, offline)
         if rdf.get("type") != "model":
             raise InputError(f"{rdf_path} describes a {rdf.get('type')}, not a model")
         if choose_weights(rdf.get("weights") or {}, weights) == "pytorch_state_dict":
-            return _import_state_dict(rdf, folder, rdf_path, source, Path(out), name, overwrite)
-        return _import_graph(rdf, folder, rdf_path, source, Path(out), name, overwrite, work)
+            return _import_state_dict(rdf, folder, rdf_path, source, Path(out), name, overwrite, offline)
+        return _import_graph(rdf, folder, rdf_path, source, Path(out), name, overwrite, work, offline)

@@ -2,9 +2,11 @@
 
 Every member is checked before a single byte is written:
 
-- its name is a plain relative path: no absolute path, drive letter, backslash, ``..`` or empty part;
+- its name is a plain relative path: no absolute path, drive letter, backslash, ``..`` or empty part,
+  no part longer than a file system allows (255 bytes) and no path longer than 1024 bytes;
 - it is a file or a folder: symbolic links, hard links, devices and FIFOs are refused;
-- no two members share a name (compared case-insensitively: macOS and Windows would merge them);
+- no two members share a name (compared case-insensitively: macOS and Windows would merge them),
+  and no name is both a file and a folder;
 - the member count, each member's size, the total size and the compression ratio stay under
   :class:`Limits` (zip bombs).
 
@@ -25,11 +27,13 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from ..errors import IntegrityError, SpecError
+from ..errors import IntegrityError, SpecError, storage
 from ..spec import SPEC_FILE
 
 SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 _CHUNK = 1 << 20
+MAX_PART_BYTES = 255       # a file or folder name: the limit of nearly every file system
+MAX_NAME_BYTES = 1024      # a member's whole path, well inside PATH_MAX once unpacked under the cache
 
 
 @dataclass(frozen=True)
@@ -60,8 +64,13 @@ def is_archive(path: str | Path) -> bool:
     return Path(path).is_file() and name.endswith(SUFFIXES)
 
 
+def _shown(name: str, keep: int = 120) -> str:
+    """A member's name short enough for a one-line message."""
+    return name if len(name) <= keep else f"{name[:keep]}... ({len(name)} characters)"
+
+
 def _refuse(archive: Path, member: str, why: str) -> IntegrityError:
-    return IntegrityError(f"refusing archive {archive.name}: member '{member}' {why}. Nothing was unpacked; "
+    return IntegrityError(f"refusing archive {archive.name}: member '{_shown(member)}' {why}. Nothing was unpacked; "
                           "a package archive holds plain files under relative paths (make one with `zoo pack`).")
 
 
@@ -78,7 +87,14 @@ def _normalised(archive: Path, raw: str) -> str:
         raise _refuse(archive, raw, "climbs out with '..'")
     if not parts:
         raise _refuse(archive, raw, "names no file")
-    return "/".join(parts)
+    longest = max(len(p.encode()) for p in parts)
+    if longest > MAX_PART_BYTES:
+        raise _refuse(archive, raw, f"has a name part of {longest} bytes, more than the {MAX_PART_BYTES} a file "
+                                    "system allows")
+    name = "/".join(parts)
+    if len(name.encode()) > MAX_NAME_BYTES:
+        raise _refuse(archive, raw, f"has a path of {len(name.encode())} bytes, more than the {MAX_NAME_BYTES} allowed")
+    return name
 
 
 def _zip_members(archive: Path, z: zipfile.ZipFile) -> list[_Member]:
@@ -89,7 +105,7 @@ def _zip_members(archive: Path, z: zipfile.ZipFile) -> list[_Member]:
             raise _refuse(archive, info.filename, "is encrypted")
         if stat.S_ISLNK(mode):
             raise _refuse(archive, info.filename, "is a symbolic link")
-        if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        if stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):   # no type bits: a plain entry
             raise _refuse(archive, info.filename, "is not a regular file or folder")
         members.append(_Member(_normalised(archive, info.filename), info.is_dir(), info.file_size,
                                info.compress_size, info))
@@ -113,13 +129,14 @@ def _check(archive: Path, members: list[_Member], limits: Limits) -> None:
     if len(members) > limits.max_members:
         raise _refuse(archive, members[limits.max_members].name,
                       f"is one of {len(members)} members, more than the {limits.max_members} allowed")
-    seen: dict[str, str] = {}
+    seen: dict[str, _Member] = {}
     total, packed = 0, archive.stat().st_size
     for m in members:
         key = m.name.casefold()
-        if key in seen and not m.is_dir:
-            raise _refuse(archive, m.name, f"appears twice (also as '{seen[key]}')")
-        seen[key] = m.name
+        if key in seen and not (m.is_dir and seen[key].is_dir):       # a folder may be listed twice
+            twice = "appears twice" if m.is_dir == seen[key].is_dir else "is both a file and a folder"
+            raise _refuse(archive, m.name, f"{twice} (also as '{seen[key].name}')")
+        seen[key] = m
         if m.is_dir:
             continue
         if m.size > limits.max_member_bytes:
@@ -159,7 +176,7 @@ def extract(archive: str | Path, dest: str | Path, limits: Limits = Limits()) ->
         raise FileExistsError(dest)
     staging = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.partial")
     try:
-        with _open(archive) as (kind, handle):
+        with _open(archive) as (kind, handle), storage(f"unpack {archive.name}"):
             try:
                 _unpack(archive, kind, handle, staging, limits)
             except _CORRUPT as e:
@@ -234,7 +251,7 @@ def write_zip(entries: dict[str, Path], out: str | Path) -> Path:
     out = Path(out)
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
     try:
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+        with storage(f"write {out}"), zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
             for name in sorted(entries):
                 info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
                 info.external_attr = (stat.S_IFREG | 0o644) << 16

@@ -1,17 +1,27 @@
 """Which files make up a package, and checking them against the spec's sha256s."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from ..errors import IntegrityError
+from ..errors import IntegrityError, storage
 from ..hashing import sha256_file
 from ..spec import SPEC_FILE, Spec
 
 
+def _real(path: Path) -> Path:
+    """``path`` with its symbolic links followed; a loop of links is a StorageError (ELOOP)."""
+    with storage("resolve the package path"):
+        try:
+            return Path(os.path.realpath(path, strict=True))
+        except (FileNotFoundError, NotADirectoryError):   # a missing file: verify names it
+            return Path(os.path.realpath(path))
+
+
 def safe_join(root: Path, relative: str) -> Path:
     """``root / relative``, refusing anything that would land outside ``root``."""
-    root = Path(root).resolve()
-    candidate = (root / relative).resolve()
+    root = _real(Path(root))
+    candidate = _real(root / relative)
     if relative.startswith(("/", "\\")) or ".." in Path(relative).parts or not candidate.is_relative_to(root):
         raise IntegrityError(f"refusing path '{relative}': package files must stay inside the package")
     return candidate

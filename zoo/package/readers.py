@@ -11,7 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import IntegrityError
+from ..errors import InputError, IntegrityError
+from ..imageio import check_declared, npy_header, read_npy_header
+from .archive import Limits
+
+_SMALL = "a package's arrays are small (test crops, statistics)"
 
 
 def _unreadable(path: Path, what: str, e: Exception) -> IntegrityError:
@@ -47,28 +51,42 @@ def torch_state_dict(path: str | Path) -> dict:
 
 
 def array(path: str | Path) -> np.ndarray:
-    """The array of a ``.npy`` file (object arrays, which would need unpickling, are refused)."""
+    """The array of a ``.npy`` file of numbers (bool, integer, real float). Its header is checked
+    before anything is allocated: the dtype, and a size that its file holds and an archive
+    member may hold. Object arrays, which would need unpickling, are refused."""
     try:
-        loaded = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
+        shape, dtype, stored = npy_header(path)
+        check_declared(Path(path).name, shape, dtype, Limits.max_member_bytes, stored, _SMALL)
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, InputError) as e:
         raise _unreadable(path, "a numeric .npy array", e) from None
-    if not isinstance(loaded, np.ndarray):             # a zip (.npz, torch.save) read as an archive
-        loaded.close()
-        raise _unreadable(path, "a numeric .npy array", ValueError("it is a zip archive"))
-    return loaded
+
+
+def _check_members(path: str | Path) -> None:
+    """Each array of a ``.npz``: numbers, and a declared size that its member and an archive
+    member may hold (checked from the headers, before anything is allocated)."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as npz:
+        for info in npz.infolist():
+            with npz.open(info) as f:
+                shape, dtype = read_npy_header(f)
+                check_declared(f"'{info.filename}'", shape, dtype, Limits.max_member_bytes,
+                               info.file_size - f.tell(), _SMALL)
 
 
 def arrays(path: str | Path) -> dict[str, np.ndarray]:
-    """The arrays of a ``.npz`` file, read in full (object arrays refused)."""
+    """The arrays of a ``.npz`` file of numbers, read in full (object arrays refused)."""
     import zipfile
 
     try:
+        _check_members(path)
         loaded = np.load(path, allow_pickle=False)
         if isinstance(loaded, np.ndarray):
             raise ValueError("it is a single .npy array")
         with loaded:
             return {name: loaded[name] for name in loaded.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, InputError) as e:
         raise _unreadable(path, "a .npz of numeric arrays", e) from None
 
 

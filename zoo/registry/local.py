@@ -191,6 +191,11 @@ class Resolving:
         """One row per package: name, latest version, all versions, task, description, tags, axes."""
         return entries_of(self.index())
 
+    def names_taking(self, n_channels: int) -> list[str]:
+        """Packages whose latest version takes images of ``n_channels`` channels (e.g. 3: RGB)."""
+        return [row["name"] for row in self.entries()
+                if self.spec(f"{row['name']}@{row['latest']}").inputs[0].n_channels == n_channels]
+
 
 class LocalRegistry(Resolving):
     def __init__(self, root: str | Path, cache: str | Path | None = None, seed: str | Path | None = None):
@@ -198,6 +203,7 @@ class LocalRegistry(Resolving):
         self.cache = Path(cache) if cache else self.root.parent / "cache"
         self.seed = Path(seed) if seed else None
         self._seeded = False
+        self.bytes_moved = 0          # bytes the last pull copied into the cache (0: it was cached)
 
     def __repr__(self) -> str:
         return f"LocalRegistry({self.root})"
@@ -363,6 +369,7 @@ class LocalRegistry(Resolving):
         entry = self.index()[name][version]
         expected = entry["sha256"]
         cached = self.cache / "packages" / name / version / expected[:16]
+        self.bytes_moved = 0
         if cached.is_dir():
             try:
                 return verified(cached, entry), cached
@@ -376,6 +383,7 @@ class LocalRegistry(Resolving):
             with storage(f"copy {name}@{version} into the cache"):
                 _copy_package(spec, src, tmp)
                 verified(tmp, entry)
+                self.bytes_moved = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
                 cached.parent.mkdir(parents=True, exist_ok=True)
                 try:
                     os.rename(tmp, cached)

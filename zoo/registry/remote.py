@@ -253,7 +253,33 @@ def search(rows: list[dict], text: str | None = None, task: str | None = None, t
                 and (not tag or tag in (row.get("tags") or []))
                 and (not architecture or row.get("architecture") == architecture)
                 and (not axes or row.get("axes") == axes))
-    return [row for row in rows if keep(row)]
+    return rank([row for row in rows if keep(row)], text)
+
+
+TASK_WORDS = {
+    "segmentation": ("segment", "segmentation", "nuclei", "nucleus", "cell", "cells", "instance", "instances", "mask",
+                     "masks", "label", "labels", "membrane", "organelle", "stardist", "cellpose", "unet"),
+    "restoration": ("denoise", "denoising", "noise", "noisy", "restore", "restoration", "snr", "care", "n2v",
+                    "noise2void", "deconvolution"),
+    "classification": ("classify", "classification", "classifier", "class", "classes", "type", "types"),
+}
+"""Words of a query that ask for a task family: `zoo search nuclei` wants segmentation first."""
+
+
+def rank(rows: list[dict], text: str | None) -> list[dict]:
+    """``rows`` ordered by how well they answer ``text``: the task the words ask for first (its
+    family or its name), then words in the name or tags before words in the description alone."""
+    words = (text or "").lower().split()
+    if not words:
+        return rows
+    wanted = {family for family, vocabulary in TASK_WORDS.items() if any(w in vocabulary for w in words)}
+
+    def score(row: dict) -> tuple:
+        task = (row.get("task") or "").lower()
+        named = f"{row['name']} {' '.join(row.get('tags') or [])}".lower()
+        return (-(task.split("/")[0] in wanted or any(w in task for w in words)),
+                -sum(w in named for w in words), row["name"])
+    return sorted(rows, key=score)
 
 
 def registry_for(url: str | Path | None = None, offline: bool | None = None):

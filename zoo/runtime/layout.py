@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import ColourImageError, InputError
 
 BATCH_LIKE = "btz"     # axes that may be folded into the batch (z only when the model is 2D)
 
@@ -30,10 +30,14 @@ def infer_axes(shape: tuple[int, ...], spatial: str, n_channels: int) -> str:
             return spatial + "c"
         if shape[0] == n_channels:
             return "c" + spatial
-        if n_channels == 1 and n == 2 and 2 <= shape[-1] <= 4 < shape[0]:
-            raise InputError(f"the model expects a single-channel (grey) image, got shape {shape}, which "
-                             "looks like RGB(A) or a multi-channel image; convert it to grey or pick one "
-                             "channel first (or pass axes='byx' if it really is a batch)")
+        if n_channels == 1 and n == 2 and shape[-1] in (3, 4) and shape[0] > 4:
+            raise ColourImageError(f"the model expects a single-channel (grey) image, got shape {shape}, which "
+                                   f"looks like {'RGB' if shape[-1] == 3 else 'RGBA'}: convert it to grey or pick "
+                                   "one channel first, or use a model that takes colour")
+        if n_channels == 1 and n == 2 and shape[-1] == 2 and shape[0] > 4:
+            raise InputError(f"the model expects a single-channel (grey) image, got shape {shape}, which looks "
+                             "like a two-channel (multi-channel) image: pick one channel first (or pass axes='yxb' if the last "
+                             "axis really is a batch of two images)")
         if n_channels == 1:
             return "b" + spatial
         raise InputError(f"cannot tell the axes of an image of shape {shape}: the model expects "
@@ -141,13 +145,14 @@ class Layout:
         block = np.transpose(block, order)
         return block[np.newaxis] if "c" not in kept else block
 
-    def write(self, array, region: tuple[slice, ...], values: np.ndarray) -> None:
-        """Write ``values`` (``b, c, *region`` for every image) into a lazy array of this layout."""
-        for b in range(values.shape[0]):
-            kept = [a for a in self.axes if a not in self.extra]
-            block = values[b] if "c" in kept else values[b, 0]
-            source = [a for a in "c" + self.spatial if a in kept]
-            array[self.index(b, region)] = np.transpose(block, [source.index(a) for a in kept])
+    def write(self, array, region: tuple[slice, ...], values: np.ndarray, first: int = 0) -> None:
+        """Write ``values`` (``b, c, *region``) into a lazy array of this layout, as images
+        ``first``, ``first + 1``, ... (all of them from 0 by default)."""
+        kept = [a for a in self.axes if a not in self.extra]
+        source = [a for a in "c" + self.spatial if a in kept]
+        for i in range(values.shape[0]):
+            block = values[i] if "c" in kept else values[i, 0]
+            array[self.index(first + i, region)] = np.transpose(block, [source.index(a) for a in kept])
 
 
 def for_input(shape: tuple[int, ...], axes: str | None, spatial: str, n_channels: int,

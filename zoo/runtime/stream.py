@@ -12,15 +12,14 @@ from __future__ import annotations
 import logging
 import mmap
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
-from ..imageio import TIFF, ZARR, open_lazy
+from ..errors import InputError, storage
+from ..imageio import TIFF, ZARR, check_output, open_lazy, partial_path, remove_partial, replace_output
 from . import ops, tiling
-from .layout import Layout, for_input
+from .layout import Layout, check_finite, for_input
 
 log = logging.getLogger("zoo.runtime")
 
@@ -59,26 +58,38 @@ def _frozen_statistics(model, layout: Layout, image, b: int) -> ops.Context:
                                dtype=np.float32))
         _release(image)
     _advise(image, getattr(mmap, "MADV_NORMAL", 0))
-    sample = np.concatenate(pieces, axis=1)[np.newaxis]
+    sample = _finite(np.concatenate(pieces, axis=1)[np.newaxis], b, "in the rows sampled for normalisation")
     context: ops.Context = {}
     ops.apply(inp.preprocessing, sample, context, inp.name, ops.PREPROCESSING)
     return ops.freeze(context)
 
 
-class _Sink:
-    """The output file, created at the first band (when channels and dtype are known)."""
+def _finite(piece: np.ndarray, b: int, where: str) -> np.ndarray:
+    """``piece`` of image ``b``, refused when it holds NaN or infinities (checked as read, so the
+    whole image is never held)."""
+    try:
+        check_finite(piece)
+    except InputError as e:
+        raise InputError(f"image {b}, {where}: {e}") from None
+    return piece
 
-    def __init__(self, target: Path, layout: Layout):
-        self.target, self.layout = target, layout
-        self.partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+
+class _Sink:
+    """The output file, created at the first band (when channels and dtype are known) under a
+    temporary name; ``commit`` replaces an existing ``target`` only as :func:`check_output` allows."""
+
+    def __init__(self, target: Path, layout: Layout, overwrite: bool = False, source: Path | None = None):
+        self.target, self.layout, self.overwrite, self.source = target, layout, overwrite, source
+        self.partial = partial_path(target)
         self.array = None
         self.out_layout: Layout | None = None
 
-    def write(self, region: tiling.Region, values: np.ndarray) -> None:
+    def write(self, region: tiling.Region, values: np.ndarray, first: int = 0) -> None:
+        """``values`` (``b, c, *region``) as images ``first``, ``first + 1``, ..."""
         if self.array is None:
             self.out_layout = self.layout.output(values.shape[1])
             self.array = self._create(self.out_layout, values.dtype)
-        self.out_layout.write(self.array, region, values)
+        self.out_layout.write(self.array, region, values, first)
 
     def release(self) -> None:
         """Flush what was written and drop it from memory (once per band, not per write)."""
@@ -102,26 +113,17 @@ class _Sink:
         shape = tuple(self.array.shape)
         _release(self.array)
         self.array = None
-        if self.target.is_dir():            # an earlier OME-Zarr output: replace it whole
-            old = self.target.with_name(f".{self.target.name}.old-{os.getpid()}")
-            os.replace(self.target, old)
-            os.replace(self.partial, self.target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(self.partial, self.target)
+        replace_output(self.partial, self.target, self.overwrite, self.source)
         return shape
 
     def discard(self) -> None:
         self.array = None
-        if self.partial.is_dir():
-            shutil.rmtree(self.partial, ignore_errors=True)
-        else:
-            self.partial.unlink(missing_ok=True)
+        remove_partial(self.partial)
 
 
 def _open_input(model, source: Path, axes: str | None):
     inp = model.spec.inputs[0]
-    image, stated = open_lazy(source)
+    image, stated = open_lazy(source)      # refuses non-numeric dtypes and sizes its file does not hold
     if image.size == 0:
         raise InputError(f"{source} holds no image data (shape {image.shape})")
     layout, repeat = for_input(image.shape, axes or stated, inp.spatial_axes, inp.n_channels, inp.grey == "repeat")
@@ -130,20 +132,22 @@ def _open_input(model, source: Path, axes: str | None):
 
 def predict_file(model, source: str | Path, target: str | Path, axes: str | None = None, tile=None,
                  batch_size: int | None = None, blend: int | None = None, progress=None,
-                 raw: bool = False, max_object_size: int = MAX_OBJECT_SIZE) -> tuple[int, ...]:
+                 raw: bool = False, max_object_size: int = MAX_OBJECT_SIZE,
+                 overwrite: bool = False) -> tuple[int, ...]:
     """Predict an image file into a TIFF, NPY or OME-Zarr without holding either in memory.
 
     ``axes`` (e.g. ``tzyx``) is needed only when the file does not state them and they cannot be
     guessed. Returns the output's shape (its axes are those of the input, with ``c`` for several
     output channels). Instance-segmentation models write labels (see :func:`_predict_instances`;
-    objects are assumed smaller than ``max_object_size`` pixels) unless ``raw``."""
+    objects are assumed smaller than ``max_object_size`` pixels) unless ``raw``. An existing
+    ``target`` is replaced only with ``overwrite`` (see :func:`zoo.imageio.check_output`)."""
     source, target = Path(source), Path(target)
     if target.suffix.lower() not in STREAM_SUFFIXES:
         raise InputError(f"cannot stream into '{target.suffix}': expected one of {', '.join(STREAM_SUFFIXES)}")
-    if target.exists() and source.exists() and target.resolve() == source.resolve():
-        raise InputError(f"the output {target} is the input: choose another output path")
+    check_output(target, overwrite, source)        # before any work; again when the output is complete
     if ops.makes_instances(model.spec) and not raw:
-        return _predict_instances(model, source, target, axes, tile, batch_size, blend, progress, max_object_size)
+        return _predict_instances(model, source, target, axes, tile, batch_size, blend, progress, max_object_size,
+                                  overwrite)
     inp, out = model.spec.inputs[0], model.spec.outputs[0]
     image, layout, repeat = _open_input(model, source, axes)
     plans, batch_size = model.plan_tiles(layout.spatial_shape, tile, batch_size, blend)
@@ -151,7 +155,8 @@ def predict_file(model, source: str | Path, target: str | Path, axes: str | None
     pixel_ops = ops.output_ops(model.spec, raw=True)
 
     def read(b: int, region: tiling.Region) -> np.ndarray:
-        piece = layout.read(image, b, region)
+        where = ", ".join(f"{a} {s.start}:{s.stop}" for a, s in zip(layout.spatial, region))
+        piece = _finite(layout.read(image, b, region), b, where)
         return np.repeat(piece, repeat, axis=0) if repeat > 1 else piece
 
     def prepare(tiles: np.ndarray, images: list[int]) -> np.ndarray:
@@ -169,32 +174,35 @@ def predict_file(model, source: str | Path, target: str | Path, axes: str | None
         sink.release()
         _release(image)
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    sink = _Sink(target, layout)
+    sink = _Sink(target, layout, overwrite, source)
     try:
-        tiling.run_tiles(model.runner, read, write, (layout.n_images, inp.n_channels) + layout.spatial_shape,
-                         plans, batch_size=batch_size, prepare=prepare, progress=progress)
-        return sink.commit()
+        with storage(f"write {target}"):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tiling.run_tiles(model.runner, read, write, (layout.n_images, inp.n_channels) + layout.spatial_shape,
+                             plans, batch_size=batch_size, prepare=prepare, progress=progress)
+            return sink.commit()
     except BaseException:
         sink.discard()
         raise
 
 
 def _predict_instances(model, source: Path, target: Path, axes, tile, batch_size, blend, progress,
-                       max_object_size: int) -> tuple[int, ...]:
+                       max_object_size: int, overwrite: bool) -> tuple[int, ...]:
     """Instance labels of a file too large for memory, in two passes: the network's outputs are
     streamed into a temporary NPY beside the target (tiled and blended as for any model), then
     labelled band by band (:func:`label_bands`)."""
     instance_ops = [op for op in model.spec.outputs[0].postprocessing if ops.is_instance_op(op.op)]
     raw_path = target.with_name(f".{target.name}.raw-{os.getpid()}.npy")
     _, layout, _ = _open_input(model, source, axes)
-    sink = _Sink(target, layout)
+    sink = _Sink(target, layout, overwrite, source)
     try:
         predict_file(model, source, raw_path, axes, tile, batch_size, blend, progress, raw=True)
-        outputs = np.load(raw_path, mmap_mode="r")
-        label_bands(outputs, layout.output(model.spec.outputs[0].n_channels), instance_ops, sink, max_object_size)
-        del outputs
-        return sink.commit()
+        with storage(f"write {target}"):
+            outputs = np.load(raw_path, mmap_mode="r")
+            label_bands(outputs, layout.output(model.spec.outputs[0].n_channels), instance_ops, sink,
+                        max_object_size)
+            del outputs
+            return sink.commit()
     except BaseException:
         sink.discard()
         raise
@@ -203,7 +211,7 @@ def _predict_instances(model, source: Path, target: Path, axes, tile, batch_size
 
 
 def label_bands(outputs, layout: Layout, instance_ops, sink: "_Sink", max_object_size: int = MAX_OBJECT_SIZE,
-                band_bytes: int = _LABEL_BAND_BYTES) -> None:
+                band_bytes: int | None = None) -> None:
     """Label network ``outputs`` (an array in ``layout``) into ``sink``, band by band along the
     first spatial axis.
 
@@ -213,12 +221,13 @@ def label_bands(outputs, layout: Layout, instance_ops, sink: "_Sink", max_object
     """
     from scipy import ndimage as ndi
 
+    band_bytes = _LABEL_BAND_BYTES if band_bytes is None else band_bytes
     rows, rest = layout.spatial_shape[0], layout.spatial_shape[1:]
     overlap = min(max_object_size, rows)
     per_row = layout.n_channels * int(np.prod(rest)) * 4
     band = max(overlap, band_bytes // per_row - 2 * overlap)
-    next_id = 0
-    for b in range(layout.n_images):
+    for b in range(layout.n_images):            # each image (frame, slice) labelled on its own, from 1
+        next_id = 0
         for r0 in range(0, rows, band):
             r1 = min(rows, r0 + band)
             lo, hi = max(0, r0 - overlap), min(rows, r1 + overlap)
@@ -234,6 +243,6 @@ def label_bands(outputs, layout: Layout, instance_ops, sink: "_Sink", max_object
             if sink.array is not None:
                 current = sink.out_layout.read(sink.array, b, region)[0]
                 kept = np.where(current > 0, current, kept)
-            sink.write(region, kept[np.newaxis, np.newaxis])
+            sink.write(region, kept[np.newaxis, np.newaxis], first=b)
             sink.release()
         _release(outputs)

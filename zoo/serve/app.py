@@ -224,8 +224,7 @@ def create_app(pool: Pool, token: str | None = None) -> FastAPI:
 
     @app.post("/v1/models/{name}/predict", summary="predict one image",
               openapi_extra={"requestBody": {"required": True, "content": {
-                  codec.TIFF: {"schema": {"type": "string", "format": "binary"}},
-                  codec.NPY: {"schema": {"type": "string", "format": "binary"}}}}},
+                  kind: {"schema": {"type": "string", "format": "binary"}} for kind in codec.ACCEPTED}}},
               responses={200: {"content": {codec.TIFF: {}, codec.NPY: {}, codec.JSON: {}}}})
     async def predict(name: str, request: Request, axes: str | None = None):
         started = time.perf_counter()

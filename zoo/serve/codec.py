@@ -8,8 +8,10 @@ import numpy as np
 
 from ..errors import InputError
 
-TIFF, NPY, JSON = "image/tiff", "application/x-npy", "application/json"
-ACCEPTED = (TIFF, NPY)
+TIFF, NPY, JSON, PNG, JPEG = "image/tiff", "application/x-npy", "application/json", "image/png", "image/jpeg"
+ACCEPTED = (TIFF, NPY, PNG, JPEG)
+_BY_FORMAT = {"tiff": TIFF, "npy": NPY, "png": PNG, "jpeg": JPEG}   # imageio.sniff's names
+_ALIASES = {"image/tif": TIFF, "application/npy": NPY, "image/jpg": JPEG}
 
 
 class TooLarge(InputError):
@@ -21,24 +23,24 @@ class NotAcceptable(InputError):
 
 
 def _kind(content_type: str, body: bytes) -> str:
+    """The body's format: the one its content type names, or (none, octet-stream) its magic
+    bytes, as the command line reads files."""
+    from ..imageio import sniff
+
     base = (content_type or "").split(";")[0].strip().lower()
-    if base in (TIFF, "image/tif"):
-        return TIFF
-    if base in (NPY, "application/npy"):
-        return NPY
-    if base in ("", "application/octet-stream"):      # sniff the magic bytes
-        if body[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-            return TIFF
-        if body[:6] == b"\x93NUMPY":
-            return NPY
+    base = _ALIASES.get(base, base)
+    if base in ACCEPTED:
+        return base
+    if base in ("", "application/octet-stream") and sniff(body[:16]):
+        return _BY_FORMAT[sniff(body[:16])]
     raise InputError(f"unsupported content type '{content_type or '(none)'}': send the image as "
-                     f"{TIFF} or {NPY} (a .npy file)")
+                     f"{TIFF}, {PNG}, {JPEG} or {NPY} (a .npy file)")
 
 
 def decode(body: bytes, content_type: str, max_pixels: int) -> np.ndarray:
     """The image in a request body; its declared size is checked before any pixel is read."""
     if not body:
-        raise InputError("the request body is empty: send one image (TIFF or NPY)")
+        raise InputError("the request body is empty: send one image (TIFF, PNG, JPEG or NPY)")
     kind = _kind(content_type, body)
     try:
         if kind == TIFF:
@@ -48,6 +50,8 @@ def decode(body: bytes, content_type: str, max_pixels: int) -> np.ndarray:
                 series = tif.series[0]
                 _check_size(series.shape, max_pixels)
                 image = series.asarray()
+        elif kind in (PNG, JPEG):
+            image = _raster(body, max_pixels)
         else:
             buffer = io.BytesIO(body)
             version = np.lib.format.read_magic(buffer)
@@ -67,6 +71,16 @@ def decode(body: bytes, content_type: str, max_pixels: int) -> np.ndarray:
     if image.size == 0:
         raise InputError(f"the image is empty (shape {image.shape})")
     return image
+
+
+def _raster(body: bytes, max_pixels: int) -> np.ndarray:
+    """A PNG or JPEG body; its size (from the header) is checked before it is decoded."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(body)) as im:
+        bands = len(im.getbands())
+        _check_size((im.height, im.width) + ((bands,) if bands > 1 else ()), max_pixels)
+        return np.asarray(im)
 
 
 def _check_size(shape, max_pixels: int) -> None:
