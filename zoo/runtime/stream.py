@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import mmap
-import os
 from pathlib import Path
 
 import numpy as np
@@ -188,26 +187,185 @@ def predict_file(model, source: str | Path, target: str | Path, axes: str | None
 
 def _predict_instances(model, source: Path, target: Path, axes, tile, batch_size, blend, progress,
                        max_object_size: int, overwrite: bool) -> tuple[int, ...]:
-    """Instance labels of a file too large for memory, in two passes: the network's outputs are
-    streamed into a temporary NPY beside the target (tiled and blended as for any model), then
-    labelled band by band (:func:`label_bands`)."""
-    instance_ops = [op for op in model.spec.outputs[0].postprocessing if ops.is_instance_op(op.op)]
-    raw_path = target.with_name(f".{target.name}.raw-{os.getpid()}.npy")
-    _, layout, _ = _open_input(model, source, axes)
+    """Instance labels of a file too large for memory, in one pass and with no temporary file:
+    the network's outputs (tiled and blended as for any model, then post-processed pixel by
+    pixel) are labelled as their bands arrive, from a window of rows held in memory
+    (:class:`_BandLabeller`), exactly as :func:`label_bands` labels a whole array. Images
+    (frames, slices) are tiled a few at a time, as many as fit in one labelling window, so the
+    window never holds a whole stack."""
+    inp, out = model.spec.inputs[0], model.spec.outputs[0]
+    instance_ops = [op for op in out.postprocessing if ops.is_instance_op(op.op)]
+    image, layout, repeat = _open_input(model, source, axes)
+    plans, batch_size = model.plan_tiles(layout.spatial_shape, tile, batch_size, blend)
+    frozen = [_frozen_statistics(model, layout, image, b) for b in range(layout.n_images)]
+    pixel_ops = ops.output_ops(model.spec, raw=True)
+    raw_layout = layout.output(out.n_channels)
+    band_bytes = _LABEL_BAND_BYTES
+    per_image = _label_held_rows(raw_layout, max_object_size, band_bytes) * _label_row_bytes(raw_layout)
+    group = max(1, min(layout.n_images, band_bytes // max(per_image, 1)))
+    tiles_per_image = int(np.prod([p.n for p in plans]))
+    total = layout.n_images * tiles_per_image
+
+    def read(b: int, region: tiling.Region) -> np.ndarray:
+        where = ", ".join(f"{a} {s.start}:{s.stop}" for a, s in zip(layout.spatial, region))
+        piece = _finite(layout.read(image, b, region), b, where)
+        return np.repeat(piece, repeat, axis=0) if repeat > 1 else piece
+
     sink = _Sink(target, layout, overwrite, source)
     try:
-        predict_file(model, source, raw_path, axes, tile, batch_size, blend, progress, raw=True)
         with storage(f"write {target}"):
-            outputs = np.load(raw_path, mmap_mode="r")
-            label_bands(outputs, layout.output(model.spec.outputs[0].n_channels), instance_ops, sink,
-                        max_object_size)
-            del outputs
+            target.parent.mkdir(parents=True, exist_ok=True)
+            for first in range(0, layout.n_images, group):
+                count = min(group, layout.n_images - first)
+                labeller = _BandLabeller(raw_layout, first, count, instance_ops, sink, max_object_size, band_bytes)
+
+                def prepare(tiles: np.ndarray, images: list[int], first=first) -> np.ndarray:
+                    return np.concatenate([ops.apply(inp.preprocessing, tiles[k:k + 1], dict(frozen[first + b]),
+                                                     inp.name, ops.PREPROCESSING) for k, b in enumerate(images)])
+
+                def write(region: tiling.Region, band: np.ndarray, first=first, labeller=labeller) -> None:
+                    # handed on a labelling band of rows at a time (the window then holds one band
+                    # more than it must), and a few columns at a time, as predict_file writes them
+                    lo, hi, width = region[0].start, region[0].stop, region[-1].stop
+                    for r0 in range(lo, hi, labeller.band):
+                        rows = slice(r0, min(hi, r0 + labeller.band))
+                        for start in range(0, width, _WRITE_COLUMNS):
+                            columns = slice(start, min(start + _WRITE_COLUMNS, width))
+                            part = band[:, :, rows.start - lo:rows.stop - lo][..., columns]
+                            done = [ops.apply(pixel_ops, part[i:i + 1],
+                                              {**frozen[first + i], "scale": dict(frozen[first + i]["frozen"])},
+                                              out.name, ops.POSTPROCESSING) for i in range(part.shape[0])]
+                            labeller.put((rows,) + region[1:-1] + (columns,), np.concatenate(done))
+                        labeller.advance(rows.stop)
+                    _release(image)
+
+                def report(done: int, _total: int, offset=first * tiles_per_image) -> None:
+                    if progress:
+                        progress(offset + done, total)
+
+                tiling.run_tiles(model.runner, lambda b, region, first=first: read(first + b, region), write,
+                                 (count, inp.n_channels) + layout.spatial_shape, plans, batch_size=batch_size,
+                                 prepare=prepare, progress=report)
+                labeller.finish()
             return sink.commit()
     except BaseException:
         sink.discard()
         raise
-    finally:
-        raw_path.unlink(missing_ok=True)
+
+
+def _label_row_bytes(layout: Layout) -> int:
+    """Bytes of one row (along the first spatial axis) of one image of float32 network outputs."""
+    return layout.n_channels * int(np.prod(layout.spatial_shape[1:])) * 4
+
+
+def _label_band_rows(layout: Layout, overlap: int, band_bytes: int) -> int:
+    """Rows labelled per band (each read with ``overlap`` rows more on both sides)."""
+    return max(overlap, band_bytes // _label_row_bytes(layout) - 2 * overlap)
+
+
+def _label_window(layout: Layout, max_object_size: int, band_bytes: int) -> int:
+    """Rows of one image held to label one band: the band and its overlap on both sides."""
+    rows = layout.spatial_shape[0]
+    overlap = min(max_object_size, rows)
+    return min(rows, _label_band_rows(layout, overlap, band_bytes) + 2 * overlap)
+
+
+def _label_held_rows(layout: Layout, max_object_size: int, band_bytes: int) -> int:
+    """Rows of one image a :class:`_BandLabeller` holds: a window, and the band that arrives next."""
+    rows = layout.spatial_shape[0]
+    overlap = min(max_object_size, rows)
+    return min(rows, _label_window(layout, max_object_size, band_bytes) + _label_band_rows(layout, overlap, band_bytes))
+
+
+def _label_band(values: np.ndarray, b: int, r0: int, r1: int, lo: int, instance_ops, sink: "_Sink",
+                next_id: int) -> int:
+    """Label image ``b``'s network outputs ``values`` (``c, rows lo.., *rest``) and write into
+    ``sink`` the objects whose first row lies in ``r0:r1``, numbered from ``next_id + 1`` (pixels
+    already labelled by an earlier band keep their label). Returns the last number given."""
+    from scipy import ndimage as ndi
+
+    region = (slice(lo, lo + values.shape[1]),) + tuple(slice(0, s) for s in values.shape[2:])
+    labels = ops.apply(instance_ops, values[np.newaxis], {}, "labels", ops.POSTPROCESSING)[0, 0]
+    boxes = ndi.find_objects(labels)
+    ids = [i + 1 for i, box in enumerate(boxes) if box is not None and r0 <= lo + box[0].start < r1]
+    table = np.zeros(len(boxes) + 1, np.int32)
+    table[ids] = np.arange(next_id + 1, next_id + len(ids) + 1)
+    kept = table[labels]
+    if sink.array is not None:
+        current = sink.out_layout.read(sink.array, b, region)[0]
+        kept = np.where(current > 0, current, kept)
+    sink.write(region, kept[np.newaxis, np.newaxis], first=b)
+    sink.release()
+    return next_id + len(ids)
+
+
+class _BandLabeller:
+    """Labels images ``first .. first + count - 1`` while their network outputs stream in, in
+    order along the first spatial axis: the bands of :func:`label_bands`, each as soon as its rows
+    and their overlap have arrived, from a window of rows held in memory (rows no later band
+    needs are dropped), so the outputs are never written anywhere."""
+
+    def __init__(self, layout: Layout, first: int, count: int, instance_ops, sink: "_Sink",
+                 max_object_size: int = MAX_OBJECT_SIZE, band_bytes: int | None = None):
+        band_bytes = _LABEL_BAND_BYTES if band_bytes is None else band_bytes
+        self.first, self.count, self.instance_ops, self.sink = first, count, instance_ops, sink
+        self.rows, self.rest = layout.spatial_shape[0], tuple(layout.spatial_shape[1:])
+        self.overlap = min(max_object_size, self.rows)
+        self.band = _label_band_rows(layout, self.overlap, band_bytes)
+        self.held = _label_held_rows(layout, max_object_size, band_bytes)    # rows come a band at a time
+        self.buffer: np.ndarray | None = None    # (count, c, rows lo.., *rest)
+        self.lo = self.hi = 0                      # rows held: lo..hi (hi: all of them received)
+        self.r0 = 0                                # the next band to label starts here
+        self.next_ids = [0] * count
+
+    def put(self, region: tiling.Region, values: np.ndarray) -> None:
+        """Network outputs ``values`` (``count, c, *region``) of rows at or after those received."""
+        start, stop = region[0].start, region[0].stop
+        if self.buffer is not None and start < self.lo:
+            raise ValueError(f"rows {start}:{stop} arrive after rows before {self.lo} were dropped")
+        self._room(stop, values)
+        self.buffer[(slice(None), slice(None), slice(start - self.lo, stop - self.lo)) + region[1:]] = values
+
+    def advance(self, hi: int) -> None:
+        """Every row before ``hi`` has been received: label each band whose window is complete."""
+        self.hi = max(self.hi, hi)
+        while self.r0 < self.rows:
+            r1 = min(self.rows, self.r0 + self.band)
+            top = min(self.rows, r1 + self.overlap)
+            if self.hi < top:
+                return
+            bottom = max(0, self.r0 - self.overlap)
+            for i in range(self.count):
+                self.next_ids[i] = _label_band(self.buffer[i, :, bottom - self.lo:top - self.lo], self.first + i,
+                                               self.r0, r1, bottom, self.instance_ops, self.sink, self.next_ids[i])
+            self.r0 = r1
+
+    def finish(self) -> None:
+        if self.r0 < self.rows:
+            raise ValueError(f"labelling stopped at row {self.r0} of {self.rows}: the outputs did not all arrive")
+        self.buffer = None
+
+    def _room(self, stop: int, values: np.ndarray) -> None:
+        """Make the buffer hold rows up to ``stop``, dropping rows before the next band's overlap."""
+        if self.buffer is None:
+            self.lo = 0
+            rows = max(self.held, stop)
+            self.buffer = np.zeros((self.count, values.shape[1], rows) + self.rest, values.dtype)
+            return
+        if stop - self.lo <= self.buffer.shape[2]:
+            return
+        keep = max(self.lo, min(self.hi, self.r0 - self.overlap))      # rows before it are never read again
+        n = self.hi - keep
+        if keep > self.lo:
+            step = keep - self.lo
+            for i in range(0, n, step):                 # moved forward in pieces that do not overlap
+                j = min(n, i + step)
+                self.buffer[:, :, i:j] = self.buffer[:, :, step + i:step + j]
+            self.lo = keep
+        if stop - self.lo > self.buffer.shape[2]:
+            grown = np.zeros(self.buffer.shape[:2] + (stop - self.lo,) + self.buffer.shape[3:], self.buffer.dtype)
+            grown[:, :, :n] = self.buffer[:, :, :n]
+            self.buffer = grown
 
 
 def label_bands(outputs, layout: Layout, instance_ops, sink: "_Sink", max_object_size: int = MAX_OBJECT_SIZE,
@@ -219,30 +377,15 @@ def label_bands(outputs, layout: Layout, instance_ops, sink: "_Sink", max_object
     objects whose first row lies in it, whole and with their own context, numbered after those
     of the bands before: an object on a band seam is found once, as in a whole-image labelling.
     """
-    from scipy import ndimage as ndi
-
     band_bytes = _LABEL_BAND_BYTES if band_bytes is None else band_bytes
     rows, rest = layout.spatial_shape[0], layout.spatial_shape[1:]
     overlap = min(max_object_size, rows)
-    per_row = layout.n_channels * int(np.prod(rest)) * 4
-    band = max(overlap, band_bytes // per_row - 2 * overlap)
+    band = _label_band_rows(layout, overlap, band_bytes)
     for b in range(layout.n_images):            # each image (frame, slice) labelled on its own, from 1
         next_id = 0
         for r0 in range(0, rows, band):
             r1 = min(rows, r0 + band)
             lo, hi = max(0, r0 - overlap), min(rows, r1 + overlap)
             region = (slice(lo, hi),) + tuple(slice(0, s) for s in rest)
-            labels = ops.apply(instance_ops, layout.read(outputs, b, region)[np.newaxis], {}, "labels",
-                               ops.POSTPROCESSING)[0, 0]
-            boxes = ndi.find_objects(labels)
-            ids = [i + 1 for i, box in enumerate(boxes) if box is not None and r0 <= lo + box[0].start < r1]
-            table = np.zeros(len(boxes) + 1, np.int32)
-            table[ids] = np.arange(next_id + 1, next_id + len(ids) + 1)
-            next_id += len(ids)
-            kept = table[labels]
-            if sink.array is not None:
-                current = sink.out_layout.read(sink.array, b, region)[0]
-                kept = np.where(current > 0, current, kept)
-            sink.write(region, kept[np.newaxis, np.newaxis], first=b)
-            sink.release()
+            next_id = _label_band(layout.read(outputs, b, region), b, r0, r1, lo, instance_ops, sink, next_id)
         _release(outputs)
