@@ -48,7 +48,7 @@ def import_target(target: str) -> Any:
 
 @dataclass(frozen=True)
 class Architecture:
-    """An installed architecture.
+    """An architecture: built in (``models/<id>/__init__.py`` defines it) or a plugin's.
 
     id: the id specs refer to (``architecture.id``).
     package: the Python package holding ``spec.yaml`` (the blueprint).
@@ -56,8 +56,8 @@ class Architecture:
         returning a ``torch.nn.Module`` (imports torch only).
     training: ``module:Class`` of its LightningModule, constructed as ``Class(spec)``.
     needs_targets: trained on (image, target) pairs rather than on images alone.
-    task: ``restoration`` (image out) or ``segmentation`` (instance labels out; its targets
-        are label images).
+    task: ``restoration`` (image out), ``segmentation`` (instance labels out; its targets
+        are label images) or ``classification`` (class probabilities out).
     describe_outputs: optional ``module:callable(params, output_tensor_spec)`` that names the
         output channels for changed parameters (fine-tuning with a new head, e.g. more rays).
     """
