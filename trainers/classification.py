@@ -7,10 +7,11 @@ test split out of training altogether; ``fit_classifier`` then reports its metri
 """
 from __future__ import annotations
 
+import copy
 import csv
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -24,11 +25,15 @@ from zoo.classification.canvas import centre_fit, geometry, rescale
 from zoo.errors import InputError
 from zoo.hashing import fingerprint_files
 from zoo.imageio import IMAGE_SUFFIXES, read_image
+from zoo.images import intensity_statistics, normalise, read_raw
+from zoo.nn.transfer import load_transferable
 from zoo.package import build, readers
 from zoo.spec import Spec, TensorSpec, Training
 
-from .data import intensity_statistics, normalise, read_raw
-from .finetune import data_channels
+from .loop import add_shift_check, train
+from .options import TrainingOptions
+from .parent import child_spec, data_channels, load_parent, record_comparison, train_child
+from .policy import FinetunePolicy, parent_config
 
 log = logging.getLogger("zoo.trainers")
 
@@ -217,8 +222,6 @@ def _training(spec: Spec, data: Data, source: dict, run, module, config: dict, m
 
 def _write(spec: Spec, network, out, training: Training, data: Data, test_split: str | None, **naming) -> Path:
     path = build.build(spec, network, out, training, read_raw(data.val[0].path, spec.inputs[0])[None], **naming)
-    from .fit import add_shift_check
-
     add_shift_check(path, [e.path for e in data.train], [e.path for e in data.val])
     if data.test:
         from zoo.classification.evaluate import score_package
@@ -239,22 +242,23 @@ def fit_classifier(blueprint: str | Path | Spec, data: str | Path, out: str | Pa
     is ``train_split`` train (and select the weights); rows of ``test_split`` are scored at the
     end, by the written package, into its metrics and model card. The weights kept are those
     with the lowest validation loss, checked every ``val_every`` steps."""
-    from .fit import train
-
     split = split_examples(data, labels, group_column, split_column, train_split, test_split, val_fraction, seed)
     spec = blueprint if isinstance(blueprint, Spec) else specs.load(blueprint)
     spec = prepare(spec, split.classes, data_channels(read_image(split.pool[0].path), spec.inputs[0]), canvas, scale)
-    pl.seed_everything(seed, workers=True, verbose=False)
+    options = TrainingOptions(max_steps=max_steps, batch_size=batch_size, seed=seed, val_every=val_every,
+                              progress=progress, lightning=lightning)
+    pl.seed_everything(options.seed, workers=True, verbose=False)
     index = {c: i for i, c in enumerate(split.classes)}
     weights = class_weights([index[e.label] for e in split.train], len(split.classes))
     module = architectures.get(spec.architecture_id).training_module()(
         spec, class_weights=weights, **({"lr": lr} if lr is not None else {}))
-    run = train(module, datamodule(spec, split, batch_size, seed), max_steps, progress=progress,
-                val_check_interval=min(val_every, max_steps), check_val_every_n_epoch=None, **lightning)
+    run = train(module, datamodule(spec, split, options.batch_size, options.seed), options.max_steps,
+                progress=options.progress, val_check_interval=options.validate_every, check_val_every_n_epoch=None,
+                **options.lightning)
     training = _training(spec, split, {"description": data_description, "source": data_source,
                                        "license": data_license}, run, module,
-                         {"max_steps": max_steps, "batch_size": batch_size, "seed": seed}, {}, None,
-                         group_column, val_fraction)
+                         {"max_steps": options.max_steps, "batch_size": options.batch_size, "seed": options.seed},
+                         {}, None, group_column, val_fraction)
     return _write(spec, module.network, out, training, split, test_split, name=name, version=version,
                   description=description, overwrite=overwrite)
 
@@ -274,22 +278,29 @@ def finetune_classifier(parent, data: str | Path, out: str | Path, *, labels: st
     and scale are kept, so the child sees images as the parent did. With ``evaluate``, the child's
     validation accuracy is recorded beside the parent's (same classes only) and the majority
     class's."""
-    import copy
+    policy = FinetunePolicy(freeze, unfreeze_every, lr, lr_scale, warmup, layer_decay)
+    options = TrainingOptions(max_steps=max_steps, batch_size=batch_size, seed=seed, val_every=val_every,
+                              patience=patience, progress=progress, lightning=lightning)
+    return finetune_from(load_parent(parent, registry), data, out, policy, options, labels=labels,
+                         group_column=group_column, split_column=split_column, train_split=train_split,
+                         test_split=test_split, val_fraction=val_fraction, name=name, version=version,
+                         description=description, evaluate=evaluate, overwrite=overwrite)
 
-    from pytorch_lightning.callbacks import EarlyStopping
-    from zoo.nn.transfer import load_transferable, stages
 
-    from .callbacks import KeepBest
-    from .finetune import _validation_loss, check_policy, child_spec, load_parent
-    from .fit import train
-    from .transfer import Freezing
-
-    parent_spec, parent_root, parent_sha = load_parent(parent, registry)
-    check_policy(freeze, layer_decay)
-    split = split_examples(data, labels, group_column, split_column, train_split, test_split, val_fraction, seed)
+def finetune_from(parent: tuple[Spec, Path, str], data: str | Path, out: str | Path, policy: FinetunePolicy,
+                  options: TrainingOptions, *, labels: str | Path | None = None, group_column: str | None = None,
+                  split_column: str | None = None, train_split: str = "train", test_split: str | None = None,
+                  val_fraction: float = 0.15, name: str | None = None, version: str = "0.1.0",
+                  description: str | None = None, evaluate: bool = True, overwrite: bool = False) -> Path:
+    """:func:`finetune_classifier` of a loaded parent (:func:`zoo.trainers.parent.load_parent`):
+    ``options.batch_size`` None takes the parent's."""
+    parent_spec, parent_root, parent_sha = parent
+    policy.check()
+    split = split_examples(data, labels, group_column, split_column, train_split, test_split, val_fraction,
+                           options.seed)
     channels = data_channels(read_image(split.pool[0].path), parent_spec.inputs[0])
     spec = prepare(child_spec(parent_spec, channels, {}), split.classes, channels, None, None)
-    pl.seed_everything(seed, workers=True, verbose=False)
+    pl.seed_everything(options.seed, workers=True, verbose=False)
     index = {c: i for i, c in enumerate(split.classes)}
     module = architectures.get(spec.architecture_id).training_module()(
         spec, class_weights=class_weights([index[e.label] for e in split.train], len(split.classes)))
@@ -299,36 +310,28 @@ def finetune_classifier(parent, data: str | Path, out: str | Path, *, labels: st
         state = {k: v for k, v in state.items() if not k.startswith("head.")}
     transfer = load_transferable(module.network, state)
     initial = copy.deepcopy(module.network.state_dict())
-    parent_config = parent_spec.training.config if parent_spec.training else {}
-    module.lr = lr if lr is not None else lr_scale * float(parent_config.get("lr", module.lr))
-    module.warmup_steps = warmup if warmup is not None else max(10, max_steps // 20)
-    module.layer_decay = layer_decay
-    if freeze == "gradual" and not unfreeze_every:
-        unfreeze_every = max(1, max_steps // len(stages(module.network)))
-    batch_size = batch_size or int(parent_config.get("batch_size", 32))
-    dm = datamodule(spec, split, batch_size, seed)
-    callbacks = [Freezing(freeze, unfreeze_every or 0)]
-    callbacks += [EarlyStopping("val_loss", patience=patience, mode="min")] if patience else []
-    keep = None
-    if not new_head:                               # the same classes: fine-tuning must beat the parent
-        keep = KeepBest("val_loss", best=_validation_loss(module, dm, lightning), state=initial)
-    run = train(module, dm, max_steps, callbacks, progress=progress, keep_best=keep,
-                val_check_interval=min(val_every, max_steps), check_val_every_n_epoch=None, **lightning)
-    policy = {"freeze": freeze, "lr": module.lr, "warmup_steps": module.warmup_steps, "layer_decay": layer_decay,
-              "patience": patience, "parent_classes": list(parent_spec.outputs[0].channels or []),
+    policy = policy.apply(module, parent_spec, options.max_steps)
+    if options.batch_size is None:
+        options = replace(options, batch_size=int(parent_config(parent_spec).get("batch_size", 32)))
+    dm = datamodule(spec, split, options.batch_size, options.seed)
+    # the same classes: fine-tuning must beat the parent; a new head has nothing to beat
+    run, _, freezing = train_child(module, dm, policy, options, None if new_head else initial,
+                                   val_check_interval=options.validate_every, check_val_every_n_epoch=None)
+    record = policy.record()
+    record.pop("unfreeze_every", None)             # a classifier's record has never named it
+    record = {**record, "patience": options.patience, "parent_classes": list(parent_spec.outputs[0].channels or []),
               "classes": split.classes, "new_head": new_head, "transfer": transfer.to_dict(),
-              "trainable_stages": callbacks[0].history}
+              "trainable_stages": freezing.history}
     training = _training(spec, split, {"description": f"{len(split.pool)} labelled images from {data}"}, run, module,
-                         {"max_steps": max_steps, "batch_size": batch_size, "seed": seed, "finetune": policy}, {},
-                         {"ref": parent_spec.ref, "sha256": parent_sha}, group_column, val_fraction)
+                         {"max_steps": options.max_steps, "batch_size": options.batch_size, "seed": options.seed,
+                          "finetune": record}, {}, {"ref": parent_spec.ref, "sha256": parent_sha}, group_column,
+                         val_fraction)
     child = _write(spec, module.network, out, training, split, test_split, name=name or f"{parent_spec.name}-ft",
                    version=version, description=description or f"{parent_spec.name} fine-tuned on {len(split.pool)} "
                    f"labelled images ({', '.join(split.classes)}). " + parent_spec.description.strip(),
                    overwrite=overwrite)
     if evaluate:
         import zoo
-
-        from .finetune import record_comparison
 
         parent_model = None if new_head else zoo.load(parent_root, runtime="onnx", device="cpu")
         record_comparison(child, parent_model, [e.path for e in split.val], [e.label for e in split.val])

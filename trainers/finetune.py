@@ -13,97 +13,30 @@ from __future__ import annotations
 
 import copy
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-
-from zoo import architectures, spec as specs
-from zoo.errors import InputError, UnknownArchitectureError
-from zoo.hashing import sha256_file
+from zoo import architectures
+from zoo.errors import InputError
 from zoo.imageio import read_image
-from zoo.nn.transfer import load_transferable, stages
-from zoo.package import build, files, readers
-from zoo.runtime import layout
+from zoo.nn.transfer import load_transferable
+from zoo.package import build, readers
 from zoo.spec import Spec, Training
 
-from .callbacks import KeepBest
+from . import classification
 from .data import Rehearsal
-from .fit import (add_shift_check, data_record, make_datamodule, pair_targets, quiet_lightning, sample_image,
-                  split_files, train)
-from .transfer import Freezing, check_policy
+from .fit import data_record, make_datamodule, pair_targets, sample_image, split_files
+from .loop import add_shift_check
+from .options import TrainingOptions
+from .parent import child_spec, data_channels, load_parent, record_comparison, train_child
+from .policy import FinetunePolicy, parent_config
 
 log = logging.getLogger("zoo.trainers")
 
-RGB = ["red", "green", "blue"]
-
-
-def load_parent(parent, registry=None) -> tuple[Spec, Path, str]:
-    """(spec, folder, sha256 of its zoo.yaml) of a verified parent package: a :class:`zoo.model.Model`,
-    a package folder or zoo.yaml, or ``NAME[@VERSION]`` in the registry."""
-    from zoo.model import Model
-
-    if isinstance(parent, Model):
-        if parent.root is None:
-            raise InputError(f"{parent.spec.ref} is an in-memory model; fine-tune a package on disk")
-        spec, root = parent.spec, parent.root
-    else:
-        path = Path(parent)
-        if path.is_dir() or (path.suffix in (".yaml", ".yml") and path.is_file()):
-            root = path if path.is_dir() else path.parent
-            spec = specs.load(root)
-            if spec.kind != "package":
-                raise InputError(f"{parent} is a blueprint (no weights): train it with `zoo train`, or fine-tune a package")
-            files.verify(spec, root)
-        else:
-            from zoo.registry import default_registry
-
-            spec, root = (registry or default_registry()).pull(str(parent))
-    if spec.graph_only:
-        raise InputError(f"cannot fine-tune {spec.ref}: it is an ONNX graph without trainable weights (imported "
-                         "from bioimage.io). Fine-tuning needs a package of an installed architecture (safetensors "
-                         "weights); import the bioimage.io package's pytorch_state_dict instead if it has one")
-    try:
-        architectures.get(spec.architecture_id)
-    except UnknownArchitectureError as e:
-        raise UnknownArchitectureError(f"cannot fine-tune {spec.ref}: {e}") from None
-    return spec, Path(root), sha256_file(Path(root) / specs.SPEC_FILE)
-
-
-def data_channels(image: np.ndarray, inp) -> int:
-    """The number of input channels of a training image: the parent's when it takes the image
-    as it is (a grey image for an RGB model that repeats grey), else 1, 3, 4 or 2."""
-    try:
-        layout.to_tensor(image, None, inp.spatial_axes, inp.n_channels, inp.grey == "repeat")
-        return inp.n_channels
-    except InputError:
-        pass
-    for channels in (1, 3, 4, 2):
-        try:
-            layout.to_tensor(image, None, inp.spatial_axes, channels, False)
-            return channels
-        except InputError:
-            continue
-    raise InputError(f"cannot tell the channels of a training image of shape {image.shape} for a model with "
-                     f"spatial axes '{inp.spatial_axes}': give channels= (--channels)")
-
-
-def child_spec(parent: Spec, channels: int, params: dict) -> Spec:
-    """The parent's spec with new input channels and architecture parameters; training record,
-    weights and test tensors are replaced when the package is built."""
-    spec = parent.copy()
-    spec.architecture_params.update(params)
-    inp, out = spec.inputs[0], spec.outputs[0]
-    if channels != inp.n_channels:
-        names = ["raw"] if channels == 1 else RGB if channels == 3 else [f"channel{i}" for i in range(channels)]
-        if out.channels == inp.channels:          # image-to-image: outputs follow the inputs
-            out.channels = list(names)
-        inp.channels, inp.grey = names, ("repeat" if channels == 3 else None)
-        inp.description = ("2D image, RGB or grey (grey is repeated into the three channels), normalised per "
-                           "image and channel" if channels == 3 else
-                           f"image with {channels} channel(s), normalised per image and channel")
-        spec.architecture_params["channels"] = channels
-    return spec
+# Options of dense fine-tuning that a classifier refuses when given, and those only a classifier takes.
+DENSE_ONLY = ("target", "train_files", "channels", "params", "rehearsal", "patch")
+CLASSIFIER_ONLY = ("labels", "group_column", "split_column", "test_split")
 
 
 def _check_outputs(spec: Spec, network) -> None:
@@ -141,8 +74,13 @@ def finetune(parent, data: str | Path | None, out: str | Path, *, target: str | 
              seed: int = 0, registry=None, evaluate: bool = True, progress: bool | str = True,
              data_description: str | None = None, data_source: str | None = None, data_license: str | None = None,
              sample: str | Path | None = None, overwrite: bool = False, callbacks: Sequence = (),
-             **lightning) -> Path:
+             labels: str | Path | None = None, group_column: str | None = None, split_column: str | None = None,
+             train_split: str = "train", test_split: str | None = None, **lightning) -> Path:
     """Fine-tune the package ``parent`` on ``data`` (and ``target``); return the child package's path.
+
+    The one way in for fine-tuning, whatever the task: a classifier parent is fine-tuned by
+    :func:`zoo.trainers.classification.finetune_classifier` on labelled images (class folders or
+    ``labels``, with ``group_column``, ``split_column``, ``train_split``, ``test_split``).
 
     channels: input channels of the child (default: from the first training image).
     params: architecture parameters to change (those that set the outputs: ``n_rays`` ...).
@@ -150,6 +88,7 @@ def finetune(parent, data: str | Path | None, out: str | Path, *, target: str | 
         ``unfreeze_every`` steps, default ``max_steps / number of stages``).
     lr: default ``lr_scale`` times the parent's learning rate, reached after ``warmup`` steps
         (default 5% of ``max_steps``, at least 10). layer_decay: per-stage factor from the head.
+        (The policy: :class:`zoo.trainers.policy.FinetunePolicy`.)
     patience: validations without improvement before stopping (None: never); one every ``val_every`` steps.
         The weights kept are those with the lowest validation loss, the parent's own included:
         when fine-tuning never beats it, the child keeps the parent's weights (``selected_step`` 0).
@@ -162,26 +101,47 @@ def finetune(parent, data: str | Path | None, out: str | Path, *, target: str | 
         numbers land in the child's ``training.metrics`` (``finetune_report``, ``parent_vs_child``)
         and a warning is logged when the child scores below either.
     """
-    import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import EarlyStopping
-    parent_spec, parent_root, parent_sha = load_parent(parent, registry)
+    policy = FinetunePolicy(freeze, unfreeze_every, lr, lr_scale, warmup, layer_decay)
+    options = TrainingOptions(max_steps=max_steps, batch_size=batch_size, seed=seed, val_every=val_every,
+                              patience=patience, progress=progress, lightning=lightning)
+    loaded = load_parent(parent, registry)
+    parent_spec = loaded[0]
     if parent_spec.task.split("/")[0] == "classification":
-        unused = [k for k, v in (("target", target), ("train_files", train_files), ("channels", channels),
-                                 ("params", params), ("rehearsal", rehearsal), ("patch", patch)) if v]
+        given = {"target": target, "train_files": train_files, "channels": channels, "params": params,
+                 "rehearsal": rehearsal, "patch": patch}
+        unused = [k for k in DENSE_ONLY if given[k]]
         if unused:
             raise InputError(f"{parent_spec.ref} is a classifier: fine-tune it on labelled images (class folders or "
                              f"DATA/labels.csv); {', '.join(unused)} do not apply")
-        from .classification import finetune_classifier
+        return classification.finetune_from(loaded, data, out, policy, options, labels=labels,
+                                            group_column=group_column, split_column=split_column,
+                                            train_split=train_split, test_split=test_split, val_fraction=val_fraction,
+                                            name=name, version=version, description=description, evaluate=evaluate,
+                                            overwrite=overwrite)
+    given = {"labels": labels, "group_column": group_column, "split_column": split_column, "test_split": test_split}
+    unused = [k for k in CLASSIFIER_ONLY if given[k]] + (["train_split"] if train_split != "train" else [])
+    if unused:
+        raise InputError(f"{parent_spec.ref} is not a classifier: {', '.join(unused)} apply to classifiers only")
+    return _finetune_dense(loaded, data, out, policy, options, target=target, train_files=train_files,
+                           val_files=val_files, val_fraction=val_fraction, name=name, version=version,
+                           description=description, channels=channels, params=params, rehearsal=rehearsal,
+                           patch=patch, evaluate=evaluate, data_description=data_description,
+                           data_source=data_source, data_license=data_license, sample=sample, overwrite=overwrite,
+                           callbacks=callbacks)
 
-        return finetune_classifier(parent, data, out, val_fraction=val_fraction, name=name, version=version,
-                                   description=description, freeze=freeze, unfreeze_every=unfreeze_every, lr=lr,
-                                   lr_scale=lr_scale, warmup=warmup, layer_decay=layer_decay, patience=patience,
-                                   val_every=val_every, batch_size=batch_size, max_steps=max_steps, seed=seed,
-                                   registry=registry, progress=progress, evaluate=evaluate, overwrite=overwrite,
-                                   **lightning)
-    check_policy(freeze, layer_decay)
+
+def _finetune_dense(parent: tuple[Spec, Path, str], data, out, policy: FinetunePolicy, options: TrainingOptions, *,
+                    target, train_files, val_files, val_fraction, name, version, description, channels, params,
+                    rehearsal, patch, evaluate, data_description, data_source, data_license, sample, overwrite,
+                    callbacks) -> Path:
+    """Restoration and segmentation: patches of the user's images (and targets), the parent's
+    patch and batch size unless given, rehearsal of the parent's data."""
+    import pytorch_lightning as pl
+
+    parent_spec, parent_root, parent_sha = parent
+    policy.check()
     arch = architectures.get(parent_spec.architecture_id)
-    train_files, val_files = split_files(data, train_files, val_files, val_fraction, seed)
+    train_files, val_files = split_files(data, train_files, val_files, val_fraction, options.seed)
     pairs = pair_targets(arch, target, train_files, val_files)
     if channels is None:
         channels = data_channels(read_image(train_files[0]), parent_spec.inputs[0])
@@ -189,36 +149,24 @@ def finetune(parent, data: str | Path | None, out: str | Path, *, target: str | 
     if params:
         _output_names(spec)
 
-    pl.seed_everything(seed, workers=True, verbose=False)
-    parent_config = parent_spec.training.config if parent_spec.training else {}
+    pl.seed_everything(options.seed, workers=True, verbose=False)
     module = arch.training_module()(spec)
     _check_outputs(spec, module.network)
     transfer = load_transferable(module.network, readers.state_dict(parent_root / build.WEIGHTS))
     initial = copy.deepcopy(module.network.state_dict())
-    module.lr = lr if lr is not None else lr_scale * float(parent_config.get("lr", module.lr))
-    module.warmup_steps = warmup if warmup is not None else max(10, max_steps // 20)
-    module.layer_decay = layer_decay
-    n_stages = len(stages(module.network))
-    if freeze == "gradual" and not unfreeze_every:
-        unfreeze_every = max(1, max_steps // n_stages)
+    policy = policy.apply(module, parent_spec, options.max_steps)
 
-    patch = patch or parent_config.get("patch", 64)
-    batch_size = batch_size or parent_config.get("batch_size", 8)
-    datamodule = make_datamodule(module, train_files, val_files, pairs, patch, batch_size,
-                                 min(val_every, max_steps), seed, rehearsal)
-    parent_val_loss = _validation_loss(module, datamodule, lightning)
-    freezing = Freezing(freeze, unfreeze_every or 0)
-    stopping = [EarlyStopping("val_loss", patience=patience, mode="min")] if patience else []
-    keep_parent = KeepBest("val_loss", best=parent_val_loss, state=initial)   # fine-tuning must beat the parent
-    run = train(module, datamodule, max_steps, [freezing, *stopping, *callbacks], progress=progress,
-                keep_best=keep_parent, **lightning)
+    patch = patch or parent_config(parent_spec).get("patch", 64)
+    options = replace(options, batch_size=options.batch_size or parent_config(parent_spec).get("batch_size", 8))
+    datamodule = make_datamodule(module, train_files, val_files, pairs, patch, options.batch_size,
+                                 options.validate_every, options.seed, rehearsal)
+    # fine-tuning must beat the parent
+    run, parent_val_loss, freezing = train_child(module, datamodule, policy, options, initial, callbacks)
     if run.selected_step == 0:
         log.warning("fine-tuning never beat the parent's validation loss (%.4g): the package keeps the parent's "
                     "weights (adapted to the new inputs)", parent_val_loss)
 
-    policy = {"freeze": freeze, **({"unfreeze_every": unfreeze_every} if freeze == "gradual" else {}),
-              "lr": module.lr, "warmup_steps": module.warmup_steps, "layer_decay": layer_decay,
-              "patience": patience, "validate_every": min(val_every, max_steps),
+    record = {**policy.record(), "patience": options.patience, "validate_every": options.validate_every,
               "parent_channels": parent_spec.inputs[0].n_channels, "channels": channels,
               **({"changed_params": dict(params)} if params else {}),
               "transfer": transfer.to_dict(), "trainable_stages": freezing.history,
@@ -227,8 +175,8 @@ def finetune(parent, data: str | Path | None, out: str | Path, *, target: str | 
         data=data_record(train_files, val_files, pairs, data, data_description, data_source, data_license),
         statistics=datamodule.statistics(),
         metrics={"val_loss": run.val_loss, "parent_val_loss": parent_val_loss},
-        config={"max_steps": max_steps, "patch": patch, "batch_size": batch_size, "seed": seed,
-                **run.record(), **module.hparams_for_record(), "finetune": policy,
+        config={"max_steps": options.max_steps, "patch": patch, "batch_size": options.batch_size,
+                "seed": options.seed, **run.record(), **module.hparams_for_record(), "finetune": record,
                 "validation_files": [p.name for p in val_files]},
         parent={"ref": parent_spec.ref, "sha256": parent_sha},
     )
@@ -245,17 +193,6 @@ def finetune(parent, data: str | Path | None, out: str | Path, *, target: str | 
 
 def _description(parent: Spec, train_files) -> str:
     return (f"{parent.name} fine-tuned on {len(train_files)} image(s). " + parent.description.strip())
-
-
-def _validation_loss(module, datamodule, lightning: dict) -> float:
-    """The loss of the module's current (parent) weights on the validation patches."""
-    import pytorch_lightning as pl
-
-    with quiet_lightning():        # the fit that follows states the hardware and tips once
-        trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
-                             enable_checkpointing=False, **lightning)
-        result = trainer.validate(module, datamodule=datamodule, verbose=False)
-    return float(result[0]["val_loss"])
 
 
 def validation_metrics(model, images: Sequence[Path], targets: Sequence[Path]) -> dict:
@@ -279,21 +216,3 @@ def compare_on_validation(child: Path, spec: Spec, parent_state: dict, images, t
     network.load_state_dict(parent_state)
     parent = Model.with_runner(spec, TorchRunner(fold_batch_norm(network.eval()), device="cpu"))
     return record_comparison(child, parent, images, targets)
-
-
-def record_comparison(child: Path, parent, images, targets) -> dict:
-    """Score the child package, ``parent`` (a model, or None) and the classical baseline on the
-    same validation images (each fed them in the channels it declares; ``targets``: target files,
-    or a classifier's class names); record the numbers in the child (``parent_vs_child``,
-    ``finetune_report``) and warn when the child is below either."""
-    import zoo
-    from zoo.evaluate import compare
-
-    report = compare(zoo.load(child, runtime="onnx", device="cpu"), images, targets, parent=parent)
-    comparison = {k: {"child" if who == "model" else who: v for who, v in values.items()}
-                  for k, values in report["metrics"].items()}
-    summary = {k: v for k, v in report.items() if k != "metrics"}      # the table is parent_vs_child
-    build.record_metrics(child, {"finetune_report": summary, **({"parent_vs_child": comparison} if parent else {})})
-    for warning in report["warnings"]:
-        log.warning(warning)
-    return report

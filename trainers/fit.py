@@ -1,69 +1,121 @@
-"""``fit``: train a blueprint on a folder of images with Lightning and write a package."""
+"""``fit``: train a blueprint on a folder of images with Lightning and write a package.
+
+``fit`` is the one way in for training, whatever the task: a classifier's blueprint goes to
+:func:`zoo.trainers.classification.fit_classifier`, every other (restoration, segmentation) is
+trained here on patches. The helpers below are shared with dense fine-tuning."""
 from __future__ import annotations
 
 import logging
-import time
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from zoo import architectures, spec as specs
 from zoo.errors import InputError
 from zoo.hashing import fingerprint_files
+from zoo.images import list_images, match_targets, read_raw, split_by_image
 from zoo.package import build
 from zoo.spec import Spec, Training
 
-from .callbacks import BatchTimer, KeepBest, StepProgress, ValidationLog
-from .data import Rehearsal, RestorationDataModule, list_images, match_targets, read_raw, split_by_image
+from . import classification
+from .data import Rehearsal, RestorationDataModule
+from .loop import add_shift_check, train
+from .options import TrainingOptions
 
 log = logging.getLogger("zoo.trainers")
+
+# A classifier's blueprint goes to fit_classifier. ``zoo train`` has always passed some options
+# of the other task, and let them go unused: so do these (a classifier: ``patch``; a dense
+# blueprint: the classifier's ``labels`` ... ``scale``). Options only Python passes are refused
+# when given to the wrong task, and so is ``target`` for a classifier.
+DENSE_ONLY = ("train_files", "val_files", "steps_per_epoch", "module_options", "sample", "callbacks")
 
 
 def fit(blueprint: str | Path | Spec, data: str | Path | None, out: str | Path, *,
         target: str | Path | None = None,
         train_files: Sequence[Path] | None = None, val_files: Sequence[Path] | None = None,
         val_fraction: float = 0.15, name: str | None = None, version: str = "0.1.0",
-        description: str | None = None, patch: int | Sequence[int] = 64, batch_size: int = 16, max_steps: int = 1000,
-        steps_per_epoch: int = 200, lr: float | None = None, seed: int = 0,
+        description: str | None = None, patch: int | Sequence[int] = 64, batch_size: int | None = None,
+        max_steps: int | None = None, steps_per_epoch: int | None = None, lr: float | None = None, seed: int = 0,
         accelerator: str = "auto", devices: str | int = "auto", precision: str = "32-true",
-        strategy: str = "auto", progress: bool = True, module_options: dict | None = None,
+        strategy: str = "auto", progress: bool | str = True, module_options: dict | None = None,
         data_description: str | None = None, data_source: str | None = None,
         data_license: str | None = None, sample: str | Path | None = None, overwrite: bool = False,
-        callbacks: Sequence = ()) -> Path:
+        callbacks: Sequence = (), labels: str | Path | None = None, group_column: str | None = None,
+        split_column: str | None = None, train_split: str = "train", test_split: str | None = None,
+        canvas: int | None = None, scale: float | None = None, val_every: int | None = None) -> Path:
     """Train ``blueprint`` on the images in ``data`` (or explicit file lists); return the package path.
 
+    A classifier's blueprint is trained by :func:`zoo.trainers.classification.fit_classifier`
+    on labelled images (``labels`` ... ``scale``, ``val_every``: its options; ``batch_size`` and
+    ``max_steps`` default to its own, 32 and 1500). Every other blueprint trains on patches:
     Architectures trained on pairs (CARE, Noise2Noise) take their targets from the folder
     ``target``: the file of the same name as each image.
     The split is by image: ``val_files`` if given, else ``val_fraction`` of the folder's images.
+    ``patch``, ``batch_size`` (default 16), ``max_steps`` (default 1000) and ``steps_per_epoch``
+    (default 200, one validation each).
     The weights kept are those with the lowest validation loss. Lightning options (accelerator, devices, precision, strategy) pass straight through.
     ``sample``: the image whose crop becomes the package's test tensors and cover (default: the
     first validation image; pass one whose licence allows redistribution when publishing).
     ``callbacks``: extra Lightning callbacks.
     """
+    spec = blueprint if isinstance(blueprint, Spec) else specs.load(blueprint)
+    lightning = {"accelerator": accelerator, "devices": devices, "precision": precision, "strategy": strategy}
+    if spec.task.split("/")[0] == "classification":
+        if target is not None:
+            raise InputError("a classifier learns from labelled images (class folders or --labels CSV), not --target")
+        given = {"train_files": train_files, "val_files": val_files, "steps_per_epoch": steps_per_epoch,
+                 "module_options": module_options, "sample": sample, "callbacks": callbacks}
+        unused = [k for k in DENSE_ONLY if given[k]]
+        if unused:
+            raise InputError(f"{spec.ref} is a classifier: train it on labelled images (class folders or a labels "
+                             f"CSV); {', '.join(unused)} do not apply")
+        return classification.fit_classifier(
+            spec, data, out, labels=labels, group_column=group_column, split_column=split_column,
+            train_split=train_split, test_split=test_split, val_fraction=val_fraction, canvas=canvas, scale=scale,
+            name=name, version=version, description=description, lr=lr, seed=seed, progress=progress,
+            data_description=data_description, data_source=data_source, data_license=data_license,
+            overwrite=overwrite, **{k: v for k, v in (("batch_size", batch_size), ("max_steps", max_steps),
+                                                       ("val_every", val_every)) if v is not None},
+            **lightning)
+    if val_every is not None:
+        raise InputError(f"{spec.ref} trains on patches and validates once an epoch: give steps_per_epoch, "
+                         "not val_every")
+    options = TrainingOptions(max_steps=1000 if max_steps is None else max_steps,
+                              batch_size=16 if batch_size is None else batch_size, seed=seed,
+                              val_every=200 if steps_per_epoch is None else steps_per_epoch, progress=progress,
+                              lightning=lightning)
+    return _fit_dense(spec, data, out, options, target=target, train_files=train_files, val_files=val_files,
+                      val_fraction=val_fraction, name=name, version=version, description=description, patch=patch,
+                      lr=lr, module_options=module_options, data_description=data_description,
+                      data_source=data_source, data_license=data_license, sample=sample, overwrite=overwrite,
+                      callbacks=callbacks)
+
+
+def _fit_dense(spec: Spec, data, out, options: TrainingOptions, *, target, train_files, val_files, val_fraction,
+               name, version, description, patch, lr, module_options, data_description, data_source, data_license,
+               sample, overwrite, callbacks) -> Path:
+    """Restoration and segmentation: patches of the images (and targets), by-image validation."""
     import pytorch_lightning as pl
 
-    spec = blueprint if isinstance(blueprint, Spec) else specs.load(blueprint)
     arch = architectures.get(spec.architecture_id)
-    train_files, val_files = split_files(data, train_files, val_files, val_fraction, seed)
+    train_files, val_files = split_files(data, train_files, val_files, val_fraction, options.seed)
     pairs = pair_targets(arch, target, train_files, val_files)
 
-    pl.seed_everything(seed, workers=True, verbose=False)
-    options = dict(module_options or {})
+    pl.seed_everything(options.seed, workers=True, verbose=False)
+    module_kwargs = dict(module_options or {})
     if lr is not None:
-        options["lr"] = lr
-    module = arch.training_module()(spec, **options)
-    datamodule = make_datamodule(module, train_files, val_files, pairs, patch, batch_size,
-                                 min(steps_per_epoch, max_steps), seed)
-    run = train(module, datamodule, max_steps, callbacks, progress=progress, accelerator=accelerator,
-                devices=devices, precision=precision, strategy=strategy)
+        module_kwargs["lr"] = lr
+    module = arch.training_module()(spec, **module_kwargs)
+    datamodule = make_datamodule(module, train_files, val_files, pairs, patch, options.batch_size,
+                                 options.validate_every, options.seed)
+    run = train(module, datamodule, options.max_steps, callbacks, progress=options.progress, **options.lightning)
     training = Training(
         data=data_record(train_files, val_files, pairs, data, data_description, data_source, data_license),
         statistics=datamodule.statistics(),
         metrics={"val_loss": run.val_loss},
-        config={"max_steps": max_steps, "patch": patch, "batch_size": batch_size, "seed": seed,
-                "precision": precision, **run.record(), **module.hparams_for_record(),
-                "validation_files": [p.name for p in val_files]},
+        config={"max_steps": options.max_steps, "patch": patch, "batch_size": options.batch_size,
+                "seed": options.seed, "precision": options.lightning["precision"], **run.record(),
+                **module.hparams_for_record(), "validation_files": [p.name for p in val_files]},
         parent=None,
     )
     path = build.build(spec, module.network, out, training, sample_image(spec, sample, val_files), name=name,
@@ -72,18 +124,6 @@ def fit(blueprint: str | Path | Spec, data: str | Path | None, out: str | Path, 
 
 
 # ---------------------------------------------------------------------------- shared by fit and finetune
-def add_shift_check(package: Path, train_files, val_files) -> Path:
-    """Record the training inputs' statistics and calibrate the dataset-shift check (issue 11) on
-    the validation images. A failure is logged, never fatal: the trained package stays."""
-    from zoo.trust.calibrate import calibrate
-
-    try:
-        calibrate(package, list(train_files), list(val_files))
-    except Exception as e:   # noqa: BLE001 - hours of training must not be lost to a statistics step
-        log.warning("the package has no dataset-shift check: calibrating it failed (%s: %s)", type(e).__name__, e)
-    return Path(package)
-
-
 def split_files(data, train_files, val_files, val_fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
     """Training and validation images: explicit lists, or a by-image split of the folder ``data``."""
     if train_files is None:
@@ -128,59 +168,6 @@ def make_datamodule(module, train_files, val_files, pairs: dict, patch, batch_si
                                  seed=seed, **pairs, **extra)
     return RestorationDataModule(inp, train_files, val_files, patch=patches, batch_size=batch_size,
                                  steps_per_epoch=steps_per_epoch, seed=seed, **pairs, **extra)
-
-
-@dataclass
-class Run:
-    """What a training run measured."""
-
-    val_loss: float
-    selected_step: int
-    steps: int
-    seconds: float
-    patches_per_second: float
-
-    def record(self) -> dict:
-        return {"training_seconds": round(self.seconds, 1), "patches_per_second": round(self.patches_per_second, 1),
-                "selected_step": self.selected_step, "steps_run": self.steps}
-
-
-LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric")
-
-
-@contextmanager
-def quiet_lightning():
-    """Lightning's info lines (hardware, tips) unsaid while inside: every Trainer prints them, and
-    a run that needs a second Trainer (a parent's validation) should state them once."""
-    loggers = [logging.getLogger(name) for name in LIGHTNING_LOGGERS]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
-
-
-def train(module, datamodule, max_steps: int, callbacks: Sequence = (), *, progress: bool | str = True,
-          keep_best: KeepBest | None = None, **lightning) -> Run:
-    """Fit ``module`` with Lightning; the weights with the lowest validation loss are kept
-    (``keep_best`` may start with a candidate, e.g. a parent's weights).
-    ``progress``: True a progress bar over the steps, ``"lines"`` a line on stderr every tenth of
-    the steps and at each validation (for logs, where a bar cannot draw), False nothing."""
-    import pytorch_lightning as pl
-
-    keep_best, timer = keep_best or KeepBest("val_loss"), BatchTimer()
-    shown = [ValidationLog(every=max(1, max_steps // 10)) if progress == "lines" else StepProgress()] if progress else []
-    trainer = pl.Trainer(max_steps=max_steps, callbacks=[keep_best, timer, *callbacks, *shown],
-                         enable_progress_bar=False,
-                         enable_checkpointing=False, logger=False, enable_model_summary=False,
-                         num_sanity_val_steps=0, log_every_n_steps=10, deterministic=False, **lightning)
-    started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
-    return Run(keep_best.best, keep_best.best_step, trainer.global_step, time.perf_counter() - started,
-               timer.samples_per_second)
 
 
 def data_record(train_files, val_files, pairs: dict, data=None, description: str | None = None,

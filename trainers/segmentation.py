@@ -17,10 +17,11 @@ from torch.utils.data import DataLoader
 
 from zoo.errors import InputError
 from zoo.imageio import read_image
+from zoo.images import intensity_statistics, normalise, read_raw
 from zoo.spec import TensorSpec
 
 from .base import ZooModule
-from .data import PatchDataset, Rehearsal, intensity_statistics, mixed_weights, normalise, read_raw
+from .data import PatchDataset, Rehearsal, mixed_weights
 
 # How a target channel transforms with the image (see ``transform_targets``):
 #   ("scalar",)            a value per pixel (probability, class, weight)
