@@ -175,7 +175,7 @@ def _describe(spec: Spec, rdf: dict, name: str | None) -> None:
 
 
 def _training(rdf: dict, rdf_path: Path, source: Path, test_input: np.ndarray, weights: str) -> Training:
-    from ..trainers.data import intensity_statistics
+    from ..images import intensity_statistics
 
     return Training(
         data={"description": f"not described: imported from the bioimage.io model '{rdf['name']}' "

@@ -203,7 +203,7 @@ def raw_test_input(test_input: str | Path | np.ndarray | None, axes: str, spatia
 
 def training_record(source: Path, test_x: np.ndarray, config: dict) -> Training:
     """What is known of a graph trained elsewhere: its file's fingerprint and the test input's statistics."""
-    from ..trainers.data import intensity_statistics
+    from ..images import intensity_statistics
 
     return Training(
         data={"description": f"not described: trained outside bioimage-zoo and imported from {source.name} "

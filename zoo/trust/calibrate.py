@@ -160,9 +160,9 @@ def calibrate(package: str | Path, train_images: Sequence, val_images: Sequence,
     the training images) where given, else from their predictions on the chosen images."""
     from .. import architectures, spec as specs
     from ..hashing import sha256_file
+    from ..images import read_raw
     from ..model import Model
     from ..package import build
-    from ..trainers.data import read_raw
 
     package = Path(package)
     spec = specs.load(package)
