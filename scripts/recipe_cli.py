@@ -6,6 +6,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
+import zoo
 from zoo.registry import LocalRegistry, standard_store
 
 
@@ -31,5 +32,5 @@ def chosen(p: argparse.ArgumentParser, args, recipes: dict, all_names: list[str]
 
 
 def publish(package: Path, store: Path) -> None:
-    result = LocalRegistry(store, seed=None).publish(package)
+    result = zoo.api.publish(package, LocalRegistry(store, seed=None))    # test tensors reproduced first
     print(f"published {result.ref} to {store} (new: {result.created})", flush=True)

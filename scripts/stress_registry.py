@@ -76,7 +76,7 @@ def worker(index: int, root: Path, cache: Path, source: Path, seconds: float, jo
                     version = f"2.0.{rng.randrange(CONTESTED)}"
                     package = _variant(source, work, version, description=f"(worker {index})")
                 if action != "pull":
-                    result = registry.publish(package, reproduce=False)
+                    result = registry.publish(package)
                     log(action=action, version=version, created=result.created,
                         sha256=sha256_file(package / "zoo.yaml"))
                     continue
@@ -100,7 +100,7 @@ def run(source: Path, processes: int = 8, seconds: float = 30.0, seed: int = 0, 
 
     work = Path(work or tempfile.mkdtemp(prefix="zoo-stress-"))
     root, cache = work / "registry", work / "cache"
-    LocalRegistry(root, cache=cache).publish(source, reproduce=False)
+    LocalRegistry(root, cache=cache).publish(source)
     journals = [work / f"journal-{k}.jsonl" for k in range(processes)]
     children = [subprocess.Popen([sys.executable, __file__, "--worker", str(k), "--root", str(root), "--cache",
                                   str(cache), "--source", str(source), "--seconds", str(seconds), "--journal",

@@ -283,10 +283,10 @@ def test_a_hand_written_onnx_package_imports_runs_publishes_and_exports(tmp_path
     with pytest.raises(InputError, match="ONNX graph without PyTorch weights.*runtime='onnx'"):
         zoo.load(package, runtime="torch")
     with pytest.raises(InputError, match="cannot fine-tune channel-last-conv@0.3.1: it is an ONNX graph"):
-        model.finetune(tmp_path, tmp_path / "child")
+        zoo.finetune(model, tmp_path, tmp_path / "child")
 
     registry = LocalRegistry(tmp_path / "registry")
-    registry.publish(package)                                     # reproduces with ONNX Runtime only
+    zoo.api.publish(package, registry)                            # reproduces with ONNX Runtime only
     pulled_spec, pulled_root = registry.pull("channel-last-conv@0.3.1")
     assert pulled_spec.graph_only and (pulled_root / "weights" / "model.onnx").is_file()
 

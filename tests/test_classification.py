@@ -119,7 +119,7 @@ def test_a_trained_classifier_scores_held_out_data_and_predicts(trained):
     assert label == model.class_names[int(np.argmax(probabilities))]
     with pytest.raises(InputError, match="one image"):
         model.predict(np.stack([shape_image("ring", rng)] * 2), axes="byx")
-    LocalRegistry(root / "registry").publish(package)           # torch and ONNX reproduce the test tensors
+    zoo.api.publish(package, LocalRegistry(root / "registry"))  # torch and ONNX reproduce the test tensors
     assert zoo.load(package, runtime="torch").predict(shape_image("small", rng))[0] in model.class_names
 
 
@@ -183,8 +183,8 @@ def test_finetuning_to_new_classes_gets_a_new_head_and_keeps_the_body(trained, t
 
     package, _ = trained
     write_dataset(tmp_path / "new", {"small": 12, "ring": 12, "dot": 12}, seed=5)   # dot: a class the parent never saw
-    child_path = zoo.load(package).finetune(tmp_path / "new" / "images", tmp_path / "child", max_steps=20,
-                                            batch_size=8, freeze="encoder", patience=None, val_every=10)
+    child_path = zoo.finetune(zoo.load(package), tmp_path / "new" / "images", tmp_path / "child", max_steps=20,
+                              batch_size=8, freeze="encoder", patience=None, val_every=10)
     child = zoo.load(child_path)
     assert child.class_names == ["dot", "ring", "small"]
     policy = child.spec.training.config["finetune"]

@@ -126,7 +126,7 @@ def stage_of(visible: bool, new_leftovers: set[Path], root: Path) -> str:
 def test_publish_killed_at_random_points(tiny_package, tmp_path):
     root = tmp_path / "registry"
     registry = LocalRegistry(root, cache=tmp_path / "cache")
-    registry.publish(tiny_package, reproduce=False)
+    registry.publish(tiny_package)
     source = tmp_path / "source"
     shutil.copytree(tiny_package, source)
     text = (source / "zoo.yaml").read_text()
@@ -137,7 +137,7 @@ def test_publish_killed_at_random_points(tiny_package, tmp_path):
         (source / "zoo.yaml").write_text(text.replace("version: 0.1.0", f"version: 9.0.{n}", 1))
 
     def publish():
-        LocalRegistry(root, cache=tmp_path / "cache").publish(source, reproduce=False)
+        LocalRegistry(root, cache=tmp_path / "cache").publish(source)
 
     def after_each(n: int, outcome: str) -> None:
         version = f"9.0.{n}"
@@ -148,7 +148,7 @@ def test_publish_killed_at_random_points(tiny_package, tmp_path):
         if outcome == "killed":
             stages[stage_of(visible, leftovers - known, root)] += 1
         known.update(leftovers)
-        result = registry.publish(source, reproduce=False)            # the next operation succeeds
+        result = registry.publish(source)            # the next operation succeeds
         assert result.created == (not visible)
         assert registry.pull(f"n2v-tiny@{version}")[0].version == version
 
@@ -172,7 +172,7 @@ def http_registry(tmp_path_factory):
     registry = LocalRegistry(root, cache=root.parent / "cache")
     for ref in PULLED:
         name, version = ref.split("@")
-        registry.publish(standard_store() / "packages" / name / version, reproduce=False)
+        registry.publish(standard_store() / "packages" / name / version)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

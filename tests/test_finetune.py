@@ -127,9 +127,9 @@ def stardist_parent(tmp_path_factory, seg_data):
 
 
 def test_finetune_adapts_channels_and_head_and_records_the_lineage(stardist_parent, seg_data, tmp_path):
-    child = zoo.load(stardist_parent).finetune(seg_data / "rgb", tmp_path / "child", target=seg_data / "labels",
-                                               params={"n_rays": 16}, max_steps=10, val_every=5, patch=48,
-                                               batch_size=4, progress=False, val_fraction=0.25, name="stardist-rgb")
+    child = zoo.finetune(zoo.load(stardist_parent), seg_data / "rgb", tmp_path / "child", target=seg_data / "labels",
+                         params={"n_rays": 16}, max_steps=10, val_every=5, patch=48,
+                         batch_size=4, progress=False, val_fraction=0.25, name="stardist-rgb")
     spec = specs.load(child)
     assert spec.inputs[0].channels == ["red", "green", "blue"] and spec.inputs[0].grey == "repeat"
     assert spec.architecture_params["n_rays"] == 16 and spec.outputs[0].n_channels == 17

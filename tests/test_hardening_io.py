@@ -4,9 +4,7 @@ that are not real numbers refused on every path (8); the remaining clean-error c
 from __future__ import annotations
 
 import resource
-import shutil
 import socket
-import stat
 import subprocess
 import sys
 import zipfile

@@ -47,8 +47,8 @@ def with_version(src: Path, dst: Path, version: str) -> Path:
 def registry(tmp_path, tiny_package) -> LocalRegistry:
     """A registry folder holding n2v-tiny 0.1.0 and 0.2.0."""
     reg = LocalRegistry(tmp_path / "reg", cache=tmp_path / "cache")
-    reg.publish(tiny_package, reproduce=False)
-    reg.publish(with_version(tiny_package, tmp_path / "v2", "0.2.0"), reproduce=False)
+    reg.publish(tiny_package)
+    reg.publish(with_version(tiny_package, tmp_path / "v2", "0.2.0"))
     return reg
 
 
@@ -196,7 +196,7 @@ def test_a_verified_version_missing_from_the_index_is_listed_again_not_deleted(r
 def test_publishing_beside_a_lost_index_is_refused(registry, tiny_package, tmp_path):
     (registry.root / "index.json").unlink()
     with pytest.raises(ZooError, match="zoo check --repair"):
-        registry.publish(with_version(tiny_package, tmp_path / "v3", "0.3.0"), reproduce=False)
+        registry.publish(with_version(tiny_package, tmp_path / "v3", "0.3.0"))
     assert not (registry.root / "index.json").exists()
     assert sorted(p.name for p in (registry.root / "packages" / NAME).iterdir()) == ["0.1.0", "0.2.0"]
 
@@ -213,12 +213,12 @@ def test_only_the_canonical_spelling_of_a_version_is_valid(tiny_package, tmp_pat
 
 def test_a_version_resolution_cannot_tell_from_a_published_one_is_refused(tiny_package, tmp_path):
     reg = LocalRegistry(tmp_path / "reg", cache=tmp_path / "cache")
-    reg.publish(tiny_package, reproduce=False)
+    reg.publish(tiny_package)
     old = with_version(tiny_package, reg.root / "packages" / NAME / "1.0.0-a1", "1.0.0-a1")   # spelled as once allowed
     list_by_hand(reg.root, old, "1.0.0-a1")
     before = (reg.root / "index.json").read_bytes()
     with pytest.raises(VersionConflictError, match="1.0.0-a1"):
-        reg.publish(with_version(tiny_package, tmp_path / "alias", "1.0.0-alpha.1"), reproduce=False)
+        reg.publish(with_version(tiny_package, tmp_path / "alias", "1.0.0-alpha.1"))
     assert (reg.root / "index.json").read_bytes() == before
     assert not (reg.root / "packages" / NAME / "1.0.0-alpha.1").exists()
 
@@ -227,10 +227,10 @@ def test_a_version_resolution_cannot_tell_from_a_published_one_is_refused(tiny_p
 def test_a_version_published_in_the_second_the_index_was_read_is_seen(registry, tiny_package, tmp_path, serve):
     url = serve(registry.root)
     time.sleep(1.02 - time.time() % 1)                 # the start of a second: all that follows fits in it
-    registry.publish(with_version(tiny_package, tmp_path / "v3", "0.3.0"), reproduce=False)
+    registry.publish(with_version(tiny_package, tmp_path / "v3", "0.3.0"))
     first = RemoteRegistry(HttpStore(url), cache=tmp_path / "client")
     assert "0.3.0" in first.versions(NAME)
-    registry.publish(with_version(tiny_package, tmp_path / "v4", "0.4.0"), reproduce=False)
+    registry.publish(with_version(tiny_package, tmp_path / "v4", "0.4.0"))
     assert "0.4.0" in RemoteRegistry(HttpStore(url), cache=tmp_path / "client").versions(NAME)
 
 
@@ -240,7 +240,7 @@ def test_the_index_is_revalidated_by_its_etag(registry, tiny_package, tmp_path, 
     store = HttpStore(url)
     assert RemoteRegistry(store, cache=tmp_path / "client").versions(NAME) == ["0.1.0", "0.2.0"]
     assert store.requests == 1 and store.bytes == 0               # 304: the same sha256
-    registry.publish(with_version(tiny_package, tmp_path / "v3", "0.3.0"), reproduce=False)
+    registry.publish(with_version(tiny_package, tmp_path / "v3", "0.3.0"))
     assert "0.3.0" in RemoteRegistry(HttpStore(url), cache=tmp_path / "client").versions(NAME)
 
 

@@ -252,7 +252,7 @@ def _registry_with(tmp_path: Path, tiny_package: Path, edit) -> Path:
     import json
 
     root = tmp_path / "evil-registry"
-    LocalRegistry(root, cache=tmp_path / "pubcache").publish(tiny_package, reproduce=False)
+    LocalRegistry(root, cache=tmp_path / "pubcache").publish(tiny_package)
     index = json.loads((root / "index.json").read_text())
     entry = index["n2v-tiny"]["0.1.0"]
     spec_path = root / "packages" / "n2v-tiny" / "0.1.0" / "zoo.yaml"

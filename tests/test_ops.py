@@ -55,3 +55,14 @@ def test_unknown_op_in_a_spec_is_named():
     spec.outputs[0].postprocessing.append(specs.Op("stardist_nms_v9"))
     with pytest.raises(SpecError, match=r"outputs\[0\]\.postprocessing\[1\]\.op: unknown op 'stardist_nms_v9'"):
         ops.check_known(spec)
+
+
+def test_the_op_names_beside_the_spec_are_the_ops_the_runtime_implements():
+    """zoo.opnames (read by the registry and package builders) and zoo.runtime.ops (the code) agree."""
+    from zoo import opnames
+    from zoo.runtime import ops as runtime_ops
+    from zoo.segmentation.ops import INSTANCE_OPS
+
+    assert set(runtime_ops.PREPROCESSING) == opnames.PREPROCESSING
+    assert set(runtime_ops.POSTPROCESSING) == opnames.POSTPROCESSING
+    assert set(INSTANCE_OPS) == opnames.INSTANCE

@@ -86,7 +86,7 @@ def test_bad_packages_leave_registry_as_it_was(registry, tiny_package, package_c
 def test_versions_resolve_semantically(registry, tiny_package, tmp_path):
     for version in ["0.1.0", "0.2.0", "0.10.0", "1.0.0-rc.1"]:
         pkg = with_version(shutil.copytree(tiny_package, tmp_path / version), version)
-        registry.publish(pkg, reproduce=False)
+        registry.publish(pkg)
     assert registry.resolve("n2v-tiny") == ("n2v-tiny", "0.10.0")           # not "0.2.0" (string order)
     assert registry.resolve("n2v-tiny@latest")[1] == "0.10.0"
     assert registry.resolve("n2v-tiny@^0.1")[1] == "0.1.0"
@@ -144,6 +144,6 @@ def test_versions_outside_the_supported_semver_subset_are_refused_by_the_schema(
 
 def test_caret_prefers_stable_releases(registry, tiny_package, tmp_path):
     for version in ["1.4.0", "1.5.0-rc.1"]:
-        registry.publish(with_version(shutil.copytree(tiny_package, tmp_path / version), version), reproduce=False)
+        registry.publish(with_version(shutil.copytree(tiny_package, tmp_path / version), version))
     assert registry.resolve("n2v-tiny@^1.2")[1] == "1.4.0"
     assert registry.resolve("n2v-tiny@1.5.0-rc.1")[1] == "1.5.0-rc.1"

@@ -67,11 +67,11 @@ def published(tmp_path_factory, tiny_package):
     """A registry folder with n2v-tiny 0.1.0 and 0.2.0."""
     root = tmp_path_factory.mktemp("registry")
     reg = LocalRegistry(root / "registry", cache=root / "pubcache")
-    reg.publish(tiny_package, reproduce=False)
+    reg.publish(tiny_package)
     second = root / "v2"
     shutil.copytree(tiny_package, second)
     (second / "zoo.yaml").write_text((second / "zoo.yaml").read_text().replace("version: 0.1.0", "version: 0.2.0"))
-    reg.publish(second, reproduce=False)
+    reg.publish(second)
     return root / "registry"
 
 

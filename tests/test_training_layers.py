@@ -2,11 +2,12 @@
 the trainers modules import each other without a cycle, lazy imports included."""
 from __future__ import annotations
 
-import ast
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+from test_layers import _cycles, graph
 
 REPO = Path(__file__).resolve().parents[1]
 TRAINERS = REPO / "trainers"
@@ -17,75 +18,17 @@ NO_LIGHTNING = ["zoo.evaluate", "zoo.export.bioimageio_import", "zoo.export.onnx
                 "zoo.images"]
 
 
-def imported_modules(path: Path, package: str) -> set[str]:
-    """Every module ``path`` (a module of ``package``) imports, at the top or inside a function,
-    as absolute names; ``from X import name`` also yields ``X.name`` (it may be a module)."""
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                parts = package.split(".")
-                base = ".".join(parts[:len(parts) - node.level + 1])
-                module = f"{base}.{node.module}" if node.module else base
-            else:
-                module = node.module
-            names.add(module)
-            names.update(f"{module}.{alias.name}" for alias in node.names)
-    return names
-
-
-def trainers_graph(folder: Path = TRAINERS) -> dict[str, set[str]]:
-    """Which trainers modules each trainers module imports (``zoo.trainers.X``, relative or not)."""
-    modules = {f"zoo.trainers.{p.stem}": p for p in sorted(folder.glob("*.py")) if p.stem != "__init__"}
-    return {name: {m for m in imported_modules(path, "zoo.trainers") if m in modules and m != name}
-            for name, path in modules.items()}
-
-
-def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """The strongly connected components of more than one module (Tarjan)."""
-    index, low, stack, on_stack, found, counter = {}, {}, [], set(), [], [0]
-
-    def visit(v):
-        index[v] = low[v] = counter[0]
-        counter[0] += 1
-        stack.append(v)
-        on_stack.add(v)
-        for w in sorted(graph.get(v, ())):
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on_stack:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            component = []
-            while True:
-                w = stack.pop()
-                on_stack.discard(w)
-                component.append(w)
-                if w == v:
-                    break
-            if len(component) > 1:
-                found.append(sorted(component))
-
-    for v in sorted(graph):
-        if v not in index:
-            visit(v)
-    return found
+def trainers_graph() -> dict[str, set[str]]:
+    """Which trainers modules each trainers module imports (the import graph of test_layers, lazy
+    imports included, restricted to ``zoo.trainers``)."""
+    return {name: {m for m in targets if m.startswith("zoo.trainers.")}
+            for name, targets in graph().items() if name.startswith("zoo.trainers.")}
 
 
 def test_the_trainers_modules_import_each_other_without_a_cycle():
-    graph = trainers_graph()
-    assert "zoo.trainers.finetune" in graph and "zoo.trainers.classification" in graph
-    assert cycles(graph) == [], f"import cycles among the trainers modules (lazy imports included): {cycles(graph)}"
-
-
-def test_the_cycle_finder_sees_a_lazy_import(tmp_path):
-    (tmp_path / "a.py").write_text("from .b import x\n")
-    (tmp_path / "b.py").write_text("def f():\n    from zoo.trainers import a\n")
-    (tmp_path / "c.py").write_text("from . import a\n")
-    assert cycles(trainers_graph(tmp_path)) == [["zoo.trainers.a", "zoo.trainers.b"]]
+    found = trainers_graph()
+    assert "zoo.trainers.finetune" in found and "zoo.trainers.classification" in found
+    assert _cycles(found) == [], f"import cycles among the trainers modules (lazy imports included): {_cycles(found)}"
 
 
 def test_one_policy_and_one_set_of_options_serve_dense_and_classifier_training():
@@ -105,11 +48,7 @@ def test_one_policy_and_one_set_of_options_serve_dense_and_classifier_training()
 
 def test_evaluating_and_importing_never_load_lightning():
     """Each module, and every zoo module it imports inside its functions, in a fresh interpreter."""
-    lazy = set()
-    for name in NO_LIGHTNING:
-        parts = name.split(".")
-        path = REPO.joinpath(*parts).with_suffix(".py")
-        lazy.update(m for m in imported_modules(path, ".".join(parts[:-1])) if m.startswith("zoo."))
+    lazy = {m for name in NO_LIGHTNING for m in graph()[name] if m.startswith("zoo.")}
     code = ("import importlib, json, sys\n"
             f"for name in {sorted(NO_LIGHTNING)!r}:\n"
             "    importlib.import_module(name)\n"

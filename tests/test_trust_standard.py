@@ -9,7 +9,6 @@ import csv
 import json
 
 import numpy as np
-import pytest
 import tifffile
 
 import zoo

@@ -331,8 +331,8 @@ def finetune_from(parent: tuple[Spec, Path, str], data: str | Path, out: str | P
                    f"labelled images ({', '.join(split.classes)}). " + parent_spec.description.strip(),
                    overwrite=overwrite)
     if evaluate:
-        import zoo
+        from zoo.loading import load
 
-        parent_model = None if new_head else zoo.load(parent_root, runtime="onnx", device="cpu")
+        parent_model = None if new_head else load(parent_root, runtime="onnx", device="cpu")
         record_comparison(child, parent_model, [e.path for e in split.val], [e.label for e in split.val])
     return child

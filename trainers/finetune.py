@@ -185,9 +185,9 @@ def _finetune_dense(parent: tuple[Spec, Path, str], data, out, policy: FinetuneP
                         version=version, description=description or _description(parent_spec, train_files),
                         overwrite=overwrite)
     if evaluate and pairs:
-        import zoo
+        from zoo.loading import load
 
-        record_comparison(child, zoo.load(parent_root, runtime="onnx", device="cpu"), val_files, pairs["val_targets"])
+        record_comparison(child, load(parent_root, runtime="onnx", device="cpu"), val_files, pairs["val_targets"])
     return add_shift_check(child, train_files, val_files)
 
 

@@ -113,10 +113,10 @@ def record_comparison(child: Path, parent, images, targets) -> dict:
     same validation images (each fed them in the channels it declares; ``targets``: target files,
     or a classifier's class names); record the numbers in the child (``parent_vs_child``,
     ``finetune_report``) and warn when the child is below either."""
-    import zoo
+    from zoo.loading import load
     from zoo.evaluate import compare
 
-    report = compare(zoo.load(child, runtime="onnx", device="cpu"), images, targets, parent=parent)
+    report = compare(load(child, runtime="onnx", device="cpu"), images, targets, parent=parent)
     comparison = {k: {"child" if who == "model" else who: v for who, v in values.items()}
                   for k, values in report["metrics"].items()}
     summary = {k: v for k, v in report.items() if k != "metrics"}      # the table is parent_vs_child

@@ -3,47 +3,20 @@
     import zoo
     model = zoo.load("n2v-w2s")          # from the local registry (or a package folder)
     denoised = model.predict(image)      # numpy in, numpy out, tiled
+
+The application layer, :mod:`zoo.api`, is re-exported here (``zoo.load``, ``zoo.predict``,
+``zoo.predict_file``, ``zoo.pull``, ``zoo.publish``, ``zoo.train``, ``zoo.finetune`` ...); the
+api functions named like a subpackage of ``zoo`` are reached as ``zoo.api.registry``,
+``zoo.api.evaluate``, ``zoo.api.export`` and ``zoo.api.serve``. Its imports are lazy, so
+``import zoo`` stays fast.
 """
 from __future__ import annotations
 
-from pathlib import Path
+from . import api
+from .api import (bump, check_shift, classify, compare, finetune, import_model, load, measure, predict, predict_file,
+                  prediction_figure, publish, pull, train, validate)
 
 __version__ = "0.1.0"
 
-__all__ = ["load", "__version__"]
-
-
-def load(ref: str | Path, runtime: str = "onnx", device: str = "auto", registry=None):
-    """Return a ready :class:`zoo.model.Model` for ``NAME[@VERSION]``, ``REGISTRY_URL/NAME[@VERSION]``
-    (``hf://ORG/...``, ``https://host/root/...``), a package folder/zoo.yaml, or a package archive
-    (``PKG.zip``, ``https://host/PKG.zip``, unpacked safely into the cache).
-
-    Names are resolved in the local registry (``registry`` or the default one) and pulled into
-    the cache; every file's sha256 is verified before anything is loaded.
-    """
-    from .model import Model, from_path
-    from .registry import default_registry
-
-    path = Path(ref)
-    if path.is_dir() or (path.suffix in (".yaml", ".yml") and path.is_file()):
-        return _knowing(from_path(path, runtime=runtime, device=device), registry or default_registry())
-    from .registry.archives import names_archive, pull_archive
-    from .registry.remote import is_url, registry_for, split_ref
-
-    if names_archive(ref):               # PKG.zip, https://host/PKG.zip
-        from .paths import zoo_cache
-
-        spec, root = pull_archive(ref, zoo_cache())
-        return _knowing(Model(spec, root, runtime=runtime, device=device, verified=True), default_registry())
-    if is_url(ref):                      # hf://ORG/NAME@1.0, https://host/root/NAME
-        url, ref = split_ref(str(ref))
-        registry = registry_for(url)
-    reg = registry or default_registry()
-    spec, root = reg.pull(str(ref))
-    return _knowing(Model(spec, root, runtime=runtime, device=device, verified=True), reg)
-
-
-def _knowing(model, registry):
-    """``model``, told which registry its hints may name packages from."""
-    model.installed = registry
-    return model
+__all__ = ["api", "bump", "check_shift", "classify", "compare", "finetune", "import_model", "load", "measure",
+           "predict", "predict_file", "prediction_figure", "publish", "pull", "train", "validate", "__version__"]

@@ -337,10 +337,10 @@ def _check_reproduces(spec: Spec, graph: Path, x: np.ndarray, expected: np.ndarr
                       tolerance: tuple[float, float]) -> None:
     """The zoo's runtime (ops, tiling, ONNX Runtime) must give the package's own test output,
     away from the borders where the zoo mirrors the image to give tiles their halo."""
-    from ..model import Model
+    from ..runtime.predictor import Predictor
     from ..runtime.runners import OnnxRunner
 
-    model = Model.with_runner(spec, OnnxRunner(graph, device="cpu"))
+    model = Predictor(spec, OnnxRunner(graph, device="cpu"))
     try:
         got = model.predict_tensor(x, raw=not model.makes_instances)
     except Exception as e:   # noqa: BLE001 - ONNX Runtime's errors name nodes; say what failed first

@@ -12,7 +12,7 @@ import numpy as np
 from .. import imageio, spec as specs
 from ..errors import InputError
 from ..hashing import sha256_file
-from ..runtime.ops import makes_instances
+from ..opnames import makes_instances
 from ..runtime import layout
 from ..spec import FileRef, Spec, TestRecord, Training, Weights
 from . import card, onnx_export
@@ -140,11 +140,11 @@ def _cover(spec: Spec, model, x: np.ndarray, path: Path) -> None:
 
 def _complete(spec: Spec, tmp: Path, runner, training: Training, sample: np.ndarray, test_size: int) -> None:
     """Test tensors, cover, card and spec of a package whose weights are already in ``tmp``."""
-    from ..model import Model
+    from ..runtime.predictor import Predictor
 
     inp = spec.inputs[0]
     n = len(inp.spatial_axes)
-    runner_model = Model.with_runner(spec, runner)
+    runner_model = Predictor(spec, runner)
     x, _ = layout.to_tensor(sample, None, inp.spatial_axes, inp.n_channels, inp.grey == "repeat")
     test_x = _center_crop(x[:1], test_size, inp.shape_step or [1] * n)
     test_y = runner_model.predict_tensor(test_x, raw=True)

@@ -1,7 +1,7 @@
 """The model card (README.md of a package), generated from its spec."""
 from __future__ import annotations
 
-from ..runtime.ops import makes_instances
+from ..opnames import makes_instances
 from ..spec import Spec
 
 

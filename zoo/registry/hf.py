@@ -187,6 +187,9 @@ class HfStore:
         return (f"{missing} is not in the Hugging Face cache ({self.cache_root}) and the store is offline: "
                 "connect once (unset HF_HUB_OFFLINE, no offline=True) to fill the cache")
 
+    def revalidate_index(self, cached: dict | None) -> tuple[dict, dict]:
+        return self.read_index(), {}
+
     def read_index(self) -> dict:
         """{name: {version: {sha256 of zoo.yaml, task, architecture, tags, description}}} for every
         ``v<version>`` tag of every model repo of the organisation (offline: those in the cache)."""

@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from ..errors import NotFoundError, ZooError
+from ..errors import InputError, NotFoundError, ZooError
 from .local import checked_index
 
 log = logging.getLogger("zoo.registry")
@@ -60,7 +60,13 @@ class HttpStore:
             raise ZooError(f"{url}: cannot reach the server ({reason}); check the URL and the network, "
                            "or use --offline to work from the cache") from None
 
-    def read_index(self, cached: dict | None = None) -> tuple[dict, dict]:
+    writable = False
+    reads_offline = False
+
+    def read_index(self) -> dict:
+        return self.revalidate_index(None)[0]
+
+    def revalidate_index(self, cached: dict | None) -> tuple[dict, dict]:
         """(index, validators) of ``<root>/index.json``; with ``cached`` (a previous answer with its
         validators: the server's ETag and Last-Modified) an unchanged index is not downloaded again."""
         validators = {k: cached[k] for k in VALIDATORS if cached and cached.get(k)}
@@ -81,6 +87,9 @@ class HttpStore:
     def fetch(self, name: str, version: str, rel: str, dest: Path) -> int:
         """Download one package file to ``dest`` (see :meth:`fetch_url`); returns the bytes received."""
         return self.fetch_url(f"{self.url}/packages/{name}/{version}/{rel}", dest)
+
+    def publish(self, src: Path, spec, yaml_sha: str) -> str:
+        raise InputError(f"{self.url} is read-only (a web server); push to a folder or hf://ORG instead")
 
     def fetch_url(self, url: str, dest: Path) -> int:
         """Download ``url`` to ``dest``, resuming from ``dest`` + ``.part`` (left by an interrupted

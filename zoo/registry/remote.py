@@ -28,7 +28,8 @@ from ..errors import InputError, IntegrityError, NotFoundError, SpecError, stora
 from ..hashing import sha256_file
 from ..package import files
 from . import refs
-from .local import LocalRegistry, Published, Resolving, _write_json_atomic, file_lock, index_problems, verified
+from .base import Store, write_json_atomic
+from .local import Check, LocalRegistry, Published, Resolving, file_lock, index_problems, verified
 
 log = logging.getLogger("zoo.registry")
 
@@ -58,10 +59,15 @@ class FolderStore:
 
         self.registry = LocalRegistry(root, cache=zoo_cache(), seed=seed)
         self.url = str(root)
-        self.writable = True
+
+    writable = True
+    reads_offline = False
 
     def read_index(self) -> dict:
         return self.registry.index()
+
+    def revalidate_index(self, cached: dict | None) -> tuple[dict, dict]:
+        return self.read_index(), {}
 
     def fetch(self, name: str, version: str, rel: str, dest: Path) -> int:
         src = files.safe_join(self.registry.package_dir(name, version), rel)
@@ -72,7 +78,7 @@ class FolderStore:
         return dest.stat().st_size
 
     def publish(self, src: Path, spec, yaml_sha: str) -> str:
-        return self.registry.publish(src, reproduce=False).ref
+        return self.registry.publish(src).ref
 
 
 def open_store(url: str | Path):
@@ -102,7 +108,7 @@ def open_store(url: str | Path):
 class RemoteRegistry(Resolving):
     """Resolve, search and pull packages of one store into the cache (same API as LocalRegistry)."""
 
-    def __init__(self, store, cache: str | Path | None = None, offline: bool | None = None):
+    def __init__(self, store: Store, cache: str | Path | None = None, offline: bool | None = None):
         from ..paths import zoo_cache
 
         self.store = store
@@ -128,7 +134,7 @@ class RemoteRegistry(Resolving):
             return self._index
         path = self._index_path()
         cached = _cached_index(path)
-        if self.offline and getattr(self.store, "reads_offline", False):   # the Hub's own cache lists versions
+        if self.offline and self.store.reads_offline:   # the Hub's own cache lists versions
             self.store.offline = True
             self._index = self.store.read_index()
             return self._index
@@ -138,13 +144,10 @@ class RemoteRegistry(Resolving):
                                     f"({self.cache}); connect once, or drop --offline / HF_HUB_OFFLINE")
             self._index = cached["index"]
             return self._index
-        if hasattr(self.store, "requests"):          # HTTP: a conditional request
-            index, validators = self.store.read_index(cached)
-        else:
-            index, validators = self.store.read_index(), {}
+        index, validators = self.store.revalidate_index(cached)       # HTTP: a conditional request
         with storage("keep the registry index in the cache"):
             path.parent.mkdir(parents=True, exist_ok=True)
-            _write_json_atomic(path, {"url": self.store.url, "index": index, **validators})
+            write_json_atomic(path, {"url": self.store.url, "index": index, **validators})
         self._index = index
         return index
 
@@ -167,7 +170,7 @@ class RemoteRegistry(Resolving):
                                              "pull it again when online") from None
                     log.warning("cached copy of %s@%s is damaged (%s); pulling it again", name, version, e)
                     shutil.rmtree(cached, ignore_errors=True)
-            if self.offline and not getattr(self.store, "reads_offline", False):
+            if self.offline and not self.store.reads_offline:
                 raise NotFoundError(f"offline, and {name}@{version} is not in the cache ({self.cache}); pull it once "
                                     "while online, or drop --offline / HF_HUB_OFFLINE")
             self._download(name, version, entry, cached)
@@ -213,15 +216,16 @@ class RemoteRegistry(Resolving):
         return moved
 
     # ------------------------------------------------------------------ publishing
-    def publish(self, src: str | Path, reproduce: bool = True) -> Published:
-        if not getattr(self.store, "writable", False):
+    def publish(self, src: str | Path, check: Check | None = None) -> Published:
+        """Verify the package at ``src`` (folder or archive), run ``check`` on it, then upload it."""
+        if not self.store.writable:
             raise InputError(f"{self.store.url} is read-only (a web server); push to a folder or hf://ORG instead")
         if self.offline:
             raise InputError("cannot publish offline")
         from ..package import archive
 
         with archive.opened(src) as folder:
-            spec = LocalRegistry.check_package(folder, reproduce)
+            spec = LocalRegistry.check_package(folder, check)
             ref = self.store.publish(folder, spec, sha256_file(folder / specs.SPEC_FILE))
         return Published(ref, Path(src), created=True)
 
@@ -298,7 +302,7 @@ def mirror(source: str | Path, destination: str | Path, progress=print) -> dict:
     """Copy every package version of ``source`` that ``destination`` lacks (hash-checked through the
     cache; an interrupted mirror resumes where it stopped). Returns counts."""
     src, dst = open_store(source), open_store(destination)
-    if not getattr(dst, "writable", False):
+    if not dst.writable:
         raise InputError(f"cannot mirror into {destination}: it is read-only")
     reader = src.registry if isinstance(src, FolderStore) else RemoteRegistry(src, offline=False)
     have = dst.read_index()

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..classification.canvas import fit_canvas
 from ..errors import SpecError
+from ..opnames import check_known, is_instance_op, makes_instances, output_ops  # noqa: F401 (the names, beside the spec)
 from ..segmentation.ops import INSTANCE_OPS
 
 Context = dict[str, Any]
@@ -139,33 +140,6 @@ POSTPROCESSING: dict[str, OpFunction] = {
     **_SHARED,
 }
 POSTPROCESSING.update(INSTANCE_OPS)
-
-
-def is_instance_op(name: str) -> bool:
-    """Whole-image ops that turn network outputs into instance labels (skipped for raw outputs)."""
-    return name in INSTANCE_OPS
-
-
-def output_ops(spec, raw: bool = False) -> list:
-    """The output's post-processing ops; with ``raw`` only those that act pixel by pixel."""
-    return [op for op in spec.outputs[0].postprocessing if not (raw and is_instance_op(op.op))]
-
-
-def makes_instances(spec) -> bool:
-    return any(is_instance_op(op.op) for op in spec.outputs[0].postprocessing)
-
-
-def check_known(spec) -> None:
-    """Raise SpecError if a spec names an op this version of the zoo does not implement."""
-    problems = []
-    for group, table, attr in (("inputs", PREPROCESSING, "preprocessing"), ("outputs", POSTPROCESSING, "postprocessing")):
-        for i, t in enumerate(getattr(spec, group)):
-            for j, op in enumerate(getattr(t, attr)):
-                if op.op not in table:
-                    problems.append(f"{group}[{i}].{attr}[{j}].op: unknown op '{op.op}' "
-                                    f"(known: {', '.join(sorted(table))})")
-    if problems:
-        raise SpecError("the spec uses processing ops this zoo does not implement; upgrade bioimage-zoo:", problems)
 
 
 def freeze(context: Context) -> Context:

@@ -110,9 +110,9 @@ class Pool:
 
     def open(self, ref: str):
         """The model of ``ref``, ready to run (blocking: run it in a thread while serving)."""
-        import zoo
+        from ..loading import load
 
-        return zoo.load(ref, runtime=self.runtime, device=self.device, registry=self.registry)
+        return load(ref, runtime=self.runtime, device=self.device, registry=self.registry)
 
     def add(self, model) -> Served:
         """Serve ``model``, in place of a loaded model of its name (on the event loop while serving)."""
@@ -293,7 +293,7 @@ def _shift_headers(model, x: np.ndarray, y: np.ndarray) -> dict:
     """The dataset-shift check of the first image as response headers (none without a check)."""
     if not model.spec.trust:
         return {}
-    from ..trust.calibrate import check
+    from ..trust.check import check
 
     labels = y[0, 0] if model.makes_instances and y.ndim == x.ndim and y.shape[2:] == x.shape[2:] else None
     report = check(model, x[:1], labels)
