@@ -29,7 +29,7 @@ tile, batch = int(tile) or None, int(batch) or None      # 0: chosen from free m
 model = zoo.load(package, runtime="onnx", device="cpu")
 started = time.perf_counter()
 if mode == "stream":
-    model.predict_file(source, target, tile=tile, batch_size=batch)
+    model.predict_file(source, target, tile=tile, batch_size=batch, overwrite=True)
 else:
     tifffile.imwrite(target, model.predict(tifffile.imread(source), tile=tile, batch_size=batch))
 seconds = time.perf_counter() - started

@@ -56,7 +56,7 @@ calls.update(seconds=0.0, pixels=0)
 plans, batch = model.plan_tiles(image.shape)
 start = time.perf_counter()
 if mode == "ours-stream":
-    model.predict_file(source, os.path.join(os.path.dirname(source), "out.tif"))
+    model.predict_file(source, os.path.join(os.path.dirname(source), "out.tif"), overwrite=True)
 else:
     out = model.predict(image)
 seconds = time.perf_counter() - start

@@ -65,7 +65,7 @@ def score(predictions: Path, val: list[Path]) -> float:
     import numpy as np
 
     from zoo.imageio import read_image
-    from zoo.metrics import normalized_psnr
+    from zoo.restoration.metrics import normalized_psnr
 
     return float(np.mean([normalized_psnr(np.load(predictions / f"{p.stem}.npy"), read_image(W2S / "targets" / p.name))
                           for p in val]))

@@ -17,7 +17,7 @@ import tifffile
 
 from zoo.imageio import read_image
 from zoo.segmentation.baseline import otsu_watershed
-from zoo.segmentation_metrics import evaluate
+from zoo.segmentation.metrics import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -69,7 +69,7 @@ def segmentation(results: dict) -> tuple[np.ndarray, np.ndarray]:
     sys.path.insert(0, str(REPO / "scripts"))
     from add_trust import images_of
 
-    from zoo.segmentation_metrics import iou_matrix
+    from zoo.segmentation.metrics import iou_matrix
 
     model = zoo.load("stardist-dsb-fluo-2d@0.1.0")
     _, val, _ = images_of("stardist-dsb-fluo-2d")

@@ -22,7 +22,7 @@ numpy / OpenCV pins never touch the project. This one file has three roles:
     trains the peer from scratch on the training ids of KIND, predicts the validation ids and
     writes one label image per id (``<id>.tif``) to ``--pred-dir`` (default: next to RESULT.json,
     ``<RESULT stem>_labels/``; the trained weights go to its ``models/`` folder). Back in the
-    project's python it scores those label images with ``zoo.segmentation_metrics.evaluate``
+    project's python it scores those label images with ``zoo.segmentation.metrics.evaluate``
     against ``masks/<id>.tif``, writes RESULT.json and prints a markdown row.
 
 ``_peer JOB.json`` (internal, inside the peer venv)
@@ -356,7 +356,7 @@ def score(data: Path, val_ids: list[str], pred_dir: Path) -> dict[float, dict]:
     """The project's metrics of the predicted label images, by IoU threshold."""
     import tifffile
 
-    from zoo.segmentation_metrics import evaluate
+    from zoo.segmentation.metrics import evaluate
 
     truths = [tifffile.imread(data / "masks" / f"{i}.tif") for i in val_ids]
     predictions = [tifffile.imread(pred_dir / f"{i}.tif") for i in val_ids]

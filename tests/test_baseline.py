@@ -2,7 +2,7 @@
 import numpy as np
 
 from zoo.segmentation.baseline import otsu_watershed
-from zoo.segmentation_metrics import evaluate
+from zoo.segmentation.metrics import evaluate
 
 
 def disks(centres, radius, shape=(96, 96)):

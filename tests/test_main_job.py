@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from zoo.metrics import normalized_psnr
+from zoo.restoration.metrics import normalized_psnr
 from conftest import REPO
 
 SETUP = "bash scripts/setup.sh && "

@@ -5,7 +5,7 @@ import pytest
 import zoo
 from zoo.errors import InputError
 from zoo.imageio import read_image
-from zoo.metrics import normalized_psnr
+from zoo.restoration.metrics import normalized_psnr
 from zoo.registry import LocalRegistry
 from conftest import REPO
 

@@ -183,7 +183,7 @@ def test_care_package_round_trips_and_reproduces_in_both_runtimes(tmp_path, zoo_
 
 
 def test_ssim_and_normalisation():
-    from zoo.metrics import normalized_psnr, normalized_ssim, ssim
+    from zoo.restoration.metrics import normalized_psnr, normalized_ssim, ssim
 
     _, clean = nuclei((96, 96), seed=3)
     noisy = clean + np.random.default_rng(0).normal(0, 20, clean.shape)

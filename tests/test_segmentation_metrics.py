@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from zoo.errors import InputError
-from zoo.segmentation_metrics import counts, evaluate, iou_matrix, scores
+from zoo.segmentation.metrics import counts, evaluate, iou_matrix, scores
 
 
 def squares(positions, size=10, shape=(64, 64), start=1):

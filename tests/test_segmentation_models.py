@@ -80,7 +80,7 @@ def test_a_package_predicts_instance_labels_and_raw_outputs_on_request(unet_pack
     raw = model.predict(image, raw=True)
     assert raw.shape == (3, 96, 128) and raw.dtype == np.float32
     np.testing.assert_allclose(raw.sum(axis=0), 1.0, atol=1e-4)          # softmax classes
-    from zoo.segmentation_metrics import evaluate
+    from zoo.segmentation.metrics import evaluate
 
     assert evaluate([truth], [labels], thresholds=[0.5])[0]["f1"] > 0.5   # it learned something real
     # tiled in small tiles: the same objects as one whole-image pass

@@ -10,7 +10,7 @@ from zoo.runtime.layout import Layout
 from zoo.runtime.stream import _Sink, label_bands
 from zoo.segmentation import cellpose, semantic
 from zoo.segmentation.stardist import object_probability, star_distances
-from zoo.segmentation_metrics import evaluate, iou_matrix
+from zoo.segmentation.metrics import evaluate, iou_matrix
 from zoo.spec import Op
 from zoo.synthetic import touching_objects
 from zoo.trainers.segmentation import transform_targets

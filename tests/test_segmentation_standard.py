@@ -11,7 +11,7 @@ import zoo
 from zoo.cli import main as cli
 from zoo.imageio import read_image
 from zoo.segmentation.baseline import otsu_watershed
-from zoo.segmentation_metrics import evaluate
+from zoo.segmentation.metrics import evaluate
 
 from conftest import REPO
 from test_segmentation_post import same_partition

@@ -4,7 +4,7 @@ import pytest
 
 from zoo.errors import InputError
 from zoo.segmentation.stardist import instances, object_probability, star_distances
-from zoo.segmentation_metrics import evaluate, iou_matrix
+from zoo.segmentation.metrics import evaluate, iou_matrix
 
 
 def ellipses(shape=(128, 128), seed=0, n=12):

@@ -2,7 +2,7 @@
 import tifffile
 
 import zoo
-from zoo.metrics import normalized_psnr
+from zoo.restoration.metrics import normalized_psnr
 from zoo.trainers.fit import fit
 from conftest import synthetic_nuclei
 

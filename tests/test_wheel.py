@@ -24,7 +24,7 @@ import pytest
 import tifffile
 
 from conftest import REPO
-from zoo.metrics import normalized_psnr
+from zoo.restoration.metrics import normalized_psnr
 
 # setup.py's mapping of folders onto the one namespace (DESIGN.md, "Layout")
 FOLDERS = {"zoo": "zoo", "models": "zoo/models", "trainers": "zoo/trainers", "specs": "zoo/specs"}

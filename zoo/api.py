@@ -135,6 +135,8 @@ class FilePrediction:
     members: int = 0
     confidence: dict | None = None        # per-object confidence (instance models with uncertainty)
     result: Any = None                    # the prediction when it was made in memory
+    source: Any = None                    # the input as opened (lazily): the shift check, figure and
+    source_axes: str | None = None        # measurements reuse it, so a prediction opens its input once
 
 
 def predict_file(model, source: str | Path, target: str | Path, *, axes: str | None = None, tile=None,
@@ -154,12 +156,12 @@ def predict_file(model, source: str | Path, target: str | Path, *, axes: str | N
     source, target = Path(source), Path(target)
     check_format(target, "int32" if model.makes_instances and not raw else model.spec.outputs[0].dtype)
     options = dict(tile=tile, batch_size=batch_size, blend=blend, progress=progress, raw=raw)
-    if target.suffix.lower() in STREAM_SUFFIXES and not uncertainty:
-        shape = model.predict_file(source, target, axes=axes, overwrite=overwrite, **options)
-        return FilePrediction(target, tuple(shape), None, True)
-    check_output(target, overwrite, source)              # before the work, as the streamed path does
+    check_output(target, overwrite, source)              # before the work (the stream checks again at the end)
     image, stated = open_lazy(source)
-    done = FilePrediction(target, (), None, False)
+    if target.suffix.lower() in STREAM_SUFFIXES and not uncertainty:
+        shape = model.predict_file(source, target, axes=axes, overwrite=overwrite, opened=(image, stated), **options)
+        return FilePrediction(target, tuple(shape), None, True, source=image, source_axes=stated)
+    done = FilePrediction(target, (), None, False, source=image, source_axes=stated)
     if uncertainty:
         from .trust.uncertainty import predict_with_uncertainty
 
@@ -178,18 +180,17 @@ def predict_file(model, source: str | Path, target: str | Path, *, axes: str | N
     return done
 
 
-def check_shift(model, source: str | Path, axes: str | None = None, prediction=None):
-    """The dataset-shift check of an image file (its centre, at most 1024 px a side, for a large
-    2D image): a ``ShiftReport``, or None for a package without a check. ``prediction``: instance
-    labels already predicted for it (object sizes are then checked too)."""
+def check_shift(model, source, axes: str | None = None, prediction=None, source_axes: str | None = None):
+    """The dataset-shift check of an image (a file, or an array such as ``FilePrediction.source``;
+    its centre, at most 1024 px a side, for a large 2D image): a ``ShiftReport``, or None for a
+    package without a check. ``prediction``: instance labels already predicted for it (object
+    sizes are then checked too)."""
     import numpy as np
-
-    from .imageio import open_lazy
 
     model = _model(model)
     if not model.spec.trust:
         return None
-    image, stated = open_lazy(source)
+    image, stated = _opened(source, source_axes)
     centre = tuple(slice(max(0, (s - 1024) // 2), max(0, (s - 1024) // 2) + 1024) for s in image.shape)
     if prediction is not None and np.shape(prediction)[:2] != np.shape(image)[:2]:
         prediction = None
@@ -199,17 +200,17 @@ def check_shift(model, source: str | Path, axes: str | None = None, prediction=N
     return model.check_shift(image, axes=axes or stated, prediction=labels)
 
 
-def prediction_figure(model, source: str | Path, output: str | Path, figure_path: str | Path,
-                      reference: str | Path | None = None, raw: bool = False) -> list[str]:
-    """A PNG of input | output (| reference) at their aspect ratios; returns the panel titles."""
-    from .imageio import figure, open_lazy, preview
+def prediction_figure(model, source, output, figure_path: str | Path, reference=None, raw: bool = False) -> list[str]:
+    """A PNG of input | output (| reference) at their aspect ratios, each a file or an array;
+    returns the panel titles."""
+    from .imageio import figure, preview
 
     model = _model(model)
     labels = "labels" if model.makes_instances and not raw else None
     panels = [("input", source, None), (model.spec.outputs[0].name, output, labels)]
-    if reference:
+    if reference is not None:
         panels.append(("reference", reference, labels))
-    flat = [(title, preview(open_lazy(path)[0]), *([kind] if kind else [])) for title, path, kind in panels]
+    flat = [(title, preview(_opened(image)[0]), *([kind] if kind else [])) for title, image, kind in panels]
     figure(figure_path, flat)
     return [panel[0] for panel in flat]
 
@@ -223,11 +224,10 @@ def measure(labels, image=None, classifier=None, margin: float = 0.0, model=None
     import numpy as np
 
     from .errors import InputError
-    from .imageio import open_lazy
     from .quantify.measure import measure_objects
 
-    labels = np.asarray(open_lazy(labels)[0] if isinstance(labels, (str, Path)) else labels)
-    image = None if image is None else np.asarray(open_lazy(image)[0] if isinstance(image, (str, Path)) else image)
+    labels = np.asarray(_opened(labels)[0])
+    image = None if image is None else np.asarray(_opened(image)[0])
     if classifier is not None:
         classifier = _model(classifier, runtime, device, registry)
         if not classifier.is_classifier:
@@ -241,6 +241,15 @@ def measure(labels, image=None, classifier=None, margin: float = 0.0, model=None
         for row in rows:
             row["confidence"] = confidence.get(row["label"])
     return rows
+
+
+def _opened(image, axes: str | None = None):
+    """(array, axes) of a file (opened lazily) or of an array as it is."""
+    if isinstance(image, (str, Path)):
+        from .imageio import open_lazy
+
+        return open_lazy(image)
+    return image, axes
 
 
 def classify(model, paths: Sequence[str | Path], axes: str | None = None) -> list[dict]:

@@ -12,7 +12,7 @@ import numpy as np
 
 from .errors import InputError
 from .imageio import figure, read_image
-from .metrics import normalized_psnr, normalized_ssim
+from .restoration.metrics import normalized_psnr, normalized_ssim
 
 COLUMNS = ("image", "psnr_input", "psnr_output", "ssim_input", "ssim_output")
 

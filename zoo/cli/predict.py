@@ -36,15 +36,15 @@ def cmd_predict(args) -> int:
         print(f"{args.output}: {done.shape} from {model.spec.ref} ({model.runtime}, streamed)")
     else:
         print(f"{args.output}: {done.shape} {done.dtype} from {model.spec.ref} ({model.runtime})")
-    _report_shift(model, source, args, done.result)
+    _report_shift(model, source, done, args)
     if args.figure:
-        titles = api.prediction_figure(model, source, args.output, args.figure, args.reference, args.raw)
+        titles = api.prediction_figure(model, done.source, args.output, args.figure, args.reference, args.raw)
         print(f"{args.figure}: figure ({' | '.join(titles)})")
     if args.measure:
         if not model.makes_instances or args.raw:
             raise InputError("--measure needs instance labels: a segmentation model, without --raw")
         table = args.output.with_name(args.output.stem.split(".")[0] + "_objects.csv")
-        rows = api.measure(args.output, source, _classifier(args), model=model, confidence=done.confidence)
+        rows = api.measure(args.output, done.source, _classifier(args), model=model, confidence=done.confidence)
         print(f"{table}: {len(rows)} objects")
         from ..quantify.measure import write_table
 
@@ -56,11 +56,11 @@ def _classifier(args):
     return load(args, args.classifier) if args.classifier else None
 
 
-def _report_shift(model, source: Path, args, result) -> None:
+def _report_shift(model, source: Path, done, args) -> None:
     """The dataset-shift check: a warning that says what differs, and ``--report OUT.json``."""
     from .. import api
 
-    report = api.check_shift(model, source, axes=args.axes, prediction=result)
+    report = api.check_shift(model, done.source, axes=args.axes, prediction=done.result, source_axes=done.source_axes)
     if report is not None and report.shift_warning:
         print(f"warning: {report.summary()}", file=sys.stderr)
     if args.report:

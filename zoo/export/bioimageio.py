@@ -256,7 +256,7 @@ def _instance_op(tensor, n_post: int, y: np.ndarray, report: Report) -> tuple[di
         return None
     from stardist import non_maximum_suppression, polygons_to_label
 
-    from ..segmentation_metrics import evaluate
+    from ..segmentation.metrics import evaluate
 
     params = rest[0].params
     kwargs = {"prob_threshold": float(params.get("prob_threshold", 0.5)),

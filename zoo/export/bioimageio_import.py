@@ -346,7 +346,7 @@ def _check_reproduces(spec: Spec, graph: Path, x: np.ndarray, expected: np.ndarr
     except Exception as e:   # noqa: BLE001 - ONNX Runtime's errors name nodes; say what failed first
         raise InputError(f"the imported ONNX graph does not run on the package's test input {x.shape}: {e}") from None
     if model.makes_instances:       # labels: the same objects (an NMS may differ in a few), not the same ids
-        from ..segmentation_metrics import evaluate
+        from ..segmentation.metrics import evaluate
 
         f1 = evaluate([e[0] for e in expected], [g[0] for g in got], [0.5])[0]["f1"]
         if f1 < 0.9:

@@ -86,13 +86,14 @@ class Predictor:
 
     def predict_file(self, source, target, axes: str | None = None, tile: Tile = None,
                      batch_size: int | None = None, blend: int | None = None, progress: Progress = None,
-                     raw: bool = False, overwrite: bool = False) -> tuple[int, ...]:
+                     raw: bool = False, overwrite: bool = False, opened=None) -> tuple[int, ...]:
         """An image file into a TIFF, NPY or OME-Zarr, block by block (out of core); returns the
-        output shape (see :func:`zoo.runtime.stream.predict_file`)."""
+        output shape (see :func:`zoo.runtime.stream.predict_file`; ``opened``: the input already
+        opened lazily, so that a prediction opens its input once)."""
         from .stream import predict_file
 
         return predict_file(self, source, target, axes=axes, tile=tile, batch_size=batch_size, blend=blend,
-                            progress=progress, raw=raw, overwrite=overwrite)
+                            progress=progress, raw=raw, overwrite=overwrite, opened=opened)
 
     # ------------------------------------------------------------------ tiling
     def plan_tiles(self, spatial: Sequence[int], tile: Tile = None, batch_size: int | None = None,

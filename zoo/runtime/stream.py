@@ -120,9 +120,9 @@ class _Sink:
         remove_partial(self.partial)
 
 
-def _open_input(model, source: Path, axes: str | None):
+def _open_input(model, source: Path, axes: str | None, opened=None):
     inp = model.spec.inputs[0]
-    image, stated = open_lazy(source)      # refuses non-numeric dtypes and sizes its file does not hold
+    image, stated = opened or open_lazy(source)      # refuses non-numeric dtypes and sizes its file does not hold
     if image.size == 0:
         raise InputError(f"{source} holds no image data (shape {image.shape})")
     layout, repeat = for_input(image.shape, axes or stated, inp.spatial_axes, inp.n_channels, inp.grey == "repeat")
@@ -132,23 +132,24 @@ def _open_input(model, source: Path, axes: str | None):
 def predict_file(model, source: str | Path, target: str | Path, axes: str | None = None, tile=None,
                  batch_size: int | None = None, blend: int | None = None, progress=None,
                  raw: bool = False, max_object_size: int = MAX_OBJECT_SIZE,
-                 overwrite: bool = False) -> tuple[int, ...]:
+                 overwrite: bool = False, opened=None) -> tuple[int, ...]:
     """Predict an image file into a TIFF, NPY or OME-Zarr without holding either in memory.
 
     ``axes`` (e.g. ``tzyx``) is needed only when the file does not state them and they cannot be
     guessed. Returns the output's shape (its axes are those of the input, with ``c`` for several
     output channels). Instance-segmentation models write labels (see :func:`_predict_instances`;
     objects are assumed smaller than ``max_object_size`` pixels) unless ``raw``. An existing
-    ``target`` is replaced only with ``overwrite`` (see :func:`zoo.imageio.check_output`)."""
+    ``target`` is replaced only with ``overwrite`` (see :func:`zoo.imageio.check_output`).
+    ``opened``: ``source`` already opened by :func:`zoo.imageio.open_lazy` (it is not opened again)."""
     source, target = Path(source), Path(target)
     if target.suffix.lower() not in STREAM_SUFFIXES:
         raise InputError(f"cannot stream into '{target.suffix}': expected one of {', '.join(STREAM_SUFFIXES)}")
     check_output(target, overwrite, source)        # before any work; again when the output is complete
     if ops.makes_instances(model.spec) and not raw:
         return _predict_instances(model, source, target, axes, tile, batch_size, blend, progress, max_object_size,
-                                  overwrite)
+                                  overwrite, opened)
     inp, out = model.spec.inputs[0], model.spec.outputs[0]
-    image, layout, repeat = _open_input(model, source, axes)
+    image, layout, repeat = _open_input(model, source, axes, opened)
     plans, batch_size = model.plan_tiles(layout.spatial_shape, tile, batch_size, blend)
     frozen = [_frozen_statistics(model, layout, image, b) for b in range(layout.n_images)]
     pixel_ops = ops.output_ops(model.spec, raw=True)
@@ -186,7 +187,7 @@ def predict_file(model, source: str | Path, target: str | Path, axes: str | None
 
 
 def _predict_instances(model, source: Path, target: Path, axes, tile, batch_size, blend, progress,
-                       max_object_size: int, overwrite: bool) -> tuple[int, ...]:
+                       max_object_size: int, overwrite: bool, opened=None) -> tuple[int, ...]:
     """Instance labels of a file too large for memory, in one pass and with no temporary file:
     the network's outputs (tiled and blended as for any model, then post-processed pixel by
     pixel) are labelled as their bands arrive, from a window of rows held in memory
@@ -195,7 +196,7 @@ def _predict_instances(model, source: Path, target: Path, axes, tile, batch_size
     window never holds a whole stack."""
     inp, out = model.spec.inputs[0], model.spec.outputs[0]
     instance_ops = [op for op in out.postprocessing if ops.is_instance_op(op.op)]
-    image, layout, repeat = _open_input(model, source, axes)
+    image, layout, repeat = _open_input(model, source, axes, opened)
     plans, batch_size = model.plan_tiles(layout.spatial_shape, tile, batch_size, blend)
     frozen = [_frozen_statistics(model, layout, image, b) for b in range(layout.n_images)]
     pixel_ops = ops.output_ops(model.spec, raw=True)

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..imageio import read_image
-from ..segmentation_metrics import evaluate
+from .metrics import evaluate
 from .baseline import otsu_watershed
 
 REPORTED = (0.5, 0.75, 0.9)
