@@ -134,7 +134,8 @@ def run(requests: int, clients: int, model: str) -> dict:
         time.sleep(1)
         baseline = rss_kib(server.pid)
         jobs = mix(args.requests * 4 // 3)
-        rounds = [jobs[k::4] for k in range(4)]
+        quarter = -(-len(jobs) // 4)          # consecutive quarters: each holds the mix, one valid in four
+        rounds = [jobs[k * quarter:(k + 1) * quarter] for k in range(4)]
         started, answers, after_round = time.perf_counter(), [], []
         for batch in rounds:
             answers += send(batch)

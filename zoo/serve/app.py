@@ -26,6 +26,7 @@ import hmac
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -95,6 +96,9 @@ class Served:
     model: object
     batcher: Batcher
     loaded: float = field(default_factory=time.time)
+    # The shift checks of one model run one at a time, in a thread of their own: memory is then
+    # bounded by one check (its encoder session, its buffers), not by the number of clients.
+    checks: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="zoo-shift"))
 
 
 class Pool:
@@ -137,6 +141,7 @@ class Pool:
         served = self.models.pop(name, None)
         if served:
             served.batcher.close()
+            served.checks.shutdown(wait=False)      # checks already queued finish; never blocks
         return served is not None
 
 
@@ -251,7 +256,7 @@ def create_app(pool: Pool, token: str | None = None) -> FastAPI:
             raise ApiError(504, f"the prediction took longer than {limits.timeout:g} s") from None
         except ZooError as e:
             raise ApiError(422, str(e)) from None
-        shift = await asyncio.get_running_loop().run_in_executor(None, _shift_headers, served.model, x, y)
+        shift = await asyncio.get_running_loop().run_in_executor(served.checks, _shift_headers, served.model, x, y)
         metrics.observe(name, time.perf_counter() - started, 200)
         if classifier:                      # one row per image: the class and every class's probability
             names = served.model.class_names
