@@ -140,8 +140,7 @@ class Pool:
         """Stop serving ``name`` at once; its requests already accepted finish (never blocks)."""
         served = self.models.pop(name, None)
         if served:
-            served.batcher.close()
-            served.checks.shutdown(wait=False)      # checks already queued finish; never blocks
+            served.batcher.close()       # its checks' thread ends with it, after the requests already running
         return served is not None
 
 
