@@ -61,7 +61,7 @@ def data_channels(image: np.ndarray, inp) -> int:
     """The number of input channels of a training image: the parent's when it takes the image
     as it is (a grey image for an RGB model that repeats grey), else 1, 3, 4 or 2."""
     try:
-        layout.to_tensor(image, None, inp.spatial_axes, inp.n_channels, inp.grey == "repeat")
+        layout.tensor_for(image, None, inp)
         return inp.n_channels
     except InputError:
         pass

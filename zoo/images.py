@@ -57,7 +57,7 @@ def split_by_image(paths: Sequence[Path], val_fraction: float, seed: int = 0) ->
 
 def read_raw(path: Path, tensor: TensorSpec) -> np.ndarray:
     """An image as float32 ``c, *spatial`` in the model's input layout (not yet normalised)."""
-    x, _ = layout.to_tensor(read_image(path), None, tensor.spatial_axes, tensor.n_channels, tensor.grey == "repeat")
+    x, _ = layout.tensor_for(read_image(path), None, tensor)
     if x.shape[0] != 1:
         raise InputError(f"{path}: training images must be single images, got a batch of {x.shape[0]}")
     return x[0]

@@ -31,7 +31,7 @@ def run_tensor(model, x: np.ndarray, raw: bool = False) -> np.ndarray:
 def classify(model, image: np.ndarray, axes: str | None = None) -> tuple[str, np.ndarray]:
     """``(class name, probabilities)`` of one image in its natural layout (``yx``, ``yxc`` ...)."""
     inp = model.spec.inputs[0]
-    x, _ = layout.to_tensor(image, axes, inp.spatial_axes, inp.n_channels, inp.grey == "repeat")
+    x, _ = layout.tensor_for(image, axes, inp)
     if x.shape[0] != 1:
         raise InputError(f"predict classifies one image; got a batch of {x.shape[0]}: call it per image "
                          "(or predict_tensor for a batch of equal size)")
@@ -48,7 +48,7 @@ def classify_objects(model, image: np.ndarray, labels: np.ndarray, axes: str | N
     """One row per object of ``labels`` (2D): its class and the probability of every class,
     from the crop of ``image`` around its bounding box (grown by ``margin``)."""
     inp = model.spec.inputs[0]
-    x, _ = layout.to_tensor(image, axes, inp.spatial_axes, inp.n_channels, inp.grey == "repeat")
+    x, _ = layout.tensor_for(image, axes, inp)
     labels = np.asarray(labels)
     if x.shape[0] != 1 or labels.shape != x.shape[2:]:
         raise InputError(f"the label image {labels.shape} must have the image's spatial shape {x.shape[2:]} "

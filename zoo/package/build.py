@@ -145,7 +145,7 @@ def _complete(spec: Spec, tmp: Path, runner, training: Training, sample: np.ndar
     inp = spec.inputs[0]
     n = len(inp.spatial_axes)
     runner_model = Predictor(spec, runner)
-    x, _ = layout.to_tensor(sample, None, inp.spatial_axes, inp.n_channels, inp.grey == "repeat")
+    x, _ = layout.tensor_for(sample, None, inp)
     test_x = _center_crop(x[:1], test_size, inp.shape_step or [1] * n)
     test_y = runner_model.predict_tensor(test_x, raw=True)
     np.save(tmp / TEST_INPUT, test_x, allow_pickle=False)

@@ -200,3 +200,15 @@ def to_tensor(image: np.ndarray, axes: str | None, spatial: str, n_channels: int
 def from_tensor(y: np.ndarray, layout: Layout) -> np.ndarray:
     """Put a ``bc+spatial`` output back into the user's natural layout (channel dropped when single)."""
     return layout.output(y.shape[1]).from_tensor(y)
+
+
+def layout_for(shape: tuple[int, ...], axes: str | None, tensor) -> tuple[Layout, int]:
+    """:func:`for_input` as an input tensor spec declares it (its spatial axes, channels and grey
+    repeat): the one place a spec's input is read into a layout."""
+    return for_input(shape, axes, tensor.spatial_axes, tensor.n_channels, tensor.grey == "repeat")
+
+
+def tensor_for(image: np.ndarray, axes: str | None, tensor) -> tuple[np.ndarray, Layout]:
+    """:func:`to_tensor` as an input tensor spec declares it (see :func:`layout_for`)."""
+    return to_tensor(image, axes, tensor.spatial_axes, tensor.n_channels, tensor.grey == "repeat")
+

@@ -63,7 +63,7 @@ class Predictor:
     def to_tensor(self, image: np.ndarray, axes: str | None = None):
         """(float32 ``b, c, *spatial`` tensor, the natural layout it came from)."""
         inp = self.spec.inputs[0]
-        return layout.to_tensor(image, axes, inp.spatial_axes, inp.n_channels, inp.grey == "repeat")
+        return layout.tensor_for(image, axes, inp)
 
     def predict_tensor(self, x: np.ndarray, tile: Tile = None, batch_size: int | None = None,
                        blend: int | None = None, progress: Progress = None, raw: bool = False) -> np.ndarray:

@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import InputError, storage
 from ..imageio import TIFF, ZARR, check_output, open_lazy, partial_path, remove_partial, replace_output
 from . import ops, tiling
-from .layout import Layout, check_finite, for_input
+from .layout import Layout, check_finite, layout_for
 
 log = logging.getLogger("zoo.runtime")
 
@@ -125,7 +125,7 @@ def _open_input(model, source: Path, axes: str | None, opened=None):
     image, stated = opened or open_lazy(source)      # refuses non-numeric dtypes and sizes its file does not hold
     if image.size == 0:
         raise InputError(f"{source} holds no image data (shape {image.shape})")
-    layout, repeat = for_input(image.shape, axes or stated, inp.spatial_axes, inp.n_channels, inp.grey == "repeat")
+    layout, repeat = layout_for(image.shape, axes or stated, inp)
     return image, layout, repeat
 
 

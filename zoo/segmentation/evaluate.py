@@ -61,10 +61,9 @@ def evaluate_segmentation(model, images: Sequence[Path], labels: Sequence[Path],
 
 def _raw_outputs(model, image: np.ndarray) -> np.ndarray:
     """The network's outputs for one image as ``1, c, *spatial`` (whatever the image's layout)."""
-    from ..runtime.layout import to_tensor
+    from ..runtime.layout import tensor_for
 
-    inp = model.spec.inputs[0]
-    x, _ = to_tensor(image, None, inp.spatial_axes, inp.n_channels, inp.grey == "repeat")
+    x, _ = tensor_for(image, None, model.spec.inputs[0])
     return model.predict_tensor(x, raw=True)
 
 

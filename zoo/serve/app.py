@@ -240,8 +240,7 @@ def create_app(pool: Pool, token: str | None = None) -> FastAPI:
         body = await _read_body(request, limits.max_body, pool.bodies)
         image = _answer(lambda: codec.decode(body, request.headers.get("content-type", ""), limits.max_pixels))
         inp = served.model.spec.inputs[0]
-        x, natural = _answer(lambda: layout.to_tensor(image, axes, inp.spatial_axes, inp.n_channels,
-                                                       inp.grey == "repeat"), status=422)
+        x, natural = _answer(lambda: layout.tensor_for(image, axes, inp), status=422)
         _answer(lambda: layout.check_finite(x), status=422)   # before batching: never fail other requests
         try:
             parts = [served.batcher.submit(x[b:b + 1]) for b in range(x.shape[0])]

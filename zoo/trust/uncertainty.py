@@ -81,7 +81,7 @@ def predict_with_uncertainty(models: Sequence, image: np.ndarray, axes: str | No
     if len({m.makes_instances for m in models}) > 1:
         raise InputError("an ensemble needs models of one kind: all instance segmentation or all image outputs")
     inp = first.spec.inputs[0]
-    x, natural = layout.to_tensor(image, axes, inp.spatial_axes, inp.n_channels, inp.grey == "repeat")
+    x, natural = layout.tensor_for(image, axes, inp)
     transforms = len(DIHEDRAL) if tta else 1
     if len(models) * transforms < 2:
         raise InputError("uncertainty needs at least two members: test-time augmentation, or several models")
