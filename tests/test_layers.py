@@ -115,6 +115,7 @@ RULES = [
     ("zoo.package", ("zoo.model", "zoo.api", "zoo.cli", "zoo.loading"), "packages are built without the model"),
     ("zoo.trust.check", ("zoo.model", "zoo.trainers", "zoo.api"), "the shift check runs under the model"),
     ("zoo.opnames", ("zoo.",), "op names sit beside the spec"),
+    ("zoo.tasks", ("zoo.",), "the task table sits beside the spec"),
 ]
 
 

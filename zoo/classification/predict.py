@@ -60,3 +60,19 @@ def classify_objects(model, image: np.ndarray, labels: np.ndarray, axes: str | N
         rows.append({"label": label, "class": names[best], "probability": round(float(probabilities[best]), 4),
                      **{f"p_{name}": round(float(p), 4) for name, p in zip(names, probabilities)}})
     return rows
+
+
+class _Classify:
+    """The Predictor's strategy for classifiers (:mod:`zoo.tasks`): one class per image."""
+
+    @staticmethod
+    def predict(predictor, image: np.ndarray, axes: str | None = None):
+        return classify(predictor, image, axes)
+
+    @staticmethod
+    def predict_tensor(predictor, x: np.ndarray, raw: bool = False) -> np.ndarray:
+        return run_tensor(predictor, x, raw=raw)
+
+
+STRATEGY = _Classify()
+

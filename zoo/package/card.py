@@ -1,6 +1,7 @@
 """The model card (README.md of a package), generated from its spec."""
 from __future__ import annotations
 
+from .. import tasks
 from ..opnames import makes_instances
 from ..spec import Spec
 
@@ -111,7 +112,7 @@ def _classification(metrics: dict, covers: list[str]) -> tuple[list[str], dict]:
 
 
 def _usage(spec: Spec) -> list[str]:
-    if spec.task.split("/")[0] == "classification":
+    if tasks.of(spec).per_image:
         return ["## Use it", "", "```bash", f"zoo pull {spec.ref}",
                 f"zoo predict {spec.ref} cell1.png cell2.png -o classes.csv   # one row per image",
                 f"zoo measure labels.tif image.tif --classifier {spec.ref} -o objects.csv   # one row per object",

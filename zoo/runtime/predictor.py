@@ -4,7 +4,8 @@ layout conversion -> input ops -> tile plan -> tiled run (in memory, or streamed
 file by :mod:`zoo.runtime.stream`) -> output ops -> instance ops (on the whole stitched output,
 never per tile). Classification is a strategy of it (:mod:`zoo.classification.predict`): one
 class per image instead of tiles. :class:`zoo.model.Model`, package building, the server and the
-classifier all predict through a Predictor; nothing here knows about packages on disk.
+classifier all predict through a Predictor; nothing here knows about packages on disk. Which
+path a task takes is :mod:`zoo.tasks`' table, not a branch on task names.
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .. import opnames
+from .. import opnames, tasks
+from ..architectures import import_target
 from ..errors import InputError
 from . import layout, memory, ops, tiling
 
@@ -29,13 +31,15 @@ class Predictor:
     def __init__(self, spec, runner):
         self.spec = spec
         self.runner = runner
+        self.task = tasks.of(spec)
+        self._strategy = import_target(self.task.strategy) if self.task.strategy else None
         self._bytes_per_pixel: float | None = None
 
     # ------------------------------------------------------------------ what the spec says
     @property
     def is_classifier(self) -> bool:
         """Whether the model gives one class per image (``task: classification``)."""
-        return self.spec.task.split("/")[0] == "classification"
+        return self.task.per_image
 
     @property
     def class_names(self) -> list[str]:
@@ -52,10 +56,8 @@ class Predictor:
                 blend: int | None = None, progress: Progress = None, raw: bool = False) -> np.ndarray:
         """One image (or a batch) in its natural layout -> the output in the same layout; a
         classifier gives ``(class name, probabilities)``."""
-        if self.is_classifier:
-            from ..classification.predict import classify
-
-            return classify(self, image, axes)
+        if self._strategy is not None:
+            return self._strategy.predict(self, image, axes)
         x, natural = self.to_tensor(image, axes)
         y = self.predict_tensor(x, tile=tile, batch_size=batch_size, blend=blend, progress=progress, raw=raw)
         return layout.from_tensor(y, natural)
@@ -69,10 +71,8 @@ class Predictor:
                        blend: int | None = None, progress: Progress = None, raw: bool = False) -> np.ndarray:
         """A float32 tensor in the spec's input axes (``b, c, *spatial``) -> the output tensor.
         ``raw`` skips the instance ops. A classifier gives ``b, n_classes`` (``raw``: logits)."""
-        if self.is_classifier:
-            from ..classification.predict import run_tensor
-
-            return run_tensor(self, x, raw=raw)
+        if self._strategy is not None:
+            return self._strategy.predict_tensor(self, x, raw)
         inp, out = self.spec.inputs[0], self.spec.outputs[0]
         n = len(inp.spatial_axes)
         if x.ndim != n + 2:
