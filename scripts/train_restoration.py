@@ -24,7 +24,7 @@ import tifffile
 
 import zoo
 from zoo import architectures, spec as specs
-from zoo.evaluate import evaluate_pairs, summary
+from zoo.restoration.evaluate import evaluate_pairs, summary
 from zoo.package.build import record_metrics
 from zoo.synthetic import nuclei
 from zoo.trainers.fit import fit

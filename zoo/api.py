@@ -314,7 +314,7 @@ def evaluate(model, data: str | Path, target: str | Path, out: str | Path, axes:
         table = write_table(results, out / "metrics.md")
         return {"kind": "segmentation", "summary": table, "n_images": len(images),
                 "files": [out / "metrics.json", out / "metrics.md"]}
-    from .evaluate import evaluate_pairs, summary, write_figure, write_table
+    from .restoration.evaluate import evaluate_pairs, summary, write_figure, write_table
 
     rows = evaluate_pairs(model, images, targets, axes=axes)
     files = [write_table(rows, out / "metrics.csv"),
