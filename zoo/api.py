@@ -35,7 +35,12 @@ def registry_and_ref(text: str, default=None):
     if is_url(text):
         url, ref = split_ref(text)
         return registry(url), ref
-    return default or registry(), text
+    return _as_registry(default), text
+
+
+def _as_registry(value):
+    """A registry object as it is; a URL or folder as the registry it names; None as the local one."""
+    return registry(value) if value is None or isinstance(value, (str, Path)) else value
 
 
 def _model(model_or_ref, runtime: str = "onnx", device: str = "auto", registry=None):
@@ -79,12 +84,7 @@ def publish(package: str | Path, registry=None, test: bool = True):
     """Publish a package folder or archive: the registry validates the spec and every sha256 and
     stores it atomically; with ``test`` the test tensors are reproduced first (torch and ONNX
     Runtime, ONNX Runtime alone for an imported graph). Returns the registry's ``Published``."""
-    reg = registry if registry is not None and not isinstance(registry, (str, Path)) else _registry_for(registry)
-    return reg.publish(package, check=(lambda spec, root: reproduce_test_tensors(spec, root)) if test else None)
-
-
-def _registry_for(url):
-    return registry(url) if url is not None else registry()
+    return _as_registry(registry).publish(package, check=reproduce_test_tensors if test else None)
 
 
 @dataclass
@@ -108,7 +108,7 @@ def validate(target: str | Path, registry=None) -> Validated:
     elif path.is_dir():
         spec, root = specs.load(path), path
     else:
-        spec, root = (registry or _registry_for(None)).pull(str(target))
+        spec, root = _as_registry(registry).pull(str(target))
     if spec.kind != "package":
         return Validated(spec, root)
     from .package import files
