@@ -20,6 +20,7 @@ import numpy as np
 
 import zoo
 from zoo.imageio import read_image
+from zoo import opnames
 from zoo.runtime import ops
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,7 +63,7 @@ def main() -> None:
         started = time.perf_counter()
         raw = model.predict_tensor(np.repeat(image[None, None], model.spec.inputs[0].n_channels, axis=1), raw=True)
         network = time.perf_counter() - started
-        instance_ops = [op for op in model.spec.outputs[0].postprocessing if ops.is_instance_op(op.op)]
+        instance_ops = [op for op in model.spec.outputs[0].postprocessing if opnames.is_instance_op(op.op)]
         started = time.perf_counter()
         labels = ops.apply(instance_ops, raw, {}, "labels", ops.POSTPROCESSING)
         post = time.perf_counter() - started

@@ -39,10 +39,11 @@ PACKAGE = "stardist-dsb-fluo-2d"
 def old_predict_instances(model, source: Path, target: Path) -> tuple[int, ...]:
     """The path before issue 21.9 (``_predict_instances`` as it was): raw outputs of every channel
     into a float32 NPY beside the target, then ``label_bands`` over it."""
-    from zoo.runtime import ops, stream
+    from zoo import opnames
+    from zoo.runtime import stream
 
     out = model.spec.outputs[0]
-    instance_ops = [op for op in out.postprocessing if ops.is_instance_op(op.op)]
+    instance_ops = [op for op in out.postprocessing if opnames.is_instance_op(op.op)]
     raw_path = target.with_name(f".{target.name}.raw-{os.getpid()}.npy")
     _, layout, _ = stream._open_input(model, source, None)
     sink = stream._Sink(target, layout)

@@ -51,7 +51,8 @@ def _summary(fn) -> str:
 
 def ops_section() -> list[str]:
     """One row per op of the registry, in name order."""
-    from zoo.runtime.ops import POSTPROCESSING, PREPROCESSING, is_instance_op
+    from zoo.opnames import is_instance_op
+    from zoo.runtime.ops import POSTPROCESSING, PREPROCESSING
 
     rows = ["| op | where | parameters | what it does |", "|---|---|---|---|"]
     for name in sorted(set(PREPROCESSING) | set(POSTPROCESSING)):

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from zoo import spec as specs
+from zoo import opnames, spec as specs
 from zoo.errors import SpecError
 from zoo.runtime import ops
 
@@ -54,7 +54,7 @@ def test_unknown_op_in_a_spec_is_named():
     spec = specs.load(N2V_BLUEPRINT)
     spec.outputs[0].postprocessing.append(specs.Op("stardist_nms_v9"))
     with pytest.raises(SpecError, match=r"outputs\[0\]\.postprocessing\[1\]\.op: unknown op 'stardist_nms_v9'"):
-        ops.check_known(spec)
+        opnames.check_known(spec)
 
 
 def test_the_op_names_beside_the_spec_are_the_ops_the_runtime_implements():

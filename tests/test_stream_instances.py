@@ -13,6 +13,7 @@ import tifffile
 
 import zoo
 from zoo.registry import standard_store
+from zoo import opnames
 from zoo.runtime import ops, stream
 from zoo.synthetic import labelled_nuclei
 
@@ -52,7 +53,7 @@ def two_pass(model, source: Path, target: Path, tile=None, max_object_size=strea
     sink = stream._Sink(target, layout)
     raw = np.load(raw_path, mmap_mode="r")
     stream.label_bands(raw, layout.output(out.n_channels), [op for op in out.postprocessing
-                                                            if ops.is_instance_op(op.op)], sink, max_object_size)
+                                                            if opnames.is_instance_op(op.op)], sink, max_object_size)
     if keep_raw is not None:
         keep_raw.append(np.array(raw))
     del raw

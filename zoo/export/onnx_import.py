@@ -23,7 +23,8 @@ from ..errors import InputError, storage
 from ..hashing import sha256_file
 from ..package import build, readers
 from ..runtime import layout
-from ..runtime.ops import POSTPROCESSING, PREPROCESSING, is_instance_op
+from ..opnames import is_instance_op
+from ..runtime.ops import POSTPROCESSING, PREPROCESSING
 from ..spec import Op, Spec, TensorSpec, Training
 from . import onnx_layout
 

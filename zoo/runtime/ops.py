@@ -11,7 +11,6 @@ import numpy as np
 
 from ..classification.canvas import fit_canvas
 from ..errors import SpecError
-from ..opnames import check_known, is_instance_op, makes_instances, output_ops  # noqa: F401 (the names, beside the spec)
 from ..segmentation.ops import INSTANCE_OPS
 
 Context = dict[str, Any]

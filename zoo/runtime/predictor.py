@@ -82,7 +82,7 @@ class Predictor:
         x = ops.apply(inp.preprocessing, x.astype(np.float32, copy=False), context, inp.name, ops.PREPROCESSING)
         plans, batch_size = self.plan_tiles(x.shape[2:], tile, batch_size, blend)
         y = tiling.predict_planned(self.runner, x, plans, batch_size=batch_size, progress=progress)
-        return ops.apply(ops.output_ops(self.spec, raw), y, context, out.name, ops.POSTPROCESSING)
+        return ops.apply(opnames.output_ops(self.spec, raw), y, context, out.name, ops.POSTPROCESSING)
 
     def predict_file(self, source, target, axes: str | None = None, tile: Tile = None,
                      batch_size: int | None = None, blend: int | None = None, progress: Progress = None,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import opnames
 from ..errors import InputError, storage
 from ..imageio import TIFF, ZARR, check_output, open_lazy, partial_path, remove_partial, replace_output
 from . import ops, tiling
@@ -145,14 +146,14 @@ def predict_file(model, source: str | Path, target: str | Path, axes: str | None
     if target.suffix.lower() not in STREAM_SUFFIXES:
         raise InputError(f"cannot stream into '{target.suffix}': expected one of {', '.join(STREAM_SUFFIXES)}")
     check_output(target, overwrite, source)        # before any work; again when the output is complete
-    if ops.makes_instances(model.spec) and not raw:
+    if opnames.makes_instances(model.spec) and not raw:
         return _predict_instances(model, source, target, axes, tile, batch_size, blend, progress, max_object_size,
                                   overwrite, opened)
     inp, out = model.spec.inputs[0], model.spec.outputs[0]
     image, layout, repeat = _open_input(model, source, axes, opened)
     plans, batch_size = model.plan_tiles(layout.spatial_shape, tile, batch_size, blend)
     frozen = [_frozen_statistics(model, layout, image, b) for b in range(layout.n_images)]
-    pixel_ops = ops.output_ops(model.spec, raw=True)
+    pixel_ops = opnames.output_ops(model.spec, raw=True)
 
     def read(b: int, region: tiling.Region) -> np.ndarray:
         where = ", ".join(f"{a} {s.start}:{s.stop}" for a, s in zip(layout.spatial, region))
@@ -195,11 +196,11 @@ def _predict_instances(model, source: Path, target: Path, axes, tile, batch_size
     (frames, slices) are tiled a few at a time, as many as fit in one labelling window, so the
     window never holds a whole stack."""
     inp, out = model.spec.inputs[0], model.spec.outputs[0]
-    instance_ops = [op for op in out.postprocessing if ops.is_instance_op(op.op)]
+    instance_ops = [op for op in out.postprocessing if opnames.is_instance_op(op.op)]
     image, layout, repeat = _open_input(model, source, axes, opened)
     plans, batch_size = model.plan_tiles(layout.spatial_shape, tile, batch_size, blend)
     frozen = [_frozen_statistics(model, layout, image, b) for b in range(layout.n_images)]
-    pixel_ops = ops.output_ops(model.spec, raw=True)
+    pixel_ops = opnames.output_ops(model.spec, raw=True)
     raw_layout = layout.output(out.n_channels)
     band_bytes = _LABEL_BAND_BYTES
     per_image = _label_held_rows(raw_layout, max_object_size, band_bytes) * _label_row_bytes(raw_layout)

@@ -81,9 +81,10 @@ def tune_thresholds(model, images: Sequence[Path], labels: Sequence[Path]) -> tu
     stays untouched): (best params, their score). The network runs once per image."""
     import itertools
 
+    from ..opnames import is_instance_op
     from ..runtime import ops
 
-    op = next(o for o in model.spec.outputs[0].postprocessing if ops.is_instance_op(o.op))
+    op = next(o for o in model.spec.outputs[0].postprocessing if is_instance_op(o.op))
     grid = THRESHOLD_GRIDS[op.op]
     raws = [_raw_outputs(model, read_image(p)) for p in images]
     truths = [np.asarray(read_image(p)) for p in labels]
