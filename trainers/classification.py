@@ -30,6 +30,7 @@ from zoo.nn.transfer import load_transferable
 from zoo.package import build, readers
 from zoo.spec import Spec, TensorSpec, Training
 
+from .dispatch import Trainer
 from .loop import add_shift_check, train
 from .options import TrainingOptions
 from .parent import child_spec, data_channels, load_parent, record_comparison, train_child
@@ -336,3 +337,11 @@ def finetune_from(parent: tuple[Spec, Path, str], data: str | Path, out: str | P
         parent_model = None if new_head else load(parent_root, runtime="onnx", device="cpu")
         record_comparison(child, parent_model, [e.path for e in split.val], [e.label for e in split.val])
     return child
+
+
+TRAINER = Trainer(
+    kind="a classifier",
+    learns_from="labelled images (class folders, or a labels CSV with --labels)",
+    fit="zoo.trainers.classification:fit_classifier",
+    finetune="zoo.trainers.classification:finetune_from",
+)

@@ -24,7 +24,7 @@ from zoo.nn.transfer import load_transferable
 from zoo.package import build, readers
 from zoo.spec import Spec, Training
 
-from . import classification
+from . import dispatch
 from .data import Rehearsal
 from .fit import data_record, make_datamodule, pair_targets, sample_image, split_files
 from .loop import add_shift_check
@@ -34,9 +34,6 @@ from .policy import FinetunePolicy, parent_config
 
 log = logging.getLogger("zoo.trainers")
 
-# Options of dense fine-tuning that a classifier refuses when given, and those only a classifier takes.
-DENSE_ONLY = ("target", "train_files", "channels", "params", "rehearsal", "patch")
-CLASSIFIER_ONLY = ("labels", "group_column", "split_column", "test_split")
 
 
 def _check_outputs(spec: Spec, network) -> None:
@@ -78,9 +75,11 @@ def finetune(parent, data: str | Path | None, out: str | Path, *, target: str | 
              train_split: str = "train", test_split: str | None = None, **lightning) -> Path:
     """Fine-tune the package ``parent`` on ``data`` (and ``target``); return the child package's path.
 
-    The one way in for fine-tuning, whatever the task: a classifier parent is fine-tuned by
-    :func:`zoo.trainers.classification.finetune_classifier` on labelled images (class folders or
-    ``labels``, with ``group_column``, ``split_column``, ``train_split``, ``test_split``).
+    The one way in for fine-tuning, whatever the task: the parent's architecture names its
+    trainer (:mod:`zoo.trainers.dispatch`). A classifier parent is fine-tuned by
+    :func:`zoo.trainers.classification.finetune_from` on labelled images (class folders or
+    ``labels``, with ``group_column``, ``split_column``, ``train_split``, ``test_split``); a dense
+    one by :func:`finetune_dense`. An option that does not apply to the parent's task is refused.
 
     channels: input channels of the child (default: from the first training image).
     params: architecture parameters to change (those that set the outputs: ``n_rays`` ...).
@@ -101,41 +100,26 @@ def finetune(parent, data: str | Path | None, out: str | Path, *, target: str | 
         numbers land in the child's ``training.metrics`` (``finetune_report``, ``parent_vs_child``)
         and a warning is logged when the child scores below either.
     """
+    given = dict(locals())
     policy = FinetunePolicy(freeze, unfreeze_every, lr, lr_scale, warmup, layer_decay)
     options = TrainingOptions(max_steps=max_steps, batch_size=batch_size, seed=seed, val_every=val_every,
                               patience=patience, progress=progress, lightning=lightning)
     loaded = load_parent(parent, registry)
-    parent_spec = loaded[0]
-    if parent_spec.task.split("/")[0] == "classification":
-        given = {"target": target, "train_files": train_files, "channels": channels, "params": params,
-                 "rehearsal": rehearsal, "patch": patch}
-        unused = [k for k in DENSE_ONLY if given[k]]
-        if unused:
-            raise InputError(f"{parent_spec.ref} is a classifier: fine-tune it on labelled images (class folders or "
-                             f"DATA/labels.csv); {', '.join(unused)} do not apply")
-        return classification.finetune_from(loaded, data, out, policy, options, labels=labels,
-                                            group_column=group_column, split_column=split_column,
-                                            train_split=train_split, test_split=test_split, val_fraction=val_fraction,
-                                            name=name, version=version, description=description, evaluate=evaluate,
-                                            overwrite=overwrite)
-    given = {"labels": labels, "group_column": group_column, "split_column": split_column, "test_split": test_split}
-    unused = [k for k in CLASSIFIER_ONLY if given[k]] + (["train_split"] if train_split != "train" else [])
-    if unused:
-        raise InputError(f"{parent_spec.ref} is not a classifier: {', '.join(unused)} apply to classifiers only")
-    return _finetune_dense(loaded, data, out, policy, options, target=target, train_files=train_files,
-                           val_files=val_files, val_fraction=val_fraction, name=name, version=version,
-                           description=description, channels=channels, params=params, rehearsal=rehearsal,
-                           patch=patch, evaluate=evaluate, data_description=data_description,
-                           data_source=data_source, data_license=data_license, sample=sample, overwrite=overwrite,
-                           callbacks=callbacks)
+    trainer = dispatch.trainer_for(loaded[0])
+    common = ("parent", "data", "out", "registry", "lightning", "freeze", "unfreeze_every", "lr", "lr_scale",
+              "warmup", "layer_decay", "max_steps", "batch_size", "seed", "val_every", "patience", "progress")
+    task_options = {k: v for k, v in given.items() if k not in common}
+    return dispatch.call(trainer.finetune, trainer, loaded[0].ref, task_options, dispatch.defaults_of(finetune),
+                         loaded, data, out, policy, options)
 
 
-def _finetune_dense(parent: tuple[Spec, Path, str], data, out, policy: FinetunePolicy, options: TrainingOptions, *,
-                    target, train_files, val_files, val_fraction, name, version, description, channels, params,
-                    rehearsal, patch, evaluate, data_description, data_source, data_license, sample, overwrite,
-                    callbacks) -> Path:
+def finetune_dense(parent: tuple[Spec, Path, str], data, out, policy: FinetunePolicy, options: TrainingOptions, *,
+                   target=None, train_files=None, val_files=None, val_fraction: float = 0.15, name=None,
+                   version: str = "0.1.0", description=None, channels=None, params=None, rehearsal=None, patch=None,
+                   evaluate: bool = True, data_description=None, data_source=None, data_license=None, sample=None,
+                   overwrite: bool = False, callbacks: Sequence = ()) -> Path:
     """Restoration and segmentation: patches of the user's images (and targets), the parent's
-    patch and batch size unless given, rehearsal of the parent's data."""
+    patch and batch size unless given, rehearsal of the parent's data (see :func:`finetune`)."""
     import pytorch_lightning as pl
 
     parent_spec, parent_root, parent_sha = parent

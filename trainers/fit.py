@@ -1,8 +1,10 @@
 """``fit``: train a blueprint on a folder of images with Lightning and write a package.
 
-``fit`` is the one way in for training, whatever the task: a classifier's blueprint goes to
-:func:`zoo.trainers.classification.fit_classifier`, every other (restoration, segmentation) is
-trained here on patches. The helpers below are shared with dense fine-tuning."""
+``fit`` is the one way in for training, whatever the task: the blueprint's architecture names
+its trainer (:mod:`zoo.trainers.dispatch`). Dense models (restoration, segmentation) are trained
+here on patches by :func:`fit_dense`; classifiers by
+:func:`zoo.trainers.classification.fit_classifier`. The helpers below are shared with dense
+fine-tuning."""
 from __future__ import annotations
 
 import logging
@@ -16,18 +18,12 @@ from zoo.images import list_images, match_targets, read_raw, split_by_image
 from zoo.package import build
 from zoo.spec import Spec, Training
 
-from . import classification
+from . import dispatch
 from .data import Rehearsal, RestorationDataModule
 from .loop import add_shift_check, train
 from .options import TrainingOptions
 
 log = logging.getLogger("zoo.trainers")
-
-# A classifier's blueprint goes to fit_classifier. ``zoo train`` has always passed some options
-# of the other task, and let them go unused: so do these (a classifier: ``patch``; a dense
-# blueprint: the classifier's ``labels`` ... ``scale``). Options only Python passes are refused
-# when given to the wrong task, and so is ``target`` for a classifier.
-DENSE_ONLY = ("train_files", "val_files", "steps_per_epoch", "module_options", "sample", "callbacks")
 
 
 def fit(blueprint: str | Path | Spec, data: str | Path | None, out: str | Path, *,
@@ -47,8 +43,9 @@ def fit(blueprint: str | Path | Spec, data: str | Path | None, out: str | Path, 
 
     A classifier's blueprint is trained by :func:`zoo.trainers.classification.fit_classifier`
     on labelled images (``labels`` ... ``scale``, ``val_every``: its options; ``batch_size`` and
-    ``max_steps`` default to its own, 32 and 1500). Every other blueprint trains on patches:
-    Architectures trained on pairs (CARE, Noise2Noise) take their targets from the folder
+    ``max_steps`` default to its own, 32 and 1500). Every other blueprint trains on patches
+    (:func:`fit_dense`). An option that does not apply to the blueprint's task is refused when
+    given; None means the trainer's default. Architectures trained on pairs (CARE, Noise2Noise) take their targets from the folder
     ``target``: the file of the same name as each image.
     The split is by image: ``val_files`` if given, else ``val_fraction`` of the folder's images.
     ``patch``, ``batch_size`` (default 16), ``max_steps`` (default 1000) and ``steps_per_epoch``
@@ -58,44 +55,26 @@ def fit(blueprint: str | Path | Spec, data: str | Path | None, out: str | Path, 
     first validation image; pass one whose licence allows redistribution when publishing).
     ``callbacks``: extra Lightning callbacks.
     """
+    given = dict(locals())
     spec = blueprint if isinstance(blueprint, Spec) else specs.load(blueprint)
+    trainer = dispatch.trainer_for(spec)
     lightning = {"accelerator": accelerator, "devices": devices, "precision": precision, "strategy": strategy}
-    if spec.task.split("/")[0] == "classification":
-        if target is not None:
-            raise InputError("a classifier learns from labelled images (class folders or --labels CSV), not --target")
-        given = {"train_files": train_files, "val_files": val_files, "steps_per_epoch": steps_per_epoch,
-                 "module_options": module_options, "sample": sample, "callbacks": callbacks}
-        unused = [k for k in DENSE_ONLY if given[k]]
-        if unused:
-            raise InputError(f"{spec.ref} is a classifier: train it on labelled images (class folders or a labels "
-                             f"CSV); {', '.join(unused)} do not apply")
-        return classification.fit_classifier(
-            spec, data, out, labels=labels, group_column=group_column, split_column=split_column,
-            train_split=train_split, test_split=test_split, val_fraction=val_fraction, canvas=canvas, scale=scale,
-            name=name, version=version, description=description, lr=lr, seed=seed, progress=progress,
-            data_description=data_description, data_source=data_source, data_license=data_license,
-            overwrite=overwrite, **{k: v for k, v in (("batch_size", batch_size), ("max_steps", max_steps),
-                                                       ("val_every", val_every)) if v is not None},
-            **lightning)
-    if val_every is not None:
-        raise InputError(f"{spec.ref} trains on patches and validates once an epoch: give steps_per_epoch, "
-                         "not val_every")
-    options = TrainingOptions(max_steps=1000 if max_steps is None else max_steps,
-                              batch_size=16 if batch_size is None else batch_size, seed=seed,
-                              val_every=200 if steps_per_epoch is None else steps_per_epoch, progress=progress,
-                              lightning=lightning)
-    return _fit_dense(spec, data, out, options, target=target, train_files=train_files, val_files=val_files,
-                      val_fraction=val_fraction, name=name, version=version, description=description, patch=patch,
-                      lr=lr, module_options=module_options, data_description=data_description,
-                      data_source=data_source, data_license=data_license, sample=sample, overwrite=overwrite,
-                      callbacks=callbacks)
+    options = {k: v for k, v in given.items() if k not in ("blueprint", "data", "out", *dispatch.LIGHTNING)}
+    return dispatch.call(trainer.fit, trainer, spec.ref, options, dispatch.defaults_of(fit), spec, data, out,
+                         **lightning)
 
 
-def _fit_dense(spec: Spec, data, out, options: TrainingOptions, *, target, train_files, val_files, val_fraction,
-               name, version, description, patch, lr, module_options, data_description, data_source, data_license,
-               sample, overwrite, callbacks) -> Path:
-    """Restoration and segmentation: patches of the images (and targets), by-image validation."""
+def fit_dense(spec: Spec, data, out, *, target=None, train_files=None, val_files=None, val_fraction: float = 0.15,
+              name=None, version: str = "0.1.0", description=None, patch=64, batch_size: int = 16,
+              max_steps: int = 1000, steps_per_epoch: int = 200, lr=None, seed: int = 0, progress=True,
+              module_options=None, data_description=None, data_source=None, data_license=None, sample=None,
+              overwrite: bool = False, callbacks: Sequence = (), **lightning) -> Path:
+    """Restoration and segmentation: patches of the images (and targets), by-image validation,
+    one validation every ``steps_per_epoch`` steps (see :func:`fit` for the options)."""
     import pytorch_lightning as pl
+
+    options = TrainingOptions(max_steps=max_steps, batch_size=batch_size, seed=seed, val_every=steps_per_epoch,
+                              progress=progress, lightning=lightning)
 
     arch = architectures.get(spec.architecture_id)
     train_files, val_files = split_files(data, train_files, val_files, val_fraction, options.seed)

@@ -230,7 +230,7 @@ def measure(labels, image=None, classifier=None, margin: float = 0.0, model=None
     image = None if image is None else np.asarray(_opened(image)[0])
     if classifier is not None:
         classifier = _model(classifier, runtime, device, registry)
-        if not classifier.is_classifier:
+        if not classifier.task.per_image:
             raise InputError(f"--classifier {classifier.spec.ref}: a {classifier.spec.task} model, not a classifier")
     rows = measure_objects(labels, image, classifier, margin)
     if model is not None:

@@ -27,6 +27,7 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
+from . import tasks
 from .errors import UnknownArchitectureError
 
 ENTRY_POINT_GROUP = "zoo.architectures"
@@ -60,6 +61,13 @@ class Architecture:
         are label images) or ``classification`` (class probabilities out).
     describe_outputs: optional ``module:callable(params, output_tensor_spec)`` that names the
         output channels for changed parameters (fine-tuning with a new head, e.g. more rays).
+    trainer_target: optional ``module:object``, the :class:`zoo.trainers.dispatch.Trainer` that trains
+        and fine-tunes it; default its task's (:mod:`zoo.tasks`: patches for restoration and
+        segmentation, labelled images for classification).
+
+    The task's entry (:func:`task_entry`) also says how a prediction runs (tiled, or the task's
+    strategy): training and prediction dispatch through the architecture and its task, never on
+    task names.
     """
 
     id: str
@@ -69,6 +77,23 @@ class Architecture:
     needs_targets: bool = False
     task: str = "restoration"
     describe_outputs: str | None = None
+    trainer_target: str | None = None
+
+    @property
+    def task_entry(self):
+        """The :class:`zoo.tasks.Task` of this architecture: what a prediction gives and how it runs."""
+        if self.task not in tasks.TASKS:
+            raise UnknownArchitectureError(f"architecture '{self.id}' declares task '{self.task}'; known tasks: "
+                                           f"{', '.join(sorted(tasks.TASKS))}")
+        return tasks.TASKS[self.task]
+
+    @property
+    def trainer(self) -> str:
+        """``module:object`` of the Trainer that trains and fine-tunes this architecture."""
+        target = self.trainer_target or self.task_entry.trainer
+        if target is None:
+            raise UnknownArchitectureError(f"architecture '{self.id}' ({self.task}) has no trainer in this version")
+        return target
 
     def build_network(self, params: dict[str, Any]):
         return import_target(self.network)(**params)

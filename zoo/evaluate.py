@@ -68,7 +68,7 @@ def scores(model, images: Sequence[Path], targets: Sequence, axes: str | None = 
     watershed baseline's as ``baseline_*``), PSNR/SSIM of restoration (the input's as ``*_input``),
     accuracy and macro-F1 of a classifier (``targets``: class names; the most frequent class's
     as ``baseline_*``)."""
-    if model.is_classifier:
+    if model.task.per_image:
         return _classifier_scores(model, images, targets, baseline)
     if model.makes_instances:
         from .segmentation.evaluate import evaluate_segmentation
@@ -96,7 +96,7 @@ def _classifier_scores(model, images: Sequence[Path], labels: Sequence[str], bas
 
 def _kind(model) -> str:
     """Which of :data:`HEADLINES` decides a comparison of ``model``."""
-    if model.is_classifier:
+    if model.task.per_image:
         return "classification"
     if model.makes_instances:
         return "instances"

@@ -70,9 +70,14 @@ class Model:
         self.predictor.runner = runner
 
     @property
+    def task(self):
+        """The :class:`zoo.tasks.Task` of the package: what a prediction gives and how it runs."""
+        return self.predictor.task
+
+    @property
     def is_classifier(self) -> bool:
         """Whether the model gives one class per image (``task: classification``)."""
-        return self.predictor.is_classifier
+        return self.task.per_image
 
     @property
     def class_names(self) -> list[str]:
@@ -135,7 +140,7 @@ class Model:
         ``class``, ``probability``, ``p_<class>`` ...), from the crop around its bounding box."""
         from .classification.predict import classify_objects
 
-        if not self.is_classifier:
+        if not self.task.per_image:
             raise InputError(f"{self.spec.ref} is a {self.spec.task} model, not a classifier")
         return classify_objects(self.predictor, image, labels, axes, margin)
 

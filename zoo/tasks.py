@@ -17,19 +17,23 @@ class Task:
         faces show it as a row (a table, JSON) rather than an image file.
     strategy: ``module:object`` whose ``predict(predictor, image, axes)`` and
         ``predict_tensor(predictor, x, raw)`` run it; None for the tiled pipeline.
+    trainer: ``module:object``, the :class:`zoo.trainers.dispatch.Trainer` that trains and
+        fine-tunes its models (an Architecture may name its own); None: not trainable here.
     """
 
     name: str
     per_image: bool = False
     strategy: str | None = None
+    trainer: str | None = "zoo.trainers.dense:TRAINER"
 
 
 TASKS = {task.name: task for task in (
     Task("restoration"),
     Task("segmentation"),
-    Task("classification", per_image=True, strategy="zoo.classification.predict:STRATEGY"),
+    Task("classification", per_image=True, strategy="zoo.classification.predict:STRATEGY",
+         trainer="zoo.trainers.classification:TRAINER"),
     Task("detection"),          # maps over the image (e.g. spot probabilities), tiled like restoration
-    Task("quantification"),
+    Task("quantification", trainer=None),
 )}
 """Every family the spec schema allows (specs/model.schema.json, ``task``) has an entry."""
 

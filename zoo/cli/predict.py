@@ -16,7 +16,7 @@ def cmd_predict(args) -> int:
         if not path.exists():
             raise NotFoundError(f"image not found: {path}")
     model = load(args, args.ref)
-    if model.is_classifier:
+    if model.task.per_image:
         return _classify(model, args)
     if len(args.inputs) != 1:
         raise InputError(f"{model.spec.ref} predicts one image per call (-o names its output); got "

@@ -128,7 +128,7 @@ def _cover(spec: Spec, model, x: np.ndarray, path: Path) -> None:
     titled with its class."""
     mid = tuple(s // 2 for s in x.shape[2:-2])
     view = np.moveaxis(x[(0, slice(None)) + mid], 0, -1) if x.shape[1] == 3 else x[(0, 0) + mid]   # RGB in colour
-    if model.is_classifier:
+    if model.task.per_image:
         probabilities = model.predict_tensor(x)[0]
         best = int(np.argmax(probabilities))
         imageio.figure(path, [(f"{model.class_names[best]} ({probabilities[best]:.2f})", view)])

@@ -37,14 +37,9 @@ class Predictor:
 
     # ------------------------------------------------------------------ what the spec says
     @property
-    def is_classifier(self) -> bool:
-        """Whether the model gives one class per image (``task: classification``)."""
-        return self.task.per_image
-
-    @property
     def class_names(self) -> list[str]:
         """A classifier's classes, in the order of its probabilities."""
-        return list(self.spec.outputs[0].channels or []) if self.is_classifier else []
+        return list(self.spec.outputs[0].channels or []) if self.task.per_image else []
 
     @property
     def makes_instances(self) -> bool:

@@ -155,7 +155,7 @@ def describe(model) -> dict:
     return {"name": spec.name, "version": spec.version, "ref": spec.ref, "task": spec.task,
             "description": spec.description.strip(), "architecture": spec.architecture_id,
             "license": spec.license, "runtime": model.runtime, "instances": model.makes_instances,
-            **({"classes": model.class_names} if model.is_classifier else {}),
+            **({"classes": model.class_names} if model.task.per_image else {}),
             "inputs": [tensor(t) for t in spec.inputs], "outputs": [tensor(t) for t in spec.outputs]}
 
 
@@ -234,7 +234,7 @@ def create_app(pool: Pool, token: str | None = None) -> FastAPI:
         started = time.perf_counter()
         check_token(request, required=False)
         served = pool.get(name)
-        classifier = served.model.is_classifier
+        classifier = served.model.task.per_image
         kind = codec.JSON if classifier else \
             _answer(lambda: codec.response_type(request.headers.get("accept"), tables=served.model.makes_instances))
         body = await _read_body(request, limits.max_body, pool.bodies)

@@ -76,7 +76,7 @@ def predict_with_uncertainty(models: Sequence, image: np.ndarray, axes: str | No
     """The first model's prediction of ``image`` and the members' disagreement (``tta``: 8
     flips/rotations per model; several ``models``: an ensemble, which must share the task)."""
     first = models[0]
-    if first.is_classifier:
+    if first.task.per_image:
         raise InputError("uncertainty maps are for image outputs; a classifier's probabilities already say how sure it is")
     if len({m.makes_instances for m in models}) > 1:
         raise InputError("an ensemble needs models of one kind: all instance segmentation or all image outputs")
