@@ -1,0 +1,155 @@
+"""Prediction: arrays and files, the shift check, figures, measurements and classes."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .sharing import as_model
+
+
+def predict(model, image, axes: str | None = None, **options):
+    """``model`` (a Model or a reference ``load`` takes) on an image array in its natural layout;
+    returns the same layout (labels for instance models unless ``raw=True``)."""
+    return as_model(model).predict(image, axes=axes, **options)
+
+
+@dataclass
+class FilePrediction:
+    target: Path
+    shape: tuple
+    dtype: str | None
+    streamed: bool
+    uncertainty: Path | None = None       # OUT_uncertainty.tif, with ``uncertainty=True``
+    uncertainty_kind: str = ""
+    members: int = 0
+    confidence: dict | None = None        # per-object confidence (instance models with uncertainty)
+    result: Any = None                    # the prediction when it was made in memory
+    source: Any = None                    # the input as opened (lazily): the shift check, figure and
+    source_axes: str | None = None        # measurements reuse it, so a prediction opens its input once
+
+
+def predict_file(model, source: str | Path, target: str | Path, *, axes: str | None = None, tile=None,
+                 batch_size: int | None = None, blend: int | None = None, raw: bool = False,
+                 overwrite: bool = False, progress: Callable[[int, int], None] | None = None,
+                 uncertainty: bool = False, ensemble: Sequence = (), tta: bool = True) -> FilePrediction:
+    """Predict an image file into ``target``: streamed block by block into .tif, .npy or .zarr,
+    else (PNG, or ``uncertainty``) in memory. The output format is checked before any work, and
+    an existing ``target`` is replaced only with ``overwrite`` (never the input, a folder, or an
+    OME-Zarr another tool wrote)."""
+    import numpy as np
+
+    from ..imageio import check_format, check_output, open_lazy, write_image
+    from ..runtime.stream import STREAM_SUFFIXES
+
+    model = as_model(model)
+    source, target = Path(source), Path(target)
+    check_format(target, "int32" if model.makes_instances and not raw else model.spec.outputs[0].dtype)
+    options = dict(tile=tile, batch_size=batch_size, blend=blend, progress=progress, raw=raw)
+    check_output(target, overwrite, source)              # before the work (the stream checks again at the end)
+    image, stated = open_lazy(source)
+    if target.suffix.lower() in STREAM_SUFFIXES and not uncertainty:
+        shape = model.predict_file(source, target, axes=axes, overwrite=overwrite, opened=(image, stated), **options)
+        return FilePrediction(target, tuple(shape), None, True, source=image, source_axes=stated)
+    done = FilePrediction(target, (), None, False, source=image, source_axes=stated)
+    if uncertainty:
+        from ..trust.uncertainty import predict_with_uncertainty
+
+        members = [model] + [as_model(ref, model.runtime, model.device, model.installed) for ref in ensemble]
+        with_uncertainty = predict_with_uncertainty(members, np.asarray(image), axes=axes or stated, tta=tta)
+        result = with_uncertainty.prediction
+        done.uncertainty = target.with_name(target.stem.split(".")[0] + "_uncertainty.tif")
+        write_image(done.uncertainty, with_uncertainty.uncertainty, overwrite=overwrite, source=source)
+        done.uncertainty_kind = ("foreground disagreement 0-1" if model.makes_instances
+                                 else "standard deviation, output units")
+        done.members, done.confidence = with_uncertainty.members, with_uncertainty.confidence
+    else:
+        result = model.predict(np.asarray(image), axes=axes or stated, **options)
+    write_image(target, result, overwrite=overwrite, source=source)
+    done.shape, done.dtype, done.result = tuple(result.shape), str(result.dtype), result
+    return done
+
+
+def check_shift(model, source, axes: str | None = None, prediction=None, source_axes: str | None = None):
+    """The dataset-shift check of an image (a file, or an array such as ``FilePrediction.source``;
+    its centre, at most 1024 px a side, for a large 2D image): a ``ShiftReport``, or None for a
+    package without a check. ``prediction``: instance labels already predicted for it (object
+    sizes are then checked too)."""
+    import numpy as np
+
+    model = as_model(model)
+    if not model.spec.trust:
+        return None
+    image, stated = _opened(source, source_axes)
+    centre = tuple(slice(max(0, (s - 1024) // 2), max(0, (s - 1024) // 2) + 1024) for s in image.shape)
+    if prediction is not None and np.shape(prediction)[:2] != np.shape(image)[:2]:
+        prediction = None
+    image = np.asarray(image[centre]) if image.ndim <= 3 else np.asarray(image)
+    labels = (np.asarray(prediction)[centre[:np.ndim(prediction)]]
+              if prediction is not None and model.makes_instances else None)
+    return model.check_shift(image, axes=axes or stated, prediction=labels)
+
+
+def prediction_figure(model, source, output, figure_path: str | Path, reference=None, raw: bool = False) -> list[str]:
+    """A PNG of input | output (| reference) at their aspect ratios, each a file or an array;
+    returns the panel titles."""
+    from ..imageio import figure, preview
+
+    model = as_model(model)
+    labels = "labels" if model.makes_instances and not raw else None
+    panels = [("input", source, None), (model.spec.outputs[0].name, output, labels)]
+    if reference is not None:
+        panels.append(("reference", reference, labels))
+    flat = [(title, preview(_opened(image)[0]), *([kind] if kind else [])) for title, image, kind in panels]
+    figure(figure_path, flat)
+    return [panel[0] for panel in flat]
+
+
+def measure(labels, image=None, classifier=None, margin: float = 0.0, model=None, confidence: dict | None = None,
+            runtime: str = "onnx", device: str = "auto", registry=None) -> list[dict]:
+    """One row per object of ``labels`` (arrays or files): centroid, size, bounding box,
+    intensities, shape; ``classifier`` (a Model or reference) adds each object's class; the
+    segmentation ``model`` flags objects far outside its training objects' sizes; ``confidence``
+    (label -> value) adds a column."""
+    import numpy as np
+
+    from ..errors import InputError
+    from ..quantify.measure import measure_objects
+
+    labels = np.asarray(_opened(labels)[0])
+    image = None if image is None else np.asarray(_opened(image)[0])
+    if classifier is not None:
+        classifier = as_model(classifier, runtime, device, registry)
+        if not classifier.task.per_image:
+            raise InputError(f"--classifier {classifier.spec.ref}: a {classifier.spec.task} model, not a classifier")
+    rows = measure_objects(labels, image, classifier, margin)
+    if model is not None:
+        from ..trust.check import flag_rows
+
+        flag_rows(model, rows)      # size_warning: objects far outside the training objects' sizes
+    if confidence is not None:
+        for row in rows:
+            row["confidence"] = confidence.get(row["label"])
+    return rows
+
+
+def _opened(image, axes: str | None = None):
+    """(array, axes) of a file (opened lazily) or of an array as it is."""
+    if isinstance(image, (str, Path)):
+        from ..imageio import open_lazy
+
+        return open_lazy(image)
+    return image, axes
+
+
+def classify(model, paths: Sequence[str | Path], axes: str | None = None) -> list[dict]:
+    """A classifier over image files: one row per image (file, class, probability, p_<class>...)."""
+    from ..imageio import read_image
+
+    model = as_model(model)
+    rows = []
+    for path in paths:
+        label, probabilities = model.predict(read_image(path), axes=axes)
+        rows.append({"file": str(path), "class": label, "probability": round(float(probabilities.max()), 4),
+                     **{f"p_{name}": round(float(p), 4) for name, p in zip(model.class_names, probabilities)}})
+    return rows
