@@ -17,9 +17,10 @@ def is_instance_op(name: str) -> bool:
     return name in INSTANCE
 
 
-def output_ops(spec, raw: bool = False) -> list:
-    """The output's post-processing ops; with ``raw`` only those that act pixel by pixel."""
-    return [op for op in spec.outputs[0].postprocessing if not (raw and is_instance_op(op.op))]
+def output_ops(spec, raw: bool = False, index: int = 0) -> list:
+    """An output's post-processing ops (the first's by default); with ``raw`` only those that
+    act pixel by pixel."""
+    return [op for op in spec.outputs[index].postprocessing if not (raw and is_instance_op(op.op))]
 
 
 def makes_instances(spec) -> bool:

@@ -23,6 +23,8 @@ from .errors import SpecError, storage
 SPEC_FILE = "zoo.yaml"
 FORMAT_VERSION = "0.1"
 ONNX_GRAPH = "onnx-graph"    # the architecture id of a package that is an ONNX graph alone
+TORCHSCRIPT = "torchscript"  # the architecture id of a package that is a TorchScript module alone (imported)
+FOREIGN = (ONNX_GRAPH, TORCHSCRIPT)   # networks without trainable zoo weights: run, never fine-tuned
 MAX_YAML_BYTES = 1 << 20     # a spec is a few kB; the shipped ones are under 14 kB
 MAX_YAML_DEPTH = 32          # nesting of mappings and lists; the shipped specs nest 8 deep
 
@@ -56,6 +58,9 @@ class TensorSpec:
     postprocessing: list[Op] = field(default_factory=list)
     description: str | None = None
     grey: str | None = None          # "repeat": a grey image is repeated into every channel
+    batch: int | None = None         # the largest batch the network takes (an imported graph fixed to 1); None: any
+    scale: list[float] | None = None     # an output's pixels per input pixel, per spatial axis (default 1)
+    offset: list[int] | None = None      # pixels an output has beyond size * scale (negative: cropped), per axis
 
     @property
     def spatial_axes(self) -> str:
@@ -65,6 +70,11 @@ class TensorSpec:
     def n_channels(self) -> int:
         return len(self.channels) if self.channels else 1
 
+    @property
+    def resized(self) -> bool:
+        """An output whose spatial size is not the input's (scaled, or cropped by an offset)."""
+        return any(float(s) != 1.0 for s in self.scale or []) or any(int(o) != 0 for o in self.offset or [])
+
     @classmethod
     def from_dict(cls, d: dict) -> "TensorSpec":
         shape = d.get("shape") or {}
@@ -73,7 +83,8 @@ class TensorSpec:
             shape_min=shape.get("min"), shape_step=shape.get("step"), halo=d.get("halo"),
             preprocessing=[Op.from_dict(o) for o in d.get("preprocessing", [])],
             postprocessing=[Op.from_dict(o) for o in d.get("postprocessing", [])],
-            description=d.get("description"), grey=d.get("grey"),
+            description=d.get("description"), grey=d.get("grey"), batch=d.get("batch"),
+            scale=(d.get("size") or {}).get("scale"), offset=(d.get("size") or {}).get("offset"),
         )
 
     def to_dict(self) -> dict:
@@ -89,6 +100,11 @@ class TensorSpec:
             d["shape"] = {"min": list(self.shape_min), "step": list(self.shape_step or [0] * len(self.shape_min))}
         if self.halo is not None:
             d["halo"] = list(self.halo)
+        if self.batch is not None:
+            d["batch"] = self.batch
+        if self.scale is not None or self.offset is not None:
+            n = len(self.spatial_axes)
+            d["size"] = {"scale": list(self.scale or [1] * n), "offset": list(self.offset or [0] * n)}
         if self.preprocessing:
             d["preprocessing"] = [o.to_dict() for o in self.preprocessing]
         if self.postprocessing:
@@ -117,6 +133,7 @@ class Weights:
     safetensors: FileRef | None
     onnx: FileRef | None = None
     onnx_opset: int | None = None
+    torchscript: FileRef | None = None     # an imported TorchScript module (architecture ``torchscript``)
 
     @classmethod
     def from_dict(cls, d: dict) -> "Weights":
@@ -125,16 +142,19 @@ class Weights:
             safetensors=FileRef.from_dict(d["safetensors"]) if d.get("safetensors") else None,
             onnx=FileRef.from_dict(onnx) if onnx else None,
             onnx_opset=onnx.get("opset") if onnx else None,
+            torchscript=FileRef.from_dict(d["torchscript"]) if d.get("torchscript") else None,
         )
 
     def to_dict(self) -> dict:
         d: dict[str, Any] = {"safetensors": self.safetensors.to_dict()} if self.safetensors else {}
         if self.onnx:
             d["onnx"] = {**self.onnx.to_dict(), "opset": self.onnx_opset}
+        if self.torchscript:
+            d["torchscript"] = self.torchscript.to_dict()
         return d
 
     def files(self) -> list[FileRef]:
-        return [f for f in (self.safetensors, self.onnx) if f is not None]
+        return [f for f in (self.safetensors, self.onnx, self.torchscript) if f is not None]
 
 
 @dataclass
@@ -206,7 +226,7 @@ class Spec:
     def graph_only(self) -> bool:
         """An ONNX graph without trainable weights (imported): ONNX Runtime runs it; torch,
         fine-tuning and the PyTorch export cannot."""
-        return self.architecture_id == ONNX_GRAPH
+        return self.architecture_id in FOREIGN
 
     @classmethod
     def from_dict(cls, d: dict) -> "Spec":
@@ -344,8 +364,10 @@ def _semantic_problems(data: dict) -> list[str]:
             where = f"{group}[{i}]"
             n_spatial = sum(a in "zyx" for a in t.get("axes", ""))
             shape = t.get("shape") or {}
+            size = t.get("size") or {}
             for key, values in (("shape.min", shape.get("min")), ("shape.step", shape.get("step")),
-                                ("halo", t.get("halo"))):
+                                ("halo", t.get("halo")), ("size.scale", size.get("scale")),
+                                ("size.offset", size.get("offset"))):
                 if values is not None and len(values) != n_spatial:
                     problems.append(f"{where}.{key}: has {len(values)} entries but axes "
                                     f"'{t['axes']}' has {n_spatial} spatial axes")
@@ -354,12 +376,16 @@ def _semantic_problems(data: dict) -> list[str]:
                 problems.append(f"{where}.channels: {len(channels)} channels named but axes "
                                 f"'{t['axes']}' has no 'c' axis")
     weights = data.get("weights") or {}
-    graph = (data.get("architecture") or {}).get("id") == ONNX_GRAPH
-    if graph and weights and ("safetensors" in weights or "onnx" not in weights):
+    arch_id = (data.get("architecture") or {}).get("id")
+    if arch_id == ONNX_GRAPH and weights and ("safetensors" in weights or "onnx" not in weights):
         problems.append(f"weights: an '{ONNX_GRAPH}' package holds weights.onnx and no safetensors")
-    if not graph and data.get("kind") == "package" and weights and "safetensors" not in weights:
-        problems.append(f"weights.safetensors: required for architecture '{(data.get('architecture') or {}).get('id')}' "
-                        f"(only an '{ONNX_GRAPH}' package may hold an ONNX graph alone)")
+    if arch_id == TORCHSCRIPT and weights and ("safetensors" in weights or "torchscript" not in weights):
+        problems.append(f"weights: a '{TORCHSCRIPT}' package holds a TorchScript module and no safetensors")
+    if arch_id not in FOREIGN and data.get("kind") == "package" and weights and "safetensors" not in weights:
+        problems.append(f"weights.safetensors: required for architecture '{arch_id}' "
+                        f"(only an '{ONNX_GRAPH}' or '{TORCHSCRIPT}' package may hold a network alone)")
+    if arch_id not in FOREIGN and "torchscript" in weights:
+        problems.append(f"weights.torchscript: only a '{TORCHSCRIPT}' package holds a TorchScript module")
     for i, t in enumerate(data.get("inputs", [])):
         if "yx" not in t.get("axes", "yx"):
             problems.append(f"inputs[{i}].axes: '{t['axes']}' has no space axes: inputs are images (yx or zyx)")

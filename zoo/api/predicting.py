@@ -34,7 +34,7 @@ def predict_file(model, source: str | Path, target: str | Path, *, axes: str | N
                  overwrite: bool = False, progress: Callable[[int, int], None] | None = None,
                  uncertainty: bool = False, ensemble: Sequence = (), tta: bool = True) -> FilePrediction:
     """Predict an image file into ``target``: streamed block by block into .tif, .npy or .zarr,
-    else (PNG, or ``uncertainty``) in memory. The output format is checked before any work, and
+    else (PNG, ``uncertainty``, or a network whose output is resized) in memory. The output format is checked before any work, and
     an existing ``target`` is replaced only with ``overwrite`` (never the input, a folder, or an
     OME-Zarr another tool wrote)."""
     import numpy as np
@@ -48,7 +48,7 @@ def predict_file(model, source: str | Path, target: str | Path, *, axes: str | N
     options = dict(tile=tile, batch_size=batch_size, blend=blend, progress=progress, raw=raw)
     check_output(target, overwrite, source)              # before the work (the stream checks again at the end)
     image, stated = open_lazy(source)
-    if target.suffix.lower() in STREAM_SUFFIXES and not uncertainty:
+    if target.suffix.lower() in STREAM_SUFFIXES and not uncertainty and model.predictor.streams:
         shape = model.predict_file(source, target, axes=axes, overwrite=overwrite, opened=(image, stated), **options)
         return FilePrediction(target, tuple(shape), None, True, source=image, source_axes=stated)
     done = FilePrediction(target, (), None, False, source=image, source_axes=stated)

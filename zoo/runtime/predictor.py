@@ -17,7 +17,7 @@ import numpy as np
 from .. import opnames, tasks
 from ..architectures import import_target
 from ..errors import InputError
-from . import layout, memory, ops, tiling
+from . import geometry, layout, memory, ops, tiling
 
 log = logging.getLogger("zoo")
 
@@ -46,6 +46,28 @@ class Predictor:
         """Whether predictions are instance label images."""
         return opnames.makes_instances(self.spec)
 
+    @property
+    def several(self) -> bool:
+        """Several input or output tensors: predictions take and give dicts keyed by tensor name."""
+        return len(self.spec.inputs) > 1 or len(self.spec.outputs) > 1
+
+    @property
+    def streams(self) -> bool:
+        """Whether a file can be predicted block by block (one tensor in and out, on one grid)."""
+        return geometry.plain(self.spec) or (not self.several and not self.spec.outputs[0].resized)
+
+    def network(self):
+        """The runner as the tiler calls it (:mod:`zoo.runtime.geometry`): itself for a plain
+        network, adapted for fixed sizes, several tensors or resized outputs."""
+        return self.runner if geometry.plain(self.spec) else geometry.NetworkCall(self.spec, self.runner)
+
+    def zoom(self) -> list[float] | None:
+        """Output pixels per input pixel, per spatial axis (None: the input's grid)."""
+        if geometry.plain(self.spec):
+            return None
+        zoom, _ = geometry.output_geometry(self.spec)
+        return None if all(z == 1 for z in zoom) else [float(z) for z in zoom]
+
     # ------------------------------------------------------------------ prediction
     def predict(self, image: np.ndarray, axes: str | None = None, tile: Tile = None, batch_size: int | None = None,
                 blend: int | None = None, progress: Progress = None, raw: bool = False) -> np.ndarray:
@@ -53,6 +75,9 @@ class Predictor:
         classifier gives ``(class name, probabilities)``."""
         if self._strategy is not None:
             return self._strategy.predict(self, image, axes)
+        if self.several or isinstance(image, dict):
+            return self.predict_many(image, axes, tile=tile, batch_size=batch_size, blend=blend, progress=progress,
+                                     raw=raw)
         x, natural = self.to_tensor(image, axes)
         y = self.predict_tensor(x, tile=tile, batch_size=batch_size, blend=blend, progress=progress, raw=raw)
         return layout.from_tensor(y, natural)
@@ -68,16 +93,63 @@ class Predictor:
         ``raw`` skips the instance ops. A classifier gives ``b, n_classes`` (``raw``: logits)."""
         if self._strategy is not None:
             return self._strategy.predict_tensor(self, x, raw)
-        inp, out = self.spec.inputs[0], self.spec.outputs[0]
-        n = len(inp.spatial_axes)
-        if x.ndim != n + 2:
-            raise InputError(f"expected a tensor with axes '{inp.axes}' ({n + 2} dimensions), got shape {x.shape}")
-        layout.check_finite(x)
+        if self.several:
+            raise InputError(f"{self.spec.ref} has several input or output tensors "
+                             f"({', '.join(t.name for t in self.spec.inputs + self.spec.outputs)}): use "
+                             "predict_tensors with a dict of tensors by name")
+        return self.predict_tensors({self.spec.inputs[0].name: x}, tile=tile, batch_size=batch_size, blend=blend,
+                                    progress=progress, raw=raw)[self.spec.outputs[0].name]
+
+    def predict_tensors(self, xs: dict, tile: Tile = None, batch_size: int | None = None,
+                        blend: int | None = None, progress: Progress = None, raw: bool = False) -> dict:
+        """Float32 tensors by input name (``b, c, *spatial``, one spatial shape) -> outputs by name."""
+        inputs, outputs = self.spec.inputs, self.spec.outputs
+        if self._strategy is not None and inputs[0].name in xs:
+            return {outputs[0].name: self._strategy.predict_tensor(self, xs[inputs[0].name], raw)}
+        missing = [t.name for t in inputs if t.name not in xs]
+        unknown = [k for k in xs if k not in {t.name for t in inputs}]
+        if missing or unknown:
+            raise InputError(f"{self.spec.ref} takes the inputs {', '.join(t.name for t in inputs)}; "
+                             + (f"missing: {', '.join(missing)}" if missing else f"unknown: {', '.join(unknown)}"))
+        n = len(inputs[0].spatial_axes)
         context: ops.Context = {}
-        x = ops.apply(inp.preprocessing, x.astype(np.float32, copy=False), context, inp.name, ops.PREPROCESSING)
+        prepared = []
+        for inp in inputs:
+            x = xs[inp.name]
+            if x.ndim != n + 2:
+                raise InputError(f"input {inp.name}: expected a tensor with axes '{inp.axes}' ({n + 2} dimensions), "
+                                 f"got shape {x.shape}")
+            layout.check_finite(x)
+            prepared.append(ops.apply(inp.preprocessing, x.astype(np.float32, copy=False), context, inp.name,
+                                      ops.PREPROCESSING))
+        shapes = {(p.shape[0],) + p.shape[2:] for p in prepared}
+        if len(shapes) > 1:
+            raise InputError(f"{self.spec.ref}: the inputs {', '.join(t.name for t in inputs)} must have one batch and "
+                             f"spatial shape; got {', '.join(str(p.shape) for p in prepared)}")
+        x = prepared[0] if len(prepared) == 1 else np.concatenate(prepared, axis=1)
         plans, batch_size = self.plan_tiles(x.shape[2:], tile, batch_size, blend)
-        y = tiling.predict_planned(self.runner, x, plans, batch_size=batch_size, progress=progress)
-        return ops.apply(opnames.output_ops(self.spec, raw), y, context, out.name, ops.POSTPROCESSING)
+        network = self.network()
+        y = tiling.predict_planned(network, x, plans, batch_size=batch_size, progress=progress, zoom=self.zoom())
+        parts = network.split_outputs(y) if isinstance(network, geometry.NetworkCall) else [y]
+        return {out.name: ops.apply(opnames.output_ops(self.spec, raw, i), part, context, out.name, ops.POSTPROCESSING)
+                for i, (out, part) in enumerate(zip(outputs, parts))}
+
+    def predict_many(self, images: dict, axes: dict | str | None = None, **options) -> dict:
+        """Images by input name in their natural layout -> outputs by name in the same layout
+        (``axes``: one string for all, or a dict by input name)."""
+        if not isinstance(images, dict):
+            raise InputError(f"{self.spec.ref} takes several inputs ({', '.join(t.name for t in self.spec.inputs)}): "
+                             "give a dict of images by input name")
+        xs, natural = {}, None
+        for inp in self.spec.inputs:
+            if inp.name not in images:
+                raise InputError(f"{self.spec.ref}: no image for input '{inp.name}' (it takes "
+                                 f"{', '.join(t.name for t in self.spec.inputs)})")
+            given = axes.get(inp.name) if isinstance(axes, dict) else axes
+            xs[inp.name], layout_ = layout.tensor_for(images[inp.name], given, inp)
+            natural = natural or layout_
+        ys = self.predict_tensors(xs, **options)
+        return {name: layout.from_tensor(y, natural) for name, y in ys.items()}
 
     def predict_file(self, source, target, axes: str | None = None, tile: Tile = None,
                      batch_size: int | None = None, blend: int | None = None, progress: Progress = None,
@@ -97,6 +169,13 @@ class Predictor:
         inp = self.spec.inputs[0]
         n = len(inp.spatial_axes)
         halo, step, minimum = inp.halo or [0] * n, inp.shape_step or [1] * n, inp.shape_min or [1] * n
+        fixed = geometry.fixed_sizes(self.spec)
+        if fixed is not None:      # tiles of exactly the network's size (the last padded by reflection)
+            if tile is not None and list([tile] * n if isinstance(tile, int) else tile) != fixed:
+                log.info("tile %s ignored: %s takes tiles of %s only", tile, self.spec.ref, fixed)
+            tile = fixed
+        if inp.batch is not None:
+            batch_size = min(batch_size or inp.batch, inp.batch)
         if tile is None or batch_size is None:
             margins = [tiling.plan_axis(s, 1 << 30, h, st, m, blend).margin
                        for s, h, st, m in zip(spatial, halo, step, minimum)]

@@ -141,6 +141,7 @@ class OnnxRunner:
         self.provider = self.session.get_providers()[0]
         self.on_gpu = self.provider != "CPUExecutionProvider"
         self._input = self.session.get_inputs()[0].name
+        self._inputs = [i.name for i in self.session.get_inputs()]
         log.info("ONNX Runtime provider: %s (of %s)", self.provider, ", ".join(self.session.get_providers()))
 
     @classmethod
@@ -155,18 +156,71 @@ class OnnxRunner:
         x = np.ascontiguousarray(batch, dtype=np.float32)
         return self.session.run(None, {self._input: x})[0]
 
+    def run_many(self, batches: list[np.ndarray]) -> list[np.ndarray]:
+        """A graph with several inputs and outputs, in the graph's order."""
+        feeds = {name: np.ascontiguousarray(b, dtype=np.float32) for name, b in zip(self._inputs, batches)}
+        return list(self.session.run(None, feeds))
+
     def bytes_per_pixel(self, probe: tuple[int, ...]) -> float:
         from .memory import onnx_bytes_per_pixel
 
         return onnx_bytes_per_pixel(self.path, probe)
 
 
-RUNTIMES = {"torch": TorchRunner, "onnx": OnnxRunner}
+class TorchScriptRunner:
+    """Runs an imported TorchScript module (``torch.jit.load``) on the chosen device.
+
+    TorchScript is code: the module's TorchScript program runs in torch's interpreter (not
+    Python; it cannot import modules). A package holds one only when its importer asked for it
+    (``zoo import bioimageio --weights torchscript``); see SECURITY.md."""
+
+    name = "torchscript"
+
+    def __init__(self, path: Path, device: str = "auto"):
+        import torch
+
+        self._torch = torch
+        self.device = devices.torch_device(device)
+        self.on_gpu = self.device.type == "cuda"
+        self.path = Path(path)
+        self.module = torch.jit.load(str(path), map_location=self.device).eval()
+
+    @classmethod
+    def from_package(cls, spec, root: Path, device: str = "auto") -> "TorchScriptRunner":
+        if spec.weights.torchscript is None:
+            from ..errors import NotFoundError
+
+            raise NotFoundError(f"{spec.ref} has no TorchScript weights; use runtime='onnx' or 'torch'")
+        return cls(Path(root) / spec.weights.torchscript.file, device)
+
+    def run_many(self, batches: list[np.ndarray]) -> list[np.ndarray]:
+        torch = self._torch
+        with torch.inference_mode():
+            out = self.module(*[torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32)).to(self.device)
+                                for b in batches])
+        outs = out if isinstance(out, (tuple, list)) else [out]
+        return [np.ascontiguousarray(o.float().cpu().numpy()) for o in outs]
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.run_many([batch])[0]
+
+    def bytes_per_pixel(self, probe: tuple[int, ...]) -> float:
+        from .memory import FALLBACK_BYTES_PER_PIXEL
+
+        return float(FALLBACK_BYTES_PER_PIXEL)
+
+
+RUNTIMES = {"torch": TorchRunner, "onnx": OnnxRunner, "torchscript": TorchScriptRunner}
 
 
 def create(spec, root: Path, runtime: str = "onnx", device: str = "auto") -> Runner:
+    """The runner of ``runtime`` for a package. An imported TorchScript module runs only as
+    TorchScript: ``onnx`` (the default) and ``torch`` name it for such a package."""
     if runtime not in RUNTIMES:
         from ..errors import InputError
 
         raise InputError(f"unknown runtime '{runtime}': expected one of {', '.join(RUNTIMES)}")
+    weights = spec.weights
+    if weights is not None and weights.torchscript is not None and weights.onnx is None:
+        runtime = "torchscript"
     return RUNTIMES[runtime].from_package(spec, root, device)

@@ -179,7 +179,7 @@ def predict_file(model, source: str | Path, target: str | Path, axes: str | None
     try:
         with storage(f"write {target}"):
             target.parent.mkdir(parents=True, exist_ok=True)
-            tiling.run_tiles(model.runner, read, write, (layout.n_images, inp.n_channels) + layout.spatial_shape,
+            tiling.run_tiles(model.network(), read, write, (layout.n_images, inp.n_channels) + layout.spatial_shape,
                              plans, batch_size=batch_size, prepare=prepare, progress=progress)
             return sink.commit()
     except BaseException:
@@ -245,7 +245,7 @@ def _predict_instances(model, source: Path, target: Path, axes, tile, batch_size
                     if progress:
                         progress(offset + done, total)
 
-                tiling.run_tiles(model.runner, lambda b, region, first=first: read(first + b, region), write,
+                tiling.run_tiles(model.network(), lambda b, region, first=first: read(first + b, region), write,
                                  (count, inp.n_channels) + layout.spatial_shape, plans, batch_size=batch_size,
                                  prepare=prepare, progress=report)
                 labeller.finish()

@@ -12,12 +12,18 @@ is padded in memory, so a tile is read from a lazy source (memory map, Zarr) as 
 Tiles run in raster order and their weighted outputs are summed into a band along the first
 spatial axis; each band is handed to a writer as soon as no later tile can touch it, so memory
 is set by one band and one batch of tiles, not by the image.
+
+An output may be on another grid than the input (``zoom``: output pixels per input pixel, e.g.
+4 for a 4x upsampling network, 1/2 for one that halves the size). The plan stays in input
+pixels; regions, crops and ramps are carried onto the output grid, so the zoom must turn the
+tile grid into whole output pixels (``step * zoom`` an integer).
 """
 from __future__ import annotations
 
 import itertools
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -158,18 +164,42 @@ def _jobs(plans: Sequence[AxisPlan], n_images: int) -> Iterator[tuple[int, int, 
                 yield row, b, (row,) + rest
 
 
+def _zoomed(value: int, zoom: Fraction) -> int:
+    """An input-grid position on the output grid (a partial output pixel counts)."""
+    return math.ceil(value * zoom)
+
+
+def zooms_of(zoom: Sequence[float] | None, n: int) -> list[Fraction]:
+    """Exact zoom factors (``None``: 1 along every axis)."""
+    return [Fraction(1)] * n if zoom is None else [Fraction(z).limit_denominator(64) for z in zoom]
+
+
+def check_zoom(plans: Sequence[AxisPlan], zooms: Sequence[Fraction]) -> None:
+    """Every core, halo and blend must land on whole output pixels."""
+    for axis, (plan_, z) in enumerate(zip(plans, zooms)):
+        if z != 1 and any((v * z).denominator != 1 for v in (plan_.core, plan_.halo, plan_.blend)):
+            raise InputError(f"spatial axis {axis}: tiles of {plan_.core} px with a halo of {plan_.halo} px do not "
+                             f"land on whole pixels of an output {float(z):g}x the input's size; choose a tile "
+                             f"that is a multiple of {z.denominator}")
+
+
 def run_tiles(run: Callable[[np.ndarray], np.ndarray], read: Reader, write: Writer,
               shape: Sequence[int], plans: Sequence[AxisPlan], batch_size: int = 1,
               prepare: Callable[[np.ndarray, list[int]], np.ndarray] | None = None,
-              progress: Callable[[int, int], None] | None = None) -> None:
+              progress: Callable[[int, int], None] | None = None,
+              zoom: Sequence[float] | None = None) -> None:
     """Predict an image of ``shape`` (``b, c, *spatial``) tile by tile, from ``read`` to ``write``.
 
     ``prepare(tiles, images)`` is applied to every batch of tiles before the network, with the
-    image index of each tile (pointwise pre-processing of a streamed image). ``write`` receives finished bands in order along the first spatial axis.
+    image index of each tile (pointwise pre-processing of a streamed image). ``write`` receives
+    finished bands in order along the first spatial axis, in output pixels (``zoom``).
     """
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, got {batch_size}")
     n_images, spatial = shape[0], tuple(shape[2:])
+    zooms = zooms_of(zoom, len(plans))
+    check_zoom(plans, zooms)
+    out_spatial = tuple(_zoomed(s, z) for s, z in zip(spatial, zooms))
     total = n_images * math.prod(p.n for p in plans)
     band: _Band | None = None
     jobs = _jobs(plans, n_images)
@@ -180,27 +210,34 @@ def run_tiles(run: Callable[[np.ndarray], np.ndarray], read: Reader, write: Writ
         if prepare is not None:
             tiles = prepare(tiles, [b for _, b, _ in chunk])
         pred = run(tiles)
-        if pred.ndim != tiles.ndim or pred.shape[0] != tiles.shape[0] or pred.shape[2:] != tiles.shape[2:]:
+        expected = tuple(int(t * z) for t, z in zip(tiles.shape[2:], zooms))
+        if pred.ndim != tiles.ndim or pred.shape[0] != tiles.shape[0] or pred.shape[2:] != expected:
             raise ZooError(f"the network returned shape {pred.shape} for tiles of shape {tiles.shape}: tiled "
-                           "prediction needs outputs of the same batch and spatial size as the input")
+                           f"prediction needs outputs of the same batch and spatial size as the input (times the "
+                           f"zoom): {expected}")
         if band is None:
-            band = _Band((n_images, pred.shape[1], spatial[0]) + spatial[1:])
+            band = _Band((n_images, pred.shape[1]) + out_spatial)
         for k, (_, b, index) in enumerate(chunk):
             region, crop, weight = [], [], np.ones((1,) * len(plans), np.float32)
-            for axis, (i, plan) in enumerate(zip(index, plans)):
-                lo, hi = plan.kept(i)
-                origin = i * plan.core - plan.margin
-                region.append(slice(lo, hi))
-                crop.append(slice(lo - origin, hi - origin))
+            for axis, (i, plan_, z) in enumerate(zip(index, plans, zooms)):
+                lo, hi = plan_.kept(i)
+                origin = i * plan_.core - plan_.margin
+                out_lo, out_hi = int(lo * z), _zoomed(hi, z)
+                region.append(slice(out_lo, out_hi))
+                start = int((lo - origin) * z)
+                crop.append(slice(start, start + out_hi - out_lo))
+                ramp = plan_.weights(i)
+                if z != 1:     # each output pixel takes the ramp of the input pixel it lies in
+                    ramp = ramp[np.minimum((np.arange(out_hi - out_lo) / z).astype(int), len(ramp) - 1)]
                 shape_ = [1] * len(plans)
-                shape_[axis] = hi - lo
-                weight = weight * plan.weights(i).reshape(shape_)
+                shape_[axis] = out_hi - out_lo
+                weight = weight * ramp.reshape(shape_)
             band.add(b, tuple(region), pred[(k, slice(None)) + tuple(crop)] * weight)
         row, b, index = chunk[-1]
         row_complete = b == n_images - 1 and all(i == p.n - 1 for i, p in zip(index[1:], plans[1:]))
         finished_row = row if row_complete else row - 1
         if finished_row >= 0:
-            band.flush(plans[0].final_after(finished_row), write)
+            band.flush(_zoomed(plans[0].final_after(finished_row), zooms[0]), write)
         done += len(chunk)
         if progress:
             progress(done, total)
@@ -223,15 +260,17 @@ def predict_tiled(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, *, til
 
 
 def predict_planned(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, plans: Sequence[AxisPlan],
-                    batch_size: int = 1, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """:func:`predict_tiled` with the tiling already planned."""
+                    batch_size: int = 1, progress: Callable[[int, int], None] | None = None,
+                    zoom: Sequence[float] | None = None) -> np.ndarray:
+    """:func:`predict_tiled` with the tiling already planned (``zoom``: see :func:`run_tiles`)."""
     result: list[np.ndarray] = []
+    out_spatial = tuple(_zoomed(s, z) for s, z in zip(x.shape[2:], zooms_of(zoom, x.ndim - 2)))
 
     def write(region: Region, values: np.ndarray) -> None:
         if not result:
-            result.append(np.empty(x.shape[:1] + values.shape[1:2] + x.shape[2:], np.float32))
+            result.append(np.empty(x.shape[:1] + values.shape[1:2] + out_spatial, np.float32))
         result[0][(slice(None), slice(None)) + region] = values
 
     run_tiles(run, lambda b, region: x[(b, slice(None)) + region], write, x.shape, plans,
-              batch_size=batch_size, progress=progress)
+              batch_size=batch_size, progress=progress, zoom=zoom)
     return result[0]
