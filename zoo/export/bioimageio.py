@@ -8,6 +8,14 @@ would feed the network other numbers). Output ops are mapped up to the first tha
 equivalent (restoring the input's intensity scale, the instance steps); that one and the rest
 are left out, reported, and written into the documentation, and the exported test outputs
 stop there.
+
+Three weight formats, each runnable without bioimage-zoo: ``onnx`` (the package's graph),
+``pytorch_state_dict`` (the weights in torch's own format, its architecture a standalone source
+file that imports torch only, assembled by :mod:`zoo.export.torch_source` from the
+architecture's own network code), and ``torchscript`` (that standalone network traced, for
+deepImageJ, QuPath and Fiji). The export checks that the standalone network loads the weights
+strictly and reproduces the ONNX graph's output, and that the traced one reproduces it at a
+second input size.
 """
 from __future__ import annotations
 
@@ -18,14 +26,16 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .. import architectures, spec as specs
-from ..errors import InputError
+from .. import architectures, opnames, spec as specs
+from ..errors import InputError, IntegrityError
 from ..hashing import sha256_file
 from ..package import files, readers
 from ..runtime import ops
 
 FORMAT_VERSION = "0.5.4"
 STATE_DICT = "weights/model.pt"
+ARCHITECTURE_SOURCE = "weights/network.py"
+TORCHSCRIPT = "weights/model_torchscript.pt"
 NETWORK_OUTPUT = "test/output_network.npy"
 CHANNELS_LAST_ONNX = "weights/model_channels_last.onnx"
 SAMPLE_INPUT, SAMPLE_OUTPUT = "sample_input.tif", "sample_output.tif"
@@ -136,7 +146,9 @@ def export(package: str | Path, out: str | Path) -> tuple[Path, Report]:
     x = np.load(files.safe_join(root, spec.test.inputs[0].file), allow_pickle=False)
     pre = _preprocessing(inp, report)
     post, n_post = _postprocessing(outp, report)
-    y = _network_output(spec, root, x, outp.postprocessing[:n_post])
+    x_net = ops.apply(inp.preprocessing, x.astype(np.float32), {}, inp.name, ops.PREPROCESSING)
+    raw = _network_output(spec, root, x_net)
+    y = ops.apply(outp.postprocessing[:n_post], raw, {}, outp.name, ops.POSTPROCESSING)
     instances = _instance_op(outp, n_post, y, report)
     if instances:                 # bioimage.io's own instance step: a label image, b, *spatial, c
         post.append(instances[0])
@@ -168,11 +180,11 @@ def export(package: str | Path, out: str | Path) -> tuple[Path, Report]:
                      "test_tensor": {"source": NETWORK_OUTPUT, "sha256": sha256_file(out / NETWORK_OUTPUT)},
                      "sample_tensor": {"source": SAMPLE_OUTPUT, "sha256": sha256_file(out / SAMPLE_OUTPUT)},
                      "data": {"type": "int32" if instances else "float32"}, "postprocessing": post}],
-        "weights": _weights(spec, root, out, channels_last=bool(instances)),
+        "weights": _weights(spec, root, out, x_net, raw, report, channels_last=bool(instances)),
         "config": {"bioimageio": {"reproducibility_tolerance": [
             {"relative_tolerance": 1e-3, "absolute_tolerance": float(max(1e-4, 2e-3 * np.ptp(y))),
              "mismatched_elements_per_million": 100}]},
-            "bioimage-zoo": {"ref": spec.ref, "unmapped_ops": report.unmapped, **_lineage(spec),
+            "bioimage-zoo": {"ref": spec.ref, "unmapped_ops": report.unmapped, **_lineage(spec), **_architecture(spec),
                              "postprocessing": [{"op": op.op, "params": op.params} for op in outp.postprocessing]}},
     }
     if spec.training and spec.training.data.get("description"):
@@ -180,9 +192,19 @@ def export(package: str | Path, out: str | Path) -> tuple[Path, Report]:
     outp_channels = ["labels"] if instances else list(outp.channels or [])
     if len(outp_channels) == n_out:
         next(a for a in rdf["outputs"][0]["axes"] if a["type"] == "channel")["channel_names"] = outp_channels
-    (out / "documentation.md").write_text(_documentation(spec, root, report), encoding="utf-8")
+    (out / "documentation.md").write_text(_documentation(spec, root, report, rdf["weights"]), encoding="utf-8")
     (out / "rdf.yaml").write_text(yaml.safe_dump(rdf, sort_keys=False), encoding="utf-8")
     return out / "rdf.yaml", report
+
+
+def _architecture(spec) -> dict:
+    """The zoo architecture the state dict belongs to: bioimage.io's entry names the standalone
+    source file, so this is how bioimage-zoo recognises its own export when importing it back
+    (and builds the network from the installed code, running nothing from the package)."""
+    if spec.graph_only:
+        return {}
+    return {"architecture": {"id": spec.architecture_id, "network": architectures.get(spec.architecture_id).network,
+                             "params": dict(spec.architecture_params)}}
 
 
 def _training_data(spec) -> dict:
@@ -210,10 +232,14 @@ def _lineage(spec) -> dict:
     return out
 
 
-def _weights(spec, root: Path, out: Path, channels_last: bool = False) -> dict:
-    """The ONNX graph as it is; the state dict (unless the package is a graph alone) in torch's own
-    format, loadable with ``weights_only=True``, its architecture an importable callable.
-    ``channels_last``: both give ``b, *spatial, c`` (what bioimage.io's StarDist op expects back)."""
+def _weights(spec, root: Path, out: Path, x: np.ndarray, expected: np.ndarray, report: Report,
+             channels_last: bool = False) -> dict:
+    """The ONNX graph as it is; unless the package is a graph alone, the state dict in torch's own
+    format (loadable with ``weights_only=True``) with its architecture as a standalone source
+    file, and that network traced to TorchScript. ``x``: the preprocessed test input,
+    ``expected``: the ONNX graph's output on it, which both torch formats must reproduce.
+    ``channels_last``: every format gives ``b, *spatial, c`` (what bioimage.io's StarDist op
+    expects back)."""
     weights = {"onnx": {"source": spec.weights.onnx.file, "sha256": spec.weights.onnx.sha256,
                         "opset_version": spec.weights.onnx_opset}}
     if channels_last:
@@ -228,16 +254,78 @@ def _weights(spec, root: Path, out: Path, channels_last: bool = False) -> dict:
         return weights
     import torch
 
-    torch.save(readers.state_dict(files.safe_join(root, spec.weights.safetensors.file)), out / STATE_DICT)
-    module, _, attr = architectures.get(spec.architecture_id).network.partition(":")
+    from . import torch_source
+
+    state = readers.state_dict(files.safe_join(root, spec.weights.safetensors.file))
+    torch.save(state, out / STATE_DICT)
+    target = architectures.get(spec.architecture_id).network
+    module, _, attr = target.partition(":")
+    kwargs = {**spec.architecture_params, **({"channels_last_output": True} if channels_last else {})}
+    version = torch.__version__.split("+")[0]
     weights["onnx"]["parent"] = "pytorch_state_dict"
+    try:
+        text = torch_source.source(target, title=f"The network of {spec.ref} ({spec.architecture_id}), standalone.")
+    except torch_source.StandaloneError as e:     # e.g. a third-party architecture importing more than torch
+        report.notes.append(f"the pytorch_state_dict's architecture is imported from {module} (its code cannot be "
+                            f"made standalone: {e}), so it runs only where that is installed; no torchscript")
+        weights["pytorch_state_dict"] = {"source": STATE_DICT, "sha256": sha256_file(out / STATE_DICT),
+                                         "architecture": {"callable": attr, "import_from": module, "kwargs": kwargs},
+                                         "pytorch_version": version}
+        return weights
+    (out / ARCHITECTURE_SOURCE).write_text(text, encoding="utf-8")
+    network = torch_source.load(out / ARCHITECTURE_SOURCE, attr)(**kwargs).eval()
+    try:
+        network.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise IntegrityError(f"the standalone architecture does not load {spec.ref}'s weights: "
+                             f"{str(e).splitlines()[0][:300]}") from None
     weights["pytorch_state_dict"] = {"source": STATE_DICT, "sha256": sha256_file(out / STATE_DICT),
-                                     "architecture": {"callable": attr, "import_from": module,
-                                                      "kwargs": {**spec.architecture_params,
-                                                                 **({"channels_last_output": True}
-                                                                    if channels_last else {})}},
-                                     "pytorch_version": torch.__version__.split("+")[0]}
+                                     "architecture": {"source": ARCHITECTURE_SOURCE,
+                                                      "sha256": sha256_file(out / ARCHITECTURE_SOURCE),
+                                                      "callable": attr, "kwargs": kwargs},
+                                     "pytorch_version": version}
+    expected = np.moveaxis(expected, 1, -1) if channels_last else expected
+    steps = spec.inputs[0].shape_step or [16] * (x.ndim - 2)
+    traced = _torchscript(network, x, expected, [int(s) for s in steps], spec.ref, out / TORCHSCRIPT)
+    weights["torchscript"] = {"source": TORCHSCRIPT, "sha256": sha256_file(traced), "pytorch_version": version,
+                              "parent": "pytorch_state_dict"}
     return weights
+
+
+def _close(got: np.ndarray, expected: np.ndarray) -> bool:
+    """Within the tolerance the description declares for its test output."""
+    atol = max(1e-4, 2e-3 * float(np.ptp(expected))) if expected.size else 1e-4
+    return got.shape == expected.shape and bool(np.allclose(got, expected, rtol=1e-3, atol=atol))
+
+
+def _torchscript(network, x: np.ndarray, expected: np.ndarray, steps: list[int], ref: str, path: Path) -> Path:
+    """``network`` traced on ``x`` and saved with ``torch.jit.save``; refused unless the eager
+    network reproduces the ONNX graph's output ``expected``, and the traced one the eager one at
+    ``x`` and at another batch and size (``x`` grown by one ``steps`` per spatial axis): a trace
+    must not have recorded the sizes it saw."""
+    import warnings
+
+    import torch
+
+    sample = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    with torch.no_grad():
+        eager = network(sample).numpy()
+        if not _close(eager, expected):
+            raise IntegrityError(f"the standalone network of {ref} does not reproduce its ONNX graph's test output "
+                                 f"(largest difference {float(np.abs(eager - expected).max()):.3g})")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)     # torch 2.9+: jit is deprecated, still read
+            warnings.filterwarnings("ignore", message=".*torch.jit.*deprecated.*")
+            traced = torch.jit.trace(network, sample, check_trace=False)
+        pad = [(0, 0), (0, 0)] + [(0, min(int(s), n - 1)) for s, n in zip(steps, x.shape[2:])]
+        grown = np.pad(x[:1], pad, mode="reflect")
+        bigger = torch.from_numpy(np.concatenate([grown, grown[:, :, ::-1]]).astype(np.float32))
+        for probe in (sample, bigger):
+            if not np.allclose(traced(probe).numpy(), network(probe).numpy(), rtol=1e-5, atol=1e-5):
+                raise IntegrityError(f"the TorchScript trace of {ref} does not reproduce its network at input "
+                                     f"shape {tuple(probe.shape)}")
+    torch.jit.save(traced, str(path))
+    return path
 
 
 def _instance_op(tensor, n_post: int, y: np.ndarray, report: Report) -> tuple[dict, np.ndarray] | None:
@@ -277,15 +365,12 @@ def _instance_op(tensor, n_post: int, y: np.ndarray, report: Report) -> tuple[di
     return {"id": "stardist_postprocessing", "kwargs": kwargs}, labels
 
 
-def _network_output(spec, root: Path, x: np.ndarray, post: list) -> np.ndarray:
-    """The ONNX network's output on the preprocessed test input, then the ``post`` ops."""
+def _network_output(spec, root: Path, x: np.ndarray) -> np.ndarray:
+    """The package's ONNX graph's output on the preprocessed test input ``x``."""
     import onnxruntime as ort
 
-    inp = spec.inputs[0]
-    pre = ops.apply(inp.preprocessing, x.astype(np.float32), {}, inp.name, ops.PREPROCESSING)
     session = ort.InferenceSession(str(files.safe_join(root, spec.weights.onnx.file)), providers=["CPUExecutionProvider"])
-    y = session.run(None, {session.get_inputs()[0].name: pre})[0]
-    return ops.apply(post, y, {}, spec.outputs[0].name, ops.POSTPROCESSING)
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
 
 
 def _short(text: str | None, limit: int = 128) -> str:
@@ -294,13 +379,64 @@ def _short(text: str | None, limit: int = 128) -> str:
     return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
 
 
-def _documentation(spec, root: Path, report: Report) -> str:
+WEIGHTS_DOC = {
+    "onnx": "`{source}`: the ONNX graph (ONNX Runtime, ilastik, deepImageJ)",
+    "pytorch_state_dict": "`{source}`: the weights in torch's own format (`torch.load(..., weights_only=True)`); the "
+                          "architecture is `{arch}`, a standalone file that imports torch and the standard library "
+                          "only: `{callable}(**kwargs)` with the kwargs in rdf.yaml builds the network, no bioimage-zoo "
+                          "needed",
+    "torchscript": "`{source}`: the same network traced with `torch.jit.trace` (`torch.jit.load`; deepImageJ, QuPath, "
+                   "Fiji). Loading TorchScript runs the graph the file contains: trust the file as you would code",
+}
+
+
+def _weights_doc(weights: dict) -> list[str]:
+    lines = ["### Weights", "", "Each format reproduces the test output on its own (`bioimageio test`):", ""]
+    for name, entry in weights.items():
+        arch = entry.get("architecture") or {}
+        text = WEIGHTS_DOC.get(name, "`{source}`").format(source=entry["source"], callable=arch.get("callable"),
+                                                          arch=arch.get("source") or arch.get("import_from"))
+        if name == "pytorch_state_dict" and "import_from" in arch:
+            text = (f"`{entry['source']}`: the weights in torch's own format; the architecture is imported from "
+                    f"`{arch['import_from']}`, which must be installed")
+        lines.append(f"- `{name}`: {text}.")
+    return lines + [""]
+
+
+def _instance_doc(spec, report: Report) -> list[str]:
+    """For a model whose instance step bioimage.io cannot express: its outputs here are the raw
+    maps, and the zoo command that turns them into labels."""
+    left = [op for op in spec.outputs[0].postprocessing if f"output {spec.outputs[0].name}: {op.op}" in report.unmapped]
+    instance = [op.op for op in left if opnames.is_instance_op(op.op)]
+    if not instance:
+        return []
+    channels = ", ".join(spec.outputs[0].channels or []) or "the network's output channels"
+    return ["### Instance labels", "",
+            f"bioimage.io has no op for this model's instance step (`{instance[0]}`), so the output of this "
+            f"description is the raw maps ({channels}), not instance labels: that is what `bioimageio test`, "
+            "deepImageJ, ilastik and napari get from it. bioimage-zoo finishes the job; with the zoo package "
+            f"itself (`zoo pull {spec.ref}` where it is not in your registry yet):", "",
+            "```",
+            f"zoo predict {spec.ref} image.tif -o labels.tif            # int32 instance labels",
+            f"zoo predict {spec.ref} image.tif -o maps.tif --raw        # the raw maps, as here",
+            "```", "",
+            "or with this bioimage.io package, imported into a zoo package first (the steps are kept in "
+            "`config.bioimage-zoo.postprocessing`), from this package's folder:", "",
+            "```",
+            f"zoo import bioimageio rdf.yaml --out ../my-{spec.name}",
+            f"zoo predict ../my-{spec.name} image.tif -o labels.tif",
+            "```", ""]
+
+
+def _documentation(spec, root: Path, report: Report, weights: dict | None = None) -> str:
     card = (root / spec.documentation).read_text(encoding="utf-8") if spec.documentation else f"# {spec.name}\n"
     lines = ["", "## bioimage.io export", "",
              "Pre-processing mapped onto bioimage.io ops: " + ("; ".join(report.mapped) or "none") + ".", "",
              "Not expressible as bioimage.io ops, so not in this description (bioimage-zoo applies them: "
              "`zoo predict`): " + ("; ".join(report.unmapped) or "none") + ". The test output is therefore the "
              "network's output.", ""]
+    lines += _instance_doc(spec, report) + (_weights_doc(weights) if weights else [])
+    lines += [f"Note: {note}." for note in report.notes] + ([""] if report.notes else [])
     if "## Validation" not in card:
         lines += ["## Validation", "", "See the held-out metrics in the package's training record.", ""]
     return card + "\n".join(lines)
