@@ -107,6 +107,21 @@ def clean_python(script: str, job: dict, tmp_path: Path, timeout: int = 900) -> 
     return out["results"]
 
 
+def test_the_clean_python_really_cannot_import_zoo_and_the_guard_would_notice(tmp_path):
+    """The prelude's own check fails where bioimage-zoo is importable (site processed, so the
+    editable finder is installed): the clean tests cannot pass by accident."""
+    (tmp_path / "job.json").write_text("{}")
+    guard = PRELUDE + "\nfinish({})\n"
+    args = [guard, sysconfig.get_paths()["purelib"], str(REPO), str(tmp_path / "job.json")]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)}
+    with_site = subprocess.run([sys.executable, "-I", "-c", *args], cwd=tmp_path, env=env, capture_output=True,
+                               text=True, timeout=120)
+    assert with_site.returncode != 0 and "bioimage-zoo is importable" in with_site.stderr
+    clean = subprocess.run([sys.executable, "-I", "-S", "-c", *args], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=120)
+    assert clean.returncode == 0 and '"zoo_modules": []' in clean.stdout, clean.stderr[-2000:]
+
+
 def per_format(details: list[dict]) -> dict[str, str]:
     """Each weight format's outcome: passed when it reproduced the test output and every other
     check naming it passed too."""
@@ -125,21 +140,24 @@ def _failures(details: list[dict]) -> list[str]:
 
 # ----------------------------------------------------------------------------- the standalone source
 def test_the_standalone_architecture_of_every_standard_package_loads_its_weights_and_matches(tmp_path):
-    """For every standard package (classifiers included, whose export is refused for another
-    reason): the standalone file of its architecture, imported on its own where ``zoo`` cannot be
-    imported, builds a network that loads the package's weights strictly and gives the zoo
-    network's output to 1e-5."""
+    """For every architecture the standard zoo ships, in every configuration it ships (classifiers
+    included, whose export is refused for another reason), with the newest package's weights: the
+    standalone file, imported on its own where ``zoo`` cannot be imported, builds a network that
+    loads the weights strictly and gives the zoo network's output to 1e-5."""
     import torch
 
     from zoo import architectures, spec as specs
     from zoo.export import torch_source
     from zoo.package import files, readers
 
-    cases, shipped = {}, set()
-    for package in PACKAGES:
+    cases, shipped = {}, {}
+    for package in reversed(PACKAGES):        # newest version first: one package per architecture and params
         spec = specs.load(package)
         arch = architectures.get(spec.architecture_id)
-        shipped.add(spec.architecture_id)
+        key = json.dumps([spec.architecture_id, spec.architecture_params], sort_keys=True)
+        if key in shipped:
+            continue
+        shipped[key] = spec.architecture_id
         text = torch_source.source(arch.network)
         assert {m.split(".")[0] for m in torch_source.imports(text)} <= {"torch", "__future__", "typing"}
         folder = tmp_path / spec.name / spec.version
@@ -150,7 +168,7 @@ def test_the_standalone_architecture_of_every_standard_package_loads_its_weights
         network = arch.build_network(spec.architecture_params).eval()
         network.load_state_dict(state, strict=True)
         shape = np.load(files.safe_join(package, spec.test.inputs[0].file), mmap_mode="r").shape
-        shape = (1, spec.inputs[0].n_channels, *shape[-len(spec.inputs[0].spatial_axes):])
+        shape = (1, spec.inputs[0].n_channels, *[min(n, 64) for n in shape[-len(spec.inputs[0].spatial_axes):]])
         x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
         with torch.no_grad():
             np.save(folder / "expected.npy", network(torch.from_numpy(x)).numpy())
@@ -159,8 +177,9 @@ def test_the_standalone_architecture_of_every_standard_package_loads_its_weights
                            "kwargs": spec.architecture_params, "weights": str(folder / "weights.pt"),
                            "input": str(folder / "input.npy"), "expected": str(folder / "expected.npy")}
     # every architecture the standard zoo ships, among the registered ones
-    assert shipped <= set(architectures.available()) and {"care", "n2v", "n2v2", "unet-seg", "stardist", "cellpose",
-                                                           "classifier"} <= shipped
+    ids = set(shipped.values())
+    assert ids <= set(architectures.available()) and {"care", "n2v", "n2v2", "unet-seg", "stardist", "cellpose",
+                                                      "classifier"} <= ids
     results = clean_python(STANDALONE, {"cases": cases}, tmp_path)
     assert set(results) == set(cases)
     bad = {ref: r for ref, r in results.items() if not r["close"] or r["keys"] != [[], []]}
@@ -203,6 +222,23 @@ def test_the_standalone_source_inlines_aliases_and_keeps_torch_imports(tmp_path,
     (tmp_path / "standalone.py").write_text(text)
     network = torch_source.load(tmp_path / "standalone.py", "build")(width=4)
     assert type(network).__name__ == "UNet" and type(network).__module__.startswith("_standalone_")
+
+
+def test_an_architecture_that_cannot_be_made_standalone_is_exported_with_import_from(tmp_path, monkeypatch):
+    """A third-party architecture whose network needs more than torch: the state dict names its
+    installed module (as before), there is no TorchScript, and the report and documentation say so."""
+    from zoo.export import torch_source
+
+    def refuse(target, title=""):
+        raise torch_source.StandaloneError(f"{target.partition(':')[0]} imports numpy (line 3)")
+
+    monkeypatch.setattr(torch_source, "source", refuse)
+    rdf, report = export(FAST, tmp_path / "export")
+    weights = yaml.safe_load(rdf.read_text())["weights"]
+    assert set(weights) == {"onnx", "pytorch_state_dict"} and not (rdf.parent / "weights" / "network.py").exists()
+    assert weights["pytorch_state_dict"]["architecture"]["import_from"] == "zoo.models.unet_seg.network"
+    assert any("cannot be made standalone" in note and "imports numpy" in note for note in report.notes)
+    assert "cannot be made standalone" in (rdf.parent / "documentation.md").read_text()
 
 
 # ----------------------------------------------------------------------------- the export, validated clean
