@@ -257,3 +257,25 @@ def test_ids_that_are_not_ids_are_refused_before_any_request(site, bad):
 def test_references_name_bioimageio_by_prefix():
     assert names_bioimageio("bioimageio:affable-shark")
     assert not names_bioimageio("affable-shark") and not names_bioimageio(Path("bioimageio:x"))
+
+
+def test_offline_any_cached_import_of_the_asked_format_serves(site, monkeypatch):
+    site.artifact("tidy-volume", VOLUME)
+    path = pull_bioimageio("tidy-volume")                  # the importer's choice: onnx
+    monkeypatch.setenv("ZOO_OFFLINE", "1")
+    assert pull_bioimageio("tidy-volume", weights="onnx") == path
+    with pytest.raises(NotFoundError, match="--weights torchscript"):
+        pull_bioimageio("tidy-volume", weights="torchscript")
+
+
+def test_a_pruned_import_is_pulled_again_online_and_named_offline(site, monkeypatch):
+    import shutil
+
+    site.artifact("tidy-volume", VOLUME)
+    path = pull_bioimageio("tidy-volume")
+    shutil.rmtree(path)                                   # e.g. `zoo cache prune`
+    assert pull_bioimageio("tidy-volume") == path and path.is_dir()
+    shutil.rmtree(path)
+    monkeypatch.setenv("ZOO_OFFLINE", "1")
+    with pytest.raises(NotFoundError, match="cached import is gone or damaged"):
+        pull_bioimageio("tidy-volume")

@@ -175,7 +175,12 @@ def _reusable(note: Path, cache: Path, fingerprint: str) -> tuple[specs.Spec, Pa
 
 
 def _from_cache(model_id: str, cache: Path, note: Path, weights: str | None, reason: str) -> BioimageioPull:
+    """The cached import of ``model_id``: the one pulled with these ``weights``, else any pulled
+    import of the same format (``weights``), else, without ``weights``, any import of the id."""
     data = _read_note(note)
+    if data is None:
+        others = (_read_note(p) for p in sorted(note.parent.glob("*.json")) if p != note)
+        data = next((d for d in others if d and (weights is None or d.get("weights") == weights)), None)
     if data is None:
         from bioimageio.spec import settings
 
@@ -184,7 +189,11 @@ def _from_cache(model_id: str, cache: Path, note: Path, weights: str | None, rea
                             f"{settings.collection_http_pattern.format(bioimageio_id=model_id)}"
                             f"{', then in ' + settings.id_map if settings.id_map else ''})"
                             + (f" with --weights {weights}" if weights else ""))
-    spec, path = _cached_package(cache, data)
+    try:
+        spec, path = _cached_package(cache, data)
+    except ZooError as e:
+        raise NotFoundError(f"bioimageio:{model_id}: the cached import is gone or damaged ({e}), and it cannot be "
+                            f"downloaded again: {reason}. Pull it again online") from None
     return BioimageioPull(model_id, path, spec, None, data.get("weights"), 0, True)
 
 
