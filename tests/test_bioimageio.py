@@ -168,8 +168,11 @@ def test_unsupported_formats_and_invalid_descriptions_are_clear_errors(tmp_path)
     described["weights"] = {"torchscript": {"source": "weights.pt", "sha256": described["weights"]["pytorch_state_dict"]
                                             ["sha256"], "pytorch_version": "2.13"}}
     rdf.write_text(yaml.safe_dump(described, sort_keys=False))
-    with pytest.raises(InputError, match="importing torchscript weights is not supported yet"):
-        import_package(rdf, tmp_path / "pkg2")
+    with pytest.raises(InputError, match="TorchScript is a program.*--weights torchscript"):
+        import_package(rdf, tmp_path / "pkg2")       # code runs only when asked for
+    with pytest.raises(InputError, match="weights: bioimage-zoo imports onnx, pytorch_state_dict, torchscript, not "
+                                         "'keras_hdf5' .converting it needs tf2onnx"):
+        import_package(rdf, tmp_path / "pkg3", weights="keras_hdf5")
 
 
 def _hand_written_graph(folder: Path, size: dict | int | None = None) -> Path:
@@ -276,8 +279,37 @@ def test_a_hand_written_onnx_package_imports_runs_publishes_and_exports(tmp_path
     assert list(yaml.safe_load(rdf_back.read_text())["weights"]) == ["onnx"]
 
 
+def test_a_fixed_size_graph_predicts_tiled_at_that_size(tmp_path):
+    """A graph that takes 48x40 only (a fixed-size description) imports and predicts an image of
+    another size in tiles of exactly 48x40, the last padded by reflection; inside, the result is
+    the graph's own (its one-pixel halo declared)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    import zoo
+    from zoo.export.bioimageio_import import import_package
+
+    rdf_path = _hand_written_graph(tmp_path / "hand", size=48)
+    rdf = yaml.safe_load(rdf_path.read_text())
+    for axis in rdf["inputs"][0]["axes"][1:3]:
+        axis["size"] = 40 if axis["id"] == "x" else 48
+    rdf_path.write_text(yaml.safe_dump(rdf, sort_keys=False))
+    model = zoo.load(import_package(rdf_path, tmp_path / "pkg"))
+    assert model.spec.inputs[0].shape_min == [48, 40] and model.spec.inputs[0].shape_step == [0, 0]
+    model.test()
+    calls = []
+    runner = model.predictor.runner
+    model._runner = lambda batch: calls.append(batch.shape) or runner(batch)
+    image = (np.random.default_rng(3).random((100, 71, 2)) * 1000 + 100).astype(np.float32)
+    got = model.predict(image, axes="yxc", batch_size=2)
+    assert got.shape == (100, 71, 3) and calls and all(shape[1:] == (2, 48, 40) for shape in calls), calls
+    session = ort.InferenceSession(str(tmp_path / "hand" / "net.onnx"), providers=["CPUExecutionProvider"])
+    normalised = (image - np.float32([500.0, 600.0])) / np.float32([300.0, 250.0])
+    whole = 1 / (1 + np.exp(-session.run(None, {"raw": normalised[None].astype(np.float32)})[0][0]))
+    np.testing.assert_allclose(got[1:-1, 1:-1], whole[1:-1, 1:-1], rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("change, message", [
-    ("fixed-size", "fixed size"),
     ("external-data", "external file"),
     ("wrong-output", "does not reproduce the package's own test output"),
 ])
@@ -289,7 +321,7 @@ def test_onnx_imports_that_cannot_work_are_refused_clearly(change, message, tmp_
     from zoo.export.bioimageio_import import import_package
     from zoo.hashing import sha256_file
 
-    rdf_path = _hand_written_graph(tmp_path / "hand", size=48 if change == "fixed-size" else None)
+    rdf_path = _hand_written_graph(tmp_path / "hand")
     rdf = yaml.safe_load(rdf_path.read_text())
     folder = rdf_path.parent
     if change == "external-data":
@@ -297,9 +329,6 @@ def test_onnx_imports_that_cannot_work_are_refused_clearly(change, message, tmp_
         onnx.save(model, str(folder / "net.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
                   location="kernel.bin", size_threshold=0)
         rdf["weights"]["onnx"]["sha256"] = sha256_file(folder / "net.onnx")
-    if change == "fixed-size":
-        for axis in rdf["inputs"][0]["axes"][1:3]:
-            axis["size"] = 40 if axis["id"] == "x" else 48
     if change == "wrong-output":
         np.save(folder / "y.npy", np.load(folder / "y.npy") * 0.5)
         rdf["outputs"][0]["test_tensor"]["sha256"] = sha256_file(folder / "y.npy")

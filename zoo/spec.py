@@ -27,6 +27,7 @@ TORCHSCRIPT = "torchscript"  # the architecture id of a package that is a TorchS
 FOREIGN = (ONNX_GRAPH, TORCHSCRIPT)   # networks without trainable zoo weights: run, never fine-tuned
 MAX_YAML_BYTES = 1 << 20     # a spec is a few kB; the shipped ones are under 14 kB
 MAX_YAML_DEPTH = 32          # nesting of mappings and lists; the shipped specs nest 8 deep
+MAX_YAML_NODES = 100_000     # values that aliases may expand to (bioimage.io descriptions use a few)
 
 
 # ----------------------------------------------------------------------------- typed view
@@ -413,15 +414,36 @@ class _BoundedLoader(yaml.SafeLoader):
     """The safe loader without anchors and aliases (a few lines of them expand to billions of nodes)
     and with the nesting bounded (deeper documents would exhaust the recursion limit)."""
 
+    aliases = False      # a bioimage.io description may use them: counted as expanded, at most MAX_YAML_NODES
+
     def __init__(self, stream):
         super().__init__(stream)
         self.depth = 0
+        self.expanded = 0
+        self._sizes: dict[int, int] = {}
+
+    def _size(self, node) -> int:
+        if id(node) not in self._sizes:
+            if isinstance(node, yaml.MappingNode):
+                size = 1 + sum(self._size(k) + self._size(v) for k, v in node.value)
+            elif isinstance(node, yaml.SequenceNode):
+                size = 1 + sum(self._size(v) for v in node.value)
+            else:
+                size = 1
+            self._sizes[id(node)] = size
+        return self._sizes[id(node)]
 
     def compose_node(self, parent, index):
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-            raise yaml.MarkedYAMLError(problem="anchors and aliases (&name, *name) are not accepted: write "
-                                       "each value out", problem_mark=event.start_mark)
+            if not self.aliases:
+                raise yaml.MarkedYAMLError(problem="anchors and aliases (&name, *name) are not accepted: write "
+                                           "each value out", problem_mark=event.start_mark)
+            if isinstance(event, yaml.AliasEvent) and event.anchor in self.anchors:
+                self.expanded += self._size(self.anchors[event.anchor])
+                if self.expanded > MAX_YAML_NODES:
+                    raise yaml.MarkedYAMLError(problem=f"aliases expand to more than {MAX_YAML_NODES} values",
+                                               problem_mark=event.start_mark)
         if self.depth >= MAX_YAML_DEPTH:
             raise yaml.MarkedYAMLError(problem=f"nested more than {MAX_YAML_DEPTH} levels deep",
                                        problem_mark=event.start_mark)
@@ -432,13 +454,19 @@ class _BoundedLoader(yaml.SafeLoader):
             self.depth -= 1
 
 
-def parse_yaml(text: str, source: str | None = None) -> Any:
+class _AliasBoundedLoader(_BoundedLoader):
+    aliases = True
+
+
+def parse_yaml(text: str, source: str | None = None, aliases: bool = False) -> Any:
     """The one YAML reader of the zoo (specs, bioimage.io descriptions, ``--set`` values): safe
-    types only, no anchors or aliases, at most ``MAX_YAML_BYTES`` and ``MAX_YAML_DEPTH`` deep."""
+    types only, at most ``MAX_YAML_BYTES`` and ``MAX_YAML_DEPTH`` deep; no anchors or aliases
+    unless ``aliases`` (bioimage.io descriptions use them), and then at most ``MAX_YAML_NODES``
+    values once expanded."""
     if len(text) > MAX_YAML_BYTES or len(text.encode("utf-8")) > MAX_YAML_BYTES:     # characters first: cheap
         raise SpecError(f"the YAML document is larger than {MAX_YAML_BYTES} bytes: a spec is a few kB", source=source)
     try:
-        loader = _BoundedLoader(text)
+        loader = (_AliasBoundedLoader if aliases else _BoundedLoader)(text)
         try:
             return loader.get_single_data()
         finally:
@@ -459,9 +487,9 @@ def read_yaml_file(path: str | Path) -> bytes:
     return data
 
 
-def load_yaml_file(path: str | Path) -> Any:
+def load_yaml_file(path: str | Path, aliases: bool = False) -> Any:
     """A YAML file parsed by :func:`parse_yaml` (size checked before reading)."""
-    return parse_yaml(_text(read_yaml_file(path), source=str(path)), source=str(path))
+    return parse_yaml(_text(read_yaml_file(path), source=str(path)), source=str(path), aliases=aliases)
 
 
 def _text(data: bytes, source: str | None) -> str:

@@ -70,6 +70,38 @@ def predict_file(model, source: str | Path, target: str | Path, *, axes: str | N
     return done
 
 
+def predict_tensors_files(model, sources: dict, target: str | Path, *, output: str | None = None,
+                          axes: str | None = None, tile=None, batch_size: int | None = None, raw: bool = False,
+                          overwrite: bool = False) -> dict[str, Path]:
+    """A network with several inputs or outputs (an imported bioimage.io model): image files by
+    input name -> output files by output name. ``output`` names the one output to write to
+    ``target``; without it every output is written, to ``target`` for a single one and
+    ``STEM_<name>.SUFFIX`` beside it for several. Predicted in memory."""
+    import numpy as np
+
+    from ..errors import InputError
+    from ..imageio import check_output, open_lazy, write_image
+
+    model = as_model(model)
+    target, names = Path(target), [t.name for t in model.spec.outputs]
+    if output is not None and output not in names:
+        raise InputError(f"--output-id {output}: {model.spec.ref} has the outputs {', '.join(names)}")
+    chosen = [output] if output else names
+    targets = {name: target if len(chosen) == 1 else
+               target.with_name(f"{target.name.split('.')[0]}_{name}{''.join(target.suffixes)}") for name in chosen}
+    for path in targets.values():
+        for source in sources.values():
+            check_output(path, overwrite, Path(source))
+    images = {}
+    for name, source in sources.items():
+        image, stated = open_lazy(Path(source))
+        images[name], axes = np.asarray(image), axes or stated
+    results = model.predictor.predict_many(images, axes, tile=tile, batch_size=batch_size, raw=raw)
+    for name, path in targets.items():
+        write_image(path, results[name], overwrite=overwrite, source=Path(next(iter(sources.values()))))
+    return targets
+
+
 def check_shift(model, source, axes: str | None = None, prediction=None, source_axes: str | None = None):
     """The dataset-shift check of an image (a file, or an array such as ``FilePrediction.source``;
     its centre, at most 1024 px a side, for a large 2D image): a ``ShiftReport``, or None for a

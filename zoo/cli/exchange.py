@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from .common import registry_of
@@ -39,11 +40,17 @@ def cmd_import(args) -> int:
                        authors=args.author or (), license=args.license, task=args.task, tags=args.tag or (),
                        overwrite=args.overwrite)
     else:
-        options = dict(name=args.name, overwrite=args.overwrite, weights=args.weights)
+        options = dict(name=args.name, overwrite=args.overwrite, weights=args.weights, trust_code=args.trust_code,
+                       announce=lambda text: print(text, file=sys.stderr))
     path = api.import_model(args.format, args.source, args.out, **options)
     spec = specs.load(path)
-    kind = "an ONNX graph alone: runs with --runtime onnx, cannot be fine-tuned" if spec.graph_only else \
-        f"architecture {spec.architecture_id}: runs in torch and ONNX Runtime, can be fine-tuned"
+    kind = {specs.ONNX_GRAPH: "an ONNX graph alone: runs in ONNX Runtime, cannot be fine-tuned",
+            specs.TORCHSCRIPT: "a TorchScript module alone: runs in TorchScript, cannot be fine-tuned"}.get(
+        spec.architecture_id, f"architecture {spec.architecture_id}: runs in torch and ONNX Runtime, can be fine-tuned")
+    reproduced = ((spec.training.config or {}).get("imported_from") or {}).get("reproduced") or {}
+    for fmt, error in reproduced.items():
+        if error is not None:
+            print(f"reproduces its own test output with {fmt}: max error {error:.3g}")
     print(f"package written: {path} ({spec.ref}, {kind}); publish it with `zoo push {path}`")
     return 0
 
@@ -95,9 +102,12 @@ def register(sub) -> None:
     p.add_argument("source", type=Path, help="bioimageio: the package folder, rdf.yaml or .zip; onnx: MODEL.onnx")
     p.add_argument("--out", type=Path, required=True, help="package folder to write")
     p.add_argument("--name", help="package name (bioimageio default: from the description; required for onnx)")
-    p.add_argument("--weights", choices=["pytorch_state_dict", "onnx"],
+    p.add_argument("--weights", choices=["pytorch_state_dict", "onnx", "torchscript"],
                    help="bioimageio: the weight format to import (default: a state dict of an installed "
-                        "architecture, else onnx)")
+                        "architecture, else onnx; torchscript only when named: it is a program)")
+    p.add_argument("--trust-code", action="store_true",
+                   help="bioimageio: let a pytorch_state_dict's own architecture source file run once, here, to "
+                        "build the network (stored as TorchScript; the package then carries no Python code)")
     p.add_argument("--axes", help="onnx: the graph's input axes in its order, e.g. bcyx, byxc, bczyx")
     p.add_argument("--output-axes", help="onnx: the graph's output axes (default: --axes)")
     p.add_argument("--step", type=int, help="onnx: spatial sizes must be multiples of this (2^depth of a U-Net)")

@@ -18,6 +18,8 @@ def cmd_predict(args) -> int:
     model = load(args, args.ref)
     if model.task.per_image:
         return _classify(model, args)
+    if model.predictor.several or args.input_names or args.output_name:
+        return _several(model, args)
     if len(args.inputs) != 1:
         raise InputError(f"{model.spec.ref} predicts one image per call (-o names its output); got "
                          f"{len(args.inputs)} images: run it once per image")
@@ -49,6 +51,26 @@ def cmd_predict(args) -> int:
         from ..quantify.measure import write_table
 
         write_table(rows, table)
+    return 0
+
+
+def _several(model, args) -> int:
+    """A network with several inputs or outputs: ``--input ID`` names the input each image feeds
+    (in order; default the package's order), ``--output-id ID`` the output to write."""
+    from .. import api
+    from ..errors import InputError
+
+    names = args.input_names or [t.name for t in model.spec.inputs]
+    known = [t.name for t in model.spec.inputs]
+    if sorted(names) != sorted(known) or len(args.inputs) != len(names):
+        raise InputError(f"{model.spec.ref} takes the inputs {', '.join(known)}: give one image for each, in that order "
+                         f"or named with --input ID per image (got {len(args.inputs)} image(s)"
+                         f"{', --input ' + ' '.join(args.input_names) if args.input_names else ''})")
+    written = api.predict_tensors_files(model, dict(zip(names, args.inputs)), args.output, output=args.output_name,
+                                        axes=args.axes, tile=args.tile, batch_size=args.batch_size, raw=args.raw,
+                                        overwrite=args.overwrite)
+    for name, path in written.items():
+        print(f"{path}: output {name} from {model.spec.ref} ({model.runtime})")
     return 0
 
 
@@ -126,6 +148,11 @@ def register(sub) -> None:
                         "(or .parquet) table, one row per image")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output of the same kind (a file, "
                                                             "or an OME-Zarr the zoo wrote); never the input")
+    p.add_argument("--input", dest="input_names", action="append", metavar="ID",
+                   help="models with several inputs: the input each image feeds, once per image in order")
+    p.add_argument("--output-id", dest="output_name", metavar="ID",
+                   help="models with several outputs: the one to write to -o (default: each, to OUT_<ID>; "
+                        "-o/--output names the file)")
     runtime_options(p)
     p.add_argument("--axes", help="axes of the input when the file does not say, e.g. yx, cyx, yxc, tyx, tczyx "
                                   "(t, b and, for a 2D model, z are predicted one image at a time)")

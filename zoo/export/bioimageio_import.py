@@ -1,393 +1,554 @@
-"""``zoo import bioimageio PATH_OR_ZIP``: a bioimage.io model package as a zoo package.
+"""``zoo import bioimageio PATH_OR_ZIP``: a bioimage.io model description as a zoo package.
 
-The description is validated by bioimageio.spec first (its messages are passed on). Two weight
-formats are imported, in this order of preference:
+The description (format 0.4 or 0.5; a folder, its ``rdf.yaml`` / ``*bioimageio.yaml``, or a
+zip) is read by bioimageio.spec, converted to format 0.5, and validated without any download.
+Its tensors become the zoo's (:mod:`zoo.export.bioimageio_tensors`): fixed and parametrized
+sizes, default axis ids, outputs scaled or cropped relative to an input, several inputs and
+outputs. One weight format is imported, the first of:
 
-- ``pytorch_state_dict`` whose architecture is an installed zoo architecture (``import_from:
-  zoo.models.<arch>.network``): a full package that torch and ONNX Runtime run and that can be
-  fine-tuned. The state dict is read with ``torch.load(weights_only=True)`` after its sha256.
-- ``onnx``: a package around the graph alone (architecture ``onnx-graph``): ONNX Runtime runs it,
-  tiled like any other; other axis orders and input types are adapted by a few nodes around the
-  graph (:mod:`zoo.export.onnx_layout`). The import is refused unless the graph reproduces the
-  package's own test output.
+- ``pytorch_state_dict`` of an installed zoo architecture (our own exports): a full package that
+  torch and ONNX Runtime run and that can be fine-tuned;
+- ``onnx``: a package around the graph (architecture ``onnx-graph``), run by ONNX Runtime;
+- ``torchscript``, only when asked for (``weights="torchscript"``): TorchScript is a program;
+- ``pytorch_state_dict`` whose architecture is the package's own Python source, only with
+  ``trust_code=True``: the source runs once, here, to build the network, which is then stored
+  as TorchScript, so the zoo package carries no Python code.
 
-Other formats (TorchScript, TensorFlow, Keras) are refused, naming the format. Pre/post-processing
-ops are mapped onto the zoo's; an op without an equivalent is refused by name.
-
-The import reads the files inside the package alone, each checked against the sha256 the
-description pins; a file named by URL is refused, naming it. Offline (``--offline``,
-``ZOO_OFFLINE=1``) nothing opens a connection: bioimage.io's validator runs without its
-downloads, and the importer's own sha256 checks stand in for its file checks.
+Keras and TensorFlow weights are refused, naming what a conversion would need. Only the chosen
+weights are read, each file checked against the sha256 the description pins; a remote file is
+downloaded only when it is the chosen one, and never offline. Before a package is written the
+zoo's runtime must reproduce the description's own test outputs (as ``bioimage test`` does);
+the largest error is recorded in the package.
 """
 from __future__ import annotations
 
+import logging
 import re
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from .. import architectures, spec as specs
-from ..errors import InputError, IntegrityError, ReproducibilityError, SpecError, UnknownArchitectureError
+from ..errors import InputError, IntegrityError, ReproducibilityError, SpecError
 from ..hashing import sha256_file
 from ..package import archive, build, files, readers
-from ..runtime.onnx_session import check_self_contained
-from ..runtime.ops import POSTPROCESSING, PREPROCESSING
-from ..spec import Op, Spec, TensorSpec, Training, load_yaml_file
+from ..spec import Op, Spec, Training, load_yaml_file
+from . import bioimageio_tensors as bt
 from . import onnx_layout
 
-SUPPORTED = ("pytorch_state_dict", "onnx")
-OTHER_FORMATS = ("torchscript", "keras_hdf5", "keras_v3", "tensorflow_saved_model_bundle", "tensorflow_js")
+log = logging.getLogger("zoo.import")
+
+SUPPORTED = ("onnx", "pytorch_state_dict", "torchscript")
+CONVERTIBLE = {"keras_hdf5": "tf2onnx with TensorFlow/Keras", "keras_v3": "tf2onnx with Keras 3",
+               "tensorflow_saved_model_bundle": "tf2onnx with TensorFlow",
+               "tensorflow_js": "tfjs-to-tf and tf2onnx with TensorFlow"}
+DOWNLOAD_LIMIT = 4 << 30
 
 
-def _validate(rdf: Path, offline: bool) -> dict:
-    import httpx
-    from bioimageio.spec import InvalidDescr, load_description
+# ----------------------------------------------------------------------------- reading
+def find_description(folder: Path) -> Path:
+    """The description file in a package folder: ``rdf.yaml``, ``bioimageio.yaml``, or the one
+    ``*bioimageio.yaml``."""
+    for name in ("rdf.yaml", "bioimageio.yaml"):
+        if (folder / name).is_file():
+            return folder / name
+    found = sorted(folder.glob("*bioimageio.yaml"))
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise InputError(f"{folder} holds several descriptions ({', '.join(p.name for p in found)}): name the one "
+                         "to import")
+    raise InputError(f"{folder} holds no rdf.yaml or *bioimageio.yaml: not a bioimage.io package")
 
-    data = load_yaml_file(rdf)          # bounded and alias-free, before bioimage.io's own reader expands it
-    try:
-        descr = load_description(str(rdf), perform_io_checks=not offline)   # checks download what URLs name
-    except httpx.HTTPError as e:
-        raise InputError(f"{rdf}: validating it needs a file it names by URL, and the download failed ({e}); check "
-                         "the network, or put the file in the package and name it by its relative path") from None
+
+def _fix_fixed_output_shapes(raw: dict) -> dict:
+    """A format-0.4 output with a fixed shape equal to an input's and a halo is written as a
+    reference to that input (bioimageio.spec's conversion to 0.5 refuses the fixed form)."""
+    if not str(raw.get("format_version", "")).startswith("0.4"):
+        return raw
+    shapes = {i.get("name"): i.get("shape") for i in raw.get("inputs") or [] if isinstance(i, dict)}
+    for out in raw.get("outputs") or []:
+        shape = out.get("shape") if isinstance(out, dict) else None
+        if isinstance(shape, list) and out.get("halo"):
+            name = next((n for n, s in shapes.items() if s == shape), None)
+            if name is not None:
+                out["shape"] = {"reference_tensor": name, "scale": [1.0] * len(shape), "offset": [0] * len(shape)}
+    return raw
+
+
+def read_description(rdf_path: Path):
+    """(parsed 0.5 model description, the raw dict): validated, nothing downloaded."""
+    from bioimageio.spec import InvalidDescr, ValidationContext, build_description
+
+    raw = load_yaml_file(rdf_path, aliases=True)    # bounded (aliases counted as expanded), before bioimage.io's reader
+    if not isinstance(raw, dict):
+        raise SpecError(f"{rdf_path} is not a bioimage.io description (no mapping at the top level)")
+    if raw.get("type") != "model":
+        raise InputError(f"{rdf_path} describes a {raw.get('type')}, not a model")
+    context = ValidationContext(root=rdf_path.parent, file_name=rdf_path.name, perform_io_checks=False,
+                                log_warnings=False)
+    descr = build_description(_fix_fixed_output_shapes(dict(raw)), context=context, format_version="latest")
     if isinstance(descr, InvalidDescr):
         problems = [f"{'.'.join(map(str, e.loc))}: {e.msg}" for e in descr.validation_summary.errors]
-        raise SpecError(f"{rdf} is not a valid bioimage.io model description", problems=problems, source=str(rdf))
-    return data
+        raise SpecError(f"{rdf_path} is not a valid bioimage.io model description", problems=problems,
+                        source=str(rdf_path))
+    return descr, raw
 
 
-def _installed_architecture(weights: dict) -> tuple[architectures.Architecture, dict] | None:
-    arch_descr = (weights.get("pytorch_state_dict") or {}).get("architecture") or {}
-    target = f"{arch_descr.get('import_from')}:{arch_descr.get('callable')}"
-    for arch in architectures.available().values():
-        if arch.network == target:
-            return arch, dict(arch_descr.get("kwargs") or {})
-    return None
+def _is_url(source) -> bool:
+    return bool(re.match(r"[a-zA-Z][a-zA-Z0-9+.-]*://", str(source)))
 
 
-def choose_weights(weights: dict, prefer: str | None = None) -> str:
-    """The weight format to import: ``prefer`` if given, else a state dict of an installed
-    architecture, else ONNX; a clear error naming the formats otherwise."""
-    present = [f for f in weights if weights.get(f)]
-    if prefer:
-        if prefer not in SUPPORTED:
-            raise InputError(f"cannot import '{prefer}' weights: bioimage-zoo imports {' or '.join(SUPPORTED)}")
-        if prefer not in present:
-            raise InputError(f"the package has no '{prefer}' weights (it has: {', '.join(present)})")
-        if prefer == "pytorch_state_dict" and _installed_architecture(weights) is None:
-            arch = weights["pytorch_state_dict"].get("architecture") or {}
-            raise UnknownArchitectureError(
-                f"the package's architecture {arch.get('import_from')}:{arch.get('callable')} is not an installed "
-                "bioimage-zoo architecture; import its onnx weights instead (--weights onnx) if it has them")
-        return prefer
-    if "pytorch_state_dict" in present and _installed_architecture(weights):
-        return "pytorch_state_dict"
-    if "onnx" in present:
-        return "onnx"
-    if "pytorch_state_dict" in present:
-        arch = weights["pytorch_state_dict"].get("architecture") or {}
-        raise UnknownArchitectureError(
-            f"the package's architecture {arch.get('import_from')}:{arch.get('callable')} is not an installed "
-            "bioimage-zoo architecture and the package has no onnx weights; nothing can be imported")
-    raise InputError(f"importing {' / '.join(present) or 'these'} weights is not supported yet: bioimage-zoo "
-                     "imports onnx weights, or pytorch_state_dict weights of an installed architecture")
-
-
-def _source(folder: Path, entry: dict, what: str, offline: bool) -> Path:
-    """The file in the package that ``entry`` (``source`` and ``sha256``) names, its sha256 checked;
-    a URL is refused: the import reads what the package holds and downloads nothing."""
-    source = str(entry["source"])
-    if re.match(r"[a-zA-Z][a-zA-Z0-9+.-]*://", source):
-        why = "offline (--offline, ZOO_OFFLINE), so nothing is downloaded" if offline else \
-            "bioimage-zoo imports the files a package holds and downloads none"
-        raise InputError(f"{what} is at {source}, outside the package: {why}. Download it into the package folder, "
-                         "set its source in the description to the relative path, and import again")
-    path = files.safe_join(folder, source)
-    if not path.is_file():
-        raise InputError(f"{what} {source} is not in the package ({folder}): the description names a missing file")
-    if entry.get("sha256") and sha256_file(path) != entry["sha256"]:
-        raise IntegrityError(f"{source}: sha256 differs from the one the description pins")
+def local_file(folder: Path, source, sha256, what: str, offline: bool, work: Path) -> Path:
+    """The file ``source`` names, its sha256 checked: in the package, or downloaded (online only)."""
+    if _is_url(source):
+        if offline:
+            raise InputError(f"{what} is at {source}, outside the package, and this is offline (--offline, "
+                             "ZOO_OFFLINE): download it into the package folder, set its source to the relative "
+                             "path, or import online")
+        path = _download(str(source), work / Path(str(source)).name, what)
+    else:
+        path = files.safe_join(folder, str(source))
+        if not path.is_file():
+            raise InputError(f"{what} {source} is not in the package ({folder}): the description names a missing "
+                             "file")
+    if sha256 and sha256_file(path) != str(sha256):
+        raise IntegrityError(f"{what} {source}: sha256 differs from the one the description pins")
     return path
 
 
-# ----------------------------------------------------------------------------- processing ops
-def _axes_param(kwargs: dict) -> list[str] | None:
-    axes = kwargs.get("axes")
-    return None if axes is None else [a if isinstance(a, str) else a.get("id", "") for a in axes]
+def _download(url: str, path: Path, what: str) -> Path:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(path, "wb") as out:   # noqa: S310
+            total = 0
+            while chunk := response.read(1 << 20):
+                total += len(chunk)
+                if total > DOWNLOAD_LIMIT:
+                    raise InputError(f"{what} at {url} is larger than {DOWNLOAD_LIMIT >> 30} GiB; refused")
+                out.write(chunk)
+    except (urllib.error.URLError, OSError) as e:
+        raise InputError(f"{what}: downloading {url} failed ({getattr(e, 'reason', e)}); check the network, or put "
+                         "the file in the package and name it by its relative path") from None
+    return path
 
 
-def _op(op: dict, where: str, n_channels: int) -> Op | None:
-    """One bioimage.io op as the zoo's (None: nothing to do in a float32 runtime)."""
-    kind, kwargs = op["id"], op.get("kwargs") or {}
-    axes = _axes_param(kwargs)
-    if kind in ("scale_range", "zero_mean_unit_variance"):
-        joint = ("c" in axes or "channel" in axes) if axes is not None else n_channels > 1
-        if kwargs.get("reference_tensor") or joint:
-            raise InputError(f"{where}: '{kind}' over {axes or 'the whole tensor'}"
-                             f"{' of ' + kwargs['reference_tensor'] if kwargs.get('reference_tensor') else ''} has no "
-                             "bioimage-zoo equivalent yet (the zoo normalises each image and channel on its own)")
-        if kind == "scale_range":
-            return Op("percentile_normalize", {"low": float(kwargs.get("min_percentile", 0.0)),
-                                               "high": float(kwargs.get("max_percentile", 100.0))})
-        return Op("zero_mean_unit_variance", {})
-    if kind == "fixed_zero_mean_unit_variance":
-        return Op("zero_mean_unit_variance", {"mean": kwargs["mean"], "std": kwargs["std"]})
-    if kind == "scale_linear":
-        return Op("scale_linear", {"gain": kwargs.get("gain", 1.0), "offset": kwargs.get("offset", 0.0)})
-    if kind == "clip":
-        return Op("clip", {k: kwargs[k] for k in ("min", "max") if kwargs.get(k) is not None})
-    if kind == "sigmoid":
-        return Op("sigmoid", {})
-    if kind == "binarize":
-        return Op("threshold", {"value": float(kwargs["threshold"])})
-    if kind == "ensure_dtype":
-        return None
-    if kind == "stardist_postprocessing":     # same layout as ours: probability, then rays from x towards y
-        if len(kwargs.get("grid") or []) != 2 or any(int(g) != 1 for g in kwargs["grid"]):
-            raise InputError(f"{where}: StarDist post-processing on a grid of {kwargs.get('grid')} (or in 3D) is not "
-                             "supported yet; bioimage-zoo's runs on every pixel of a 2D output")
-        return Op("stardist_instances", {"prob_threshold": float(kwargs["prob_threshold"]),
-                                         "nms_threshold": float(kwargs["nms_threshold"])})
-    raise InputError(f"{where}: the bioimage.io op '{kind}' has no bioimage-zoo equivalent yet")
+# ----------------------------------------------------------------------------- weights
+def _installed_architecture(raw: dict, entry) -> tuple[architectures.Architecture, dict] | None:
+    """The installed zoo architecture a state dict belongs to: named by library import
+    (``zoo.models.<id>.network``) or by our own export's config; None otherwise."""
+    arch_descr = getattr(entry, "architecture", None)
+    kwargs = dict(getattr(arch_descr, "kwargs", None) or {})
+    if hasattr(arch_descr, "import_from"):
+        target = f"{arch_descr.import_from}:{arch_descr.callable}"
+        found = next((a for a in architectures.available().values() if a.network == target), None)
+        if found is not None:
+            return found, kwargs
+    ours = ((raw.get("config") or {}).get("bioimage-zoo") or {}).get("architecture") or {}
+    if ours.get("id") in architectures.available():
+        return architectures.get(ours["id"]), dict(ours.get("params") or {})
+    return None
 
 
-def _ops(items: list[dict] | None, where: str, n_channels: int, allowed: dict) -> list[Op]:
-    out = []
-    for item in items or []:
-        op = _op(item, where, n_channels)
-        if op is not None and op.op not in allowed:
-            raise InputError(f"{where}: the bioimage.io op '{item['id']}' is not supported there yet")
-        if op is not None:
-            out.append(op)
-    return out
+def choose_weights(descr, raw: dict, prefer: str | None = None, trust_code: bool = False) -> str:
+    """The weight format to import (see the module docstring); a refusal names every format."""
+    present = [f for f in (*SUPPORTED, *CONVERTIBLE) if getattr(descr.weights, f, None) is not None]
+    state = getattr(descr.weights, "pytorch_state_dict", None)
+    if prefer:
+        if prefer not in SUPPORTED:
+            need = f" (converting it needs {CONVERTIBLE[prefer]}, which bioimage-zoo does not install)" \
+                if prefer in CONVERTIBLE else ""
+            raise InputError(f"weights: bioimage-zoo imports {', '.join(SUPPORTED)}, not '{prefer}'{need}")
+        if prefer not in present:
+            raise InputError(f"weights: the package has no '{prefer}' weights (it has: {', '.join(present)})")
+        if prefer == "pytorch_state_dict" and _installed_architecture(raw, state) is None and not trust_code:
+            raise InputError(_needs_trust(state))
+        return prefer
+    if state is not None and _installed_architecture(raw, state) is not None:
+        return "pytorch_state_dict"
+    if "onnx" in present:
+        return "onnx"
+    if state is not None and trust_code:
+        return "pytorch_state_dict"
+    reasons = []
+    if state is not None:
+        reasons.append(_needs_trust(state))
+    if "torchscript" in present:
+        reasons.append("weights.torchscript: TorchScript is a program the model's authors wrote; import it with "
+                       "--weights torchscript if you trust them (see SECURITY.md)")
+    for fmt in present:
+        if fmt in CONVERTIBLE:
+            reasons.append(f"weights.{fmt}: converting it to ONNX needs {CONVERTIBLE[fmt]}, which bioimage-zoo does "
+                           "not install; convert it yourself and import the .onnx (`zoo import onnx`)")
+    raise InputError("nothing to import without running the package's code:\n  " + "\n  ".join(reasons))
+
+
+def _needs_trust(entry) -> str:
+    arch = getattr(entry, "architecture", None)
+    where = f"{arch.source}:{arch.callable}" if hasattr(arch, "source") else \
+        f"{getattr(arch, 'import_from', '?')}:{getattr(arch, 'callable', '?')}"
+    return (f"weights.pytorch_state_dict: its architecture is code from the package ({where}); bioimage-zoo runs "
+            "a package's code only when you ask: import with --trust-code (it runs that file once, here, and stores "
+            "the network as TorchScript)")
 
 
 # ----------------------------------------------------------------------------- description
-def _describe(spec: Spec, rdf: dict, name: str | None) -> None:
+def _describe(spec: Spec, descr, raw: dict, name: str | None) -> None:
     """Copy the package's identity, credits and licence onto ``spec``."""
-    spec.name = name or re.sub(r"[^a-z0-9._-]+", "-", rdf["name"].lower()).strip("-.")[:64]
-    spec.version = str(rdf.get("version") or "0.1.0")
-    spec.description = rdf.get("description") or spec.description
-    spec.authors = [{"name": a["name"]} for a in rdf.get("authors", [])] or spec.authors
-    spec.license = rdf.get("license", spec.license)
-    spec.cite = [{"text": c["text"], **({"doi": c["doi"]} if c.get("doi") else {})} for c in rdf.get("cite", [])]
-    spec.tags = list(dict.fromkeys(rdf.get("tags") or spec.tags))
+    spec.name = name or re.sub(r"[^a-z0-9._-]+", "-", str(descr.name).lower()).strip("-.")[:64] or "imported"
+    spec.version = str(raw.get("version") or getattr(descr, "version", None) or "0.1.0")
+    if not re.match(r"^\d+\.\d+\.\d+$", spec.version):
+        spec.version = "0.1.0"
+    spec.description = str(descr.description or spec.description)
+    spec.authors = [{"name": str(a.name)} for a in descr.authors or []] or spec.authors
+    spec.license = str(descr.license or spec.license)
+    spec.cite = [{"text": str(c.text), **({"doi": str(c.doi)} if getattr(c, "doi", None) else {})}
+                 for c in descr.cite or []]
+    spec.tags = list(dict.fromkeys(str(t) for t in descr.tags or [])) or spec.tags
 
 
-def _training(rdf: dict, rdf_path: Path, source: Path, test_input: np.ndarray, weights: str) -> Training:
-    from ..images import intensity_statistics
-
-    return Training(
-        data={"description": f"not described: imported from the bioimage.io model '{rdf['name']}' "
-                             f"{rdf.get('version', '')} (n_train 0 = unknown)",
-              "source": f"bioimage.io package {source.name}", "fingerprint": sha256_file(rdf_path),
-              "n_train": 0, "n_validation": 0},
-        statistics=intensity_statistics([test_input]),
-        metrics={}, config={"imported_from": {"name": rdf["name"], "format_version": rdf.get("format_version"),
-                                              "weights": weights, "statistics_from": "the package's test input"}},
-        parent=None)
-
-
-def _letters(axes: list[dict], where: str) -> str:
-    """bioimage.io axes objects as the zoo's letters (``b``, ``c``, ``z``/``y``/``x``)."""
-    out = ""
-    for axis in axes:
-        kind = axis.get("type")
-        if kind == "batch":
-            out += "b"
-        elif kind == "channel":
-            out += "c"
-        elif kind == "space" and axis.get("id", "") in ("x", "y", "z"):
-            out += axis["id"]
-        else:
-            raise InputError(f"{where}: the axis {axis.get('id') or kind} ({kind}) is not supported yet: "
-                             "bioimage-zoo imports batch, channel and space (z, y, x) axes")
-    return out
-
-
-def _task(tags: list[str]) -> str:
-    text = " ".join(tags).lower()
+def _task(tags) -> str:
+    text = " ".join(str(t) for t in tags or []).lower()
     for family in ("segmentation", "classification", "detection"):
         if family in text:
             return family
     return "restoration"
 
 
-def _graph_tensors(rdf: dict) -> tuple[TensorSpec, TensorSpec, str, str]:
-    """The zoo's input and output tensors of a foreign graph, and the axes the graph declares."""
-    if len(rdf["inputs"]) != 1 or len(rdf["outputs"]) != 1:
-        raise InputError(f"the model has {len(rdf['inputs'])} inputs and {len(rdf['outputs'])} outputs: bioimage-zoo "
-                         "imports models with one input and one output tensor")
-    rdf_in, rdf_out = rdf["inputs"][0], rdf["outputs"][0]
-    their_in, their_out = _letters(rdf_in["axes"], "input"), _letters(rdf_out["axes"], "output")
-    spatial = "".join(a for a in "zyx" if a in their_in)
-    if sorted(a for a in their_out if a in "zyx") != sorted(spatial):
-        raise InputError(f"the output's space axes ({their_out}) differ from the input's ({their_in})")
-    mins, steps, halo = [], [], []
-    by_id_in = {a.get("id", a["type"]): a for a in rdf_in["axes"]}
-    by_id_out = {a.get("id", a["type"]): a for a in rdf_out["axes"]}
-    for name in spatial:
-        size = by_id_in[name].get("size")
-        if not isinstance(size, dict) or "min" not in size or not size.get("step"):
-            raise InputError(f"input axis {name} has a fixed size ({size}): bioimage-zoo tiles images, so it needs a "
-                             "size that can vary (min and step); fixed-size models are not supported yet")
-        out_size = by_id_out[name].get("size")
-        if not (isinstance(out_size, dict) and out_size.get("tensor_id") == rdf_in["id"]
-                and float(out_size.get("scale", 1.0)) == 1.0 and int(out_size.get("offset", 0)) == 0):
-            raise InputError(f"output axis {name} is not the input's size ({out_size}): bioimage-zoo imports models "
-                             "whose output has the input's spatial size")
-        mins.append(int(size["min"]))
-        steps.append(int(size["step"]))
-        halo.append(int(by_id_out[name].get("halo", 0)))
+def _training(descr, rdf_path: Path, source: Path, test_input: np.ndarray, weights: str,
+              reproduced: dict) -> Training:
+    from ..images import intensity_statistics
 
-    def channels(axes: list[dict]) -> list[str]:
-        axis = next((a for a in axes if a["type"] == "channel"), None)
-        return list(axis["channel_names"]) if axis else ["c0"]
-
-    in_channels, out_channels = channels(rdf_in["axes"]), channels(rdf_out["axes"])
-    inp = TensorSpec(name=rdf_in["id"], axes="bc" + spatial, dtype="float32", channels=in_channels,
-                     shape_min=mins, shape_step=steps, halo=halo if any(halo) else None,
-                     description=rdf_in.get("description") or None)
-    inp.preprocessing = _ops(rdf_in.get("preprocessing"), "input preprocessing", len(in_channels),
-                             PREPROCESSING)
-    out = TensorSpec(name=rdf_out["id"], axes="bc" + spatial, dtype="float32", channels=out_channels,
-                     description=rdf_out.get("description") or None)
-    out.postprocessing = _ops(rdf_out.get("postprocessing"), "output postprocessing", len(out_channels),
-                              POSTPROCESSING)
-    star = next((p for p in rdf_out.get("postprocessing") or [] if p["id"] == "stardist_postprocessing"), None)
-    if star:                       # the graph gives the probability and the rays; the op makes labels
-        out.channels = ["probability"] + [f"ray{k:02d}" for k in range(int(star["kwargs"]["n_rays"]))]
-    return inp, out, their_in, their_out
+    return Training(
+        data={"description": f"not described: imported from the bioimage.io model '{descr.name}' "
+                             "(n_train 0 = unknown)",
+              "source": f"bioimage.io package {source.name}", "fingerprint": sha256_file(rdf_path),
+              "n_train": 0, "n_validation": 0},
+        statistics=intensity_statistics([test_input]),
+        metrics={}, config={"imported_from": {"name": str(descr.name), "format_version": str(descr.format_version),
+                                              "weights": weights, "statistics_from": "the package's test input",
+                                              "reproduced": reproduced}},
+        parent=None)
 
 
-def _zoo_postprocessing(rdf: dict) -> list[Op]:
+def _zoo_postprocessing(raw: dict) -> list[Op]:
     """Our own export's post-processing that bioimage.io ops cannot express (instances, the
     input's scale restored), kept in its config; nothing for anyone else's package."""
-    ours = (rdf.get("config") or {}).get("bioimage-zoo") or {}
+    ours = (raw.get("config") or {}).get("bioimage-zoo") or {}
     return [Op(p["op"], p.get("params") or {}) for p in ours.get("postprocessing") or []]
 
 
-def _tolerance(rdf: dict) -> tuple[float, float]:
-    tolerances = ((rdf.get("config") or {}).get("bioimageio") or {}).get("reproducibility_tolerance") or []
+def _tolerance(raw: dict) -> tuple[float, float]:
+    tolerances = ((raw.get("config") or {}).get("bioimageio") or {}).get("reproducibility_tolerance") or []
     first = tolerances[0] if tolerances else {}
     return float(first.get("relative_tolerance", 1e-3)), float(first.get("absolute_tolerance", 1e-4))
 
 
-# ----------------------------------------------------------------------------- the two importers
-def _import_state_dict(rdf: dict, folder: Path, rdf_path: Path, source: Path, out: Path, name, overwrite,
-                       offline: bool) -> Path:
-    arch, params = _installed_architecture(rdf["weights"])
+def to_ours(array: np.ndarray, their: str, spatial: str) -> np.ndarray:
+    """A tensor in the description's axes as the zoo's ``b, c, *spatial``."""
+    array = np.asarray(array)
+    if "b" not in their:
+        array, their = array[None], "b" + their
+    return onnx_layout.to_ours(array, their, spatial)
+
+
+def _test_tensors(descr, tensors: bt.Tensors, folder: Path, offline: bool, work: Path):
+    """(inputs by name, expected outputs by name) in the zoo's layout."""
+    def load(t, their, what):
+        path = local_file(folder, t.test_tensor.source, t.test_tensor.sha256, what, offline, work)
+        return to_ours(np.load(path, allow_pickle=False), their, tensors.spatial)
+
+    xs = {str(t.id): load(t, their, f"the test input of {t.id}").astype(np.float32)
+          for t, their in zip(descr.inputs, tensors.their_inputs)}
+    ys = {str(t.id): load(t, their, f"the test output of {t.id}")
+          for t, their in zip(descr.outputs, tensors.their_outputs)}
+    return xs, ys
+
+
+# ----------------------------------------------------------------------------- reproduction
+def check_reproduces(spec: Spec, runner, xs: dict, expected: dict, tolerance: tuple[float, float]) -> float:
+    """The zoo's runtime (ops and the runner) must give the package's own test outputs when it
+    runs the network on the whole test input at once, as ``bioimageio test`` does; returns the
+    largest absolute error. (Tiled prediction is then checked against the zoo's own test
+    tensors, which the package gets from the zoo.)"""
+    from ..runtime.predictor import Predictor
+
+    whole = spec.copy()
+    for inp in whole.inputs:
+        inp.halo = None
+    model = Predictor(whole, runner)
+    size = list(next(iter(xs.values())).shape[2:])
+    try:
+        got = model.predict_tensors(xs, tile=size, batch_size=1, blend=0, raw=not model.makes_instances)
+    except (InputError, ReproducibilityError):
+        raise
+    except Exception as e:   # noqa: BLE001 - runtimes' errors name nodes; say what failed first
+        shapes = ", ".join(f"{k} {v.shape}" for k, v in xs.items())
+        raise InputError(f"the imported network does not run on the package's test input ({shapes}): {e}") from None
+    if model.makes_instances:       # labels: the same objects (an NMS may differ in a few), not the same ids
+        from ..segmentation.metrics import evaluate
+
+        name = spec.outputs[0].name
+        f1 = evaluate([e[0] for e in expected[name]], [g[0] for g in got[name]], [0.5])[0]["f1"]
+        if f1 < 0.9:
+            raise ReproducibilityError(f"the imported network's objects match the package's test output with F1 "
+                                       f"{f1:.3f} at IoU 0.5 (at least 0.9 expected)")
+        return 0.0
+    rtol, atol, worst = *tolerance, 0.0
+    for out in spec.outputs:
+        y, want = got[out.name], expected[out.name]
+        if y.shape != want.shape:
+            raise ReproducibilityError(f"output {out.name}: the imported network gives shape {y.shape} on the test "
+                                       f"input; the package's test output has shape {want.shape}")
+        error = np.abs(y.astype(np.float64) - want)
+        allowed = atol + rtol * np.abs(want.astype(np.float64))
+        if error.size and not np.all(error <= allowed):
+            raise ReproducibilityError(f"output {out.name}: the imported network does not reproduce the package's "
+                                       f"own test output (max error {float(error.max()):.3g}, tolerance rtol={rtol}, "
+                                       f"atol={atol}); its pre/post-processing may not map exactly onto the zoo's "
+                                       "ops")
+        worst = max(worst, float(error.max()) if error.size else 0.0)
+    return worst
+
+
+# ----------------------------------------------------------------------------- the importers
+def _graph_spec(descr, raw: dict, tensors: bt.Tensors, arch_id: str, name) -> Spec:
+    spec = Spec(kind="package", name="imported", version="0.1.0", description="imported", authors=[{"name": "-"}],
+                license="CC-BY-4.0", task=_task(descr.tags), architecture_id=arch_id, architecture_params={},
+                inputs=tensors.inputs, outputs=tensors.outputs)
+    _describe(spec, descr, raw, name)
+    return spec
+
+
+def _import_onnx(descr, raw, tensors: bt.Tensors, folder, out, name, overwrite, offline, work, xs, ys):
+    import onnx
+
+    from ..runtime.onnx_session import check_self_contained
+    from ..runtime.runners import OnnxRunner
+
+    entry = descr.weights.onnx
+    model = onnx.load(str(local_file(folder, entry.source, entry.sha256, "weights.onnx", offline, work)),
+                      load_external_data=False)
+    check_self_contained(model, str(entry.source))
+    ours = "bc" + tensors.spatial
+    if len(tensors.inputs) == 1 and len(tensors.outputs) == 1:
+        model = onnx_layout.adapt(model, tensors.their_inputs[0], tensors.their_outputs[0], tensors.spatial)
+    elif any(t != ours for t in tensors.their_inputs + tensors.their_outputs):
+        raise InputError(f"weights.onnx: a graph with several tensors must take and give them as {ours} "
+                         f"(it declares {', '.join(tensors.their_inputs + tensors.their_outputs)})")
+    graph = onnx_layout.save(model, work / "graph.onnx")
+    spec = _graph_spec(descr, raw, tensors, specs.ONNX_GRAPH, name)
+    error = check_reproduces(spec, OnnxRunner(graph, device="cpu"), xs, ys, _tolerance(raw))
+    spec.outputs[0].postprocessing = _zoo_postprocessing(raw) or spec.outputs[0].postprocessing
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    return spec, graph, opset, {"onnx": error}
+
+
+def _permuting(module, tensors: bt.Tensors):
+    """``module`` behind a torch module that takes and gives the zoo's ``b, c, *spatial``."""
+    import torch
+
+    ours = "bc" + tensors.spatial
+
+    def perm(src: str, dst: str) -> list[int]:
+        return [src.index(a) for a in dst]
+
+    class Permuted(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = module
+
+        def forward(self, *xs):
+            theirs = []
+            for x, their in zip(xs, tensors.their_inputs):
+                full = their if "b" in their else "b" + their
+                full = full if "c" in full else full + "c"
+                x = x.permute(*perm(ours, full))
+                if "c" not in their:
+                    x = x[..., 0]
+                if "b" not in their:
+                    x = x[0]
+                theirs.append(x)
+            ys = self.inner(*theirs)
+            ys = ys if isinstance(ys, (tuple, list)) else (ys,)
+            outs = []
+            for y, their in zip(ys, tensors.their_outputs):
+                if "b" not in their:
+                    y, their = y[None], "b" + their
+                if "c" not in their:
+                    y, their = y[..., None], their + "c"
+                outs.append(y.permute(*perm(their, ours)))
+            return tuple(outs) if len(outs) > 1 else outs[0]
+
+    return Permuted().eval()
+
+
+def _script(module, tensors: bt.Tensors, xs: dict, path: Path) -> Path:
+    """Save ``module`` (taking the zoo's layout) as TorchScript: scripted where TorchScript can
+    compile it, else traced on the test input and checked at a second size."""
+    import torch
+
+    examples = tuple(torch.from_numpy(xs[t.name]) for t in tensors.inputs)
+    try:
+        scripted = torch.jit.script(module)
+    except Exception:   # noqa: BLE001 - arbitrary code; tracing is the fallback
+        with torch.no_grad():
+            scripted = torch.jit.trace(module, examples, check_trace=False)
+        _check_trace(module, scripted, tensors, examples)
+    scripted.save(str(path))
+    return path
+
+
+def _check_trace(module, traced, tensors: bt.Tensors, examples) -> None:
+    """A traced network must also run correctly at another valid size (tiles differ from the test input)."""
+    import torch
+
+    inp = tensors.inputs[0]
+    steps = inp.shape_step or [0] * len(inp.spatial_axes)
+    if not any(steps):
+        return
+    grown = [s + st for s, st in zip(examples[0].shape[2:], steps)]
+    other = tuple(torch.nn.functional.pad(x, [p for s, g in reversed(list(zip(x.shape[2:], grown))) for p in (0, g - s)],
+                                          mode="reflect" if x.ndim in (4, 5) else "constant") for x in examples)
+    with torch.no_grad():
+        want, got = module(*other), traced(*other)
+    want = want if isinstance(want, (tuple, list)) else (want,)
+    got = got if isinstance(got, (tuple, list)) else (got,)
+    if any(w.shape != g.shape or not torch.allclose(w, g, rtol=1e-3, atol=1e-4) for w, g in zip(want, got)):
+        raise InputError("the network's code depends on its input's size in a way TorchScript cannot trace: it gives "
+                         "other results at another tile size; ask its authors for onnx or torchscript weights")
+
+
+def _import_torchscript(descr, raw, tensors: bt.Tensors, folder, out, name, overwrite, offline, work, xs, ys):
+    import torch
+
+    from ..runtime.runners import TorchScriptRunner
+
+    entry = descr.weights.torchscript
+    path = local_file(folder, entry.source, entry.sha256, "weights.torchscript", offline, work)
+    ours = "bc" + tensors.spatial
+    if any(t != ours for t in tensors.their_inputs + tensors.their_outputs):
+        module = torch.jit.load(str(path), map_location="cpu").eval()
+        path = _script(_permuting(module, tensors), tensors, xs, work / "module.pt")
+    spec = _graph_spec(descr, raw, tensors, specs.TORCHSCRIPT, name)
+    error = check_reproduces(spec, TorchScriptRunner(path, device="cpu"), xs, ys, _tolerance(raw))
+    return spec, path, {"torchscript": error}
+
+
+def _import_trusted(descr, raw, tensors: bt.Tensors, folder, out, name, overwrite, offline, work, xs, ys,
+                    announce: Callable[[str], None]):
+    import importlib.util
+
+    import torch
+
+    from ..runtime.runners import TorchScriptRunner
+
+    entry = descr.weights.pytorch_state_dict
+    arch = entry.architecture
+    if not hasattr(arch, "source"):
+        raise InputError(f"weights.pytorch_state_dict.architecture: imports {arch.import_from}:{arch.callable} from an "
+                         "installed library; bioimage-zoo runs only the package's own source file (--trust-code) or "
+                         "its installed architectures")
+    source = local_file(folder, arch.source, arch.sha256, "the architecture source", offline, work)
+    kwargs = dict(arch.kwargs or {})
+    announce(f"--trust-code: running {arch.source} (sha256 {sha256_file(source)[:16]}...) to build "
+             f"{arch.callable}(**{kwargs}) for its state dict {entry.source}")
+    loader = importlib.util.spec_from_file_location(f"_bioimageio_source_{sha256_file(source)[:12]}", source)
+    module = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(module)
+    network = getattr(module, str(arch.callable))(**kwargs)
+    state = readers.torch_state_dict(local_file(folder, entry.source, entry.sha256, "weights.pytorch_state_dict",
+                                                offline, work))
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as e:
+        raise IntegrityError(f"weights.pytorch_state_dict: {entry.source} does not fit {arch.callable}(**{kwargs}): "
+                             f"{str(e).splitlines()[0][:300]}") from None
+    with torch.no_grad():
+        path = _script(_permuting(network.eval(), tensors), tensors, xs, work / "module.pt")
+    spec = _graph_spec(descr, raw, tensors, specs.TORCHSCRIPT, name)
+    error = check_reproduces(spec, TorchScriptRunner(path, device="cpu"), xs, ys, _tolerance(raw))
+    return spec, path, {"pytorch_state_dict (as TorchScript)": error}
+
+
+def _import_installed(descr, raw, tensors: bt.Tensors, folder, out, name, overwrite, offline, work, xs, ys):
+
+    entry = descr.weights.pytorch_state_dict
+    arch, params = _installed_architecture(raw, entry)
     params.pop("channels_last_output", None)       # our StarDist export's layout for bioimage.io's op
-    weights = rdf["weights"]["pytorch_state_dict"]
-    state = readers.torch_state_dict(_source(folder, weights, "the pytorch_state_dict weights", offline))
+    state = readers.torch_state_dict(local_file(folder, entry.source, entry.sha256, "weights.pytorch_state_dict",
+                                                offline, work))
     network = arch.build_network(params)
     try:
         network.load_state_dict(state)
     except RuntimeError as e:
-        raise IntegrityError(f"{weights['source']} does not fit {arch.id} with the kwargs the description gives: "
-                             f"{str(e).splitlines()[0][:300]}") from None
-
+        raise IntegrityError(f"weights.pytorch_state_dict: {entry.source} does not fit {arch.id} with the kwargs the "
+                             f"description gives: {str(e).splitlines()[0][:300]}") from None
     spec = specs.load(arch.blueprint_path(int(params.get("dims", 2))))
     spec.architecture_params = params
-    _describe(spec, rdf, name)
-    inp, rdf_in = spec.inputs[0], rdf["inputs"][0]
-    channel = next((a for a in rdf_in["axes"] if a.get("type") == "channel"), None)
-    if channel and channel.get("channel_names"):
-        inp.channels = list(channel["channel_names"])
-    inp.preprocessing = _ops(rdf_in.get("preprocessing"), "input preprocessing", inp.n_channels,
-                             PREPROCESSING)
-    spec.outputs[0].postprocessing = _zoo_postprocessing(rdf) or spec.outputs[0].postprocessing
-    test_input = np.load(_source(folder, rdf_in["test_tensor"], "the test input", offline), allow_pickle=False)
-    return build.build(spec, network, out, _training(rdf, rdf_path, source, test_input, "pytorch_state_dict"),
-                       test_input, name=spec.name, version=spec.version, description=spec.description,
-                       overwrite=overwrite)
-
-
-def _import_graph(rdf: dict, folder: Path, rdf_path: Path, source: Path, out: Path, name, overwrite,
-                  work: Path, offline: bool) -> Path:
-    import onnx
-
-    weights = rdf["weights"]["onnx"]
-    model = onnx.load(str(_source(folder, weights, "the onnx weights", offline)), load_external_data=False)
-    check_self_contained(model, weights["source"])
-    inp, outp, their_in, their_out = _graph_tensors(rdf)
-    declared_in, _ = onnx_layout.static_dims(model)
-    if declared_in and isinstance(declared_in[their_in.index("b")], int) and declared_in[their_in.index("b")] > 0:
-        raise InputError(f"the ONNX graph fixes the batch size to {declared_in[their_in.index('b')]}: bioimage-zoo "
-                         "runs tiles in batches; export the graph with a dynamic batch axis")
-    graph = onnx_layout.save(onnx_layout.adapt(model, their_in, their_out, inp.spatial_axes), work / "graph.onnx")
-
-    spec = Spec(kind="package", name="imported", version="0.1.0", description="imported", authors=[{"name": "-"}],
-                license="CC-BY-4.0", task=_task(rdf.get("tags") or []), architecture_id=specs.ONNX_GRAPH,
-                architecture_params={}, inputs=[inp], outputs=[outp])
-    _describe(spec, rdf, name)
-    rdf_in, rdf_out = rdf["inputs"][0], rdf["outputs"][0]
-    test_x = onnx_layout.to_ours(np.load(_source(folder, rdf_in["test_tensor"], "the test input", offline),
-                                         allow_pickle=False).astype(np.float32), their_in, inp.spatial_axes)
-    expected = onnx_layout.to_ours(np.load(_source(folder, rdf_out["test_tensor"], "the test output", offline),
-                                           allow_pickle=False), their_out, inp.spatial_axes)
-    _check_reproduces(spec, graph, test_x, expected, _tolerance(rdf))
-    outp.postprocessing = _zoo_postprocessing(rdf) or outp.postprocessing
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    return build.build_graph(spec, graph, opset, out, _training(rdf, rdf_path, source, test_x, "onnx"), test_x,
-                             name=spec.name, version=spec.version, description=spec.description, overwrite=overwrite)
-
-
-def _check_reproduces(spec: Spec, graph: Path, x: np.ndarray, expected: np.ndarray,
-                      tolerance: tuple[float, float]) -> None:
-    """The zoo's runtime (ops, tiling, ONNX Runtime) must give the package's own test output,
-    away from the borders where the zoo mirrors the image to give tiles their halo."""
-    from ..runtime.predictor import Predictor
-    from ..runtime.runners import OnnxRunner
-
-    model = Predictor(spec, OnnxRunner(graph, device="cpu"))
-    try:
-        got = model.predict_tensor(x, raw=not model.makes_instances)
-    except Exception as e:   # noqa: BLE001 - ONNX Runtime's errors name nodes; say what failed first
-        raise InputError(f"the imported ONNX graph does not run on the package's test input {x.shape}: {e}") from None
-    if model.makes_instances:       # labels: the same objects (an NMS may differ in a few), not the same ids
-        from ..segmentation.metrics import evaluate
-
-        f1 = evaluate([e[0] for e in expected], [g[0] for g in got], [0.5])[0]["f1"]
-        if f1 < 0.9:
-            raise ReproducibilityError(f"the imported graph's objects match the package's test output with F1 {f1:.3f} "
-                                       "at IoU 0.5 (at least 0.9 expected)")
-        return
-    if got.shape != expected.shape:
-        raise ReproducibilityError(f"the imported graph gives an output of shape {got.shape} on the test input; "
-                                   f"the package's test output has shape {expected.shape}")
-    halo = spec.inputs[0].halo or [0] * (x.ndim - 2)
-    inner = (slice(None), slice(None)) + tuple(slice(h, s - h) for h, s in zip(halo, x.shape[2:]))
-    rtol, atol = tolerance
-    error = np.abs(got[inner].astype(np.float64) - expected[inner])
-    allowed = atol + rtol * np.abs(expected[inner].astype(np.float64))
-    if error.size and not np.all(error <= allowed):
-        raise ReproducibilityError(f"the imported graph does not reproduce the package's own test output (max error "
-                                   f"{float(error.max()):.3g}, tolerance rtol={rtol}, atol={atol}); its "
-                                   "pre/post-processing may not map exactly onto the zoo's ops")
+    _describe(spec, descr, raw, name)
+    inp = spec.inputs[0]
+    inp.channels = tensors.inputs[0].channels
+    inp.preprocessing = tensors.inputs[0].preprocessing
+    spec.outputs[0].postprocessing = _zoo_postprocessing(raw) or spec.outputs[0].postprocessing
+    return spec, network, {"pytorch_state_dict": None}
 
 
 def import_package(source: str | Path, out: str | Path, name: str | None = None, overwrite: bool = False,
-                   weights: str | None = None, offline: bool | None = None) -> Path:
-    """Validate the bioimage.io package at ``source`` (folder, rdf.yaml or .zip) and write a zoo
-    package to ``out``; ``weights`` picks the format (``pytorch_state_dict`` or ``onnx``);
-    ``offline`` (default: ZOO_OFFLINE / HF_HUB_OFFLINE) opens no connection."""
+                   weights: str | None = None, offline: bool | None = None, trust_code: bool = False,
+                   announce: Callable[[str], None] | None = None) -> Path:
+    """Validate the bioimage.io package at ``source`` (folder, description file or .zip) and write
+    a zoo package to ``out``. ``weights`` picks the format; ``trust_code`` lets a state dict's own
+    architecture source run once (``announce`` is told what runs; default: a warning in the
+    log); ``offline`` (default: ZOO_OFFLINE / HF_HUB_OFFLINE) downloads nothing."""
     from ..registry.remote import offline_by_default
 
     offline = offline_by_default() if offline is None else offline
+    announce = announce or log.warning
     source = Path(source)
     if not source.exists():
-        raise InputError(f"{source} does not exist: give a bioimage.io package folder, its rdf.yaml or its .zip")
+        raise InputError(f"{source} does not exist: give a bioimage.io package folder, its description file or "
+                         "its .zip")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        folder = archive.extract(source, work / "package") if source.suffix == ".zip" else \
-            (source if source.is_dir() else source.parent)
-        rdf_path = folder / "rdf.yaml" if (folder / "rdf.yaml").is_file() else folder / "bioimageio.yaml"
-        if not rdf_path.is_file():
-            raise InputError(f"{source} holds no rdf.yaml (or bioimageio.yaml): not a bioimage.io package")
-        rdf = _validate(rdf_path, offline)
-        if rdf.get("type") != "model":
-            raise InputError(f"{rdf_path} describes a {rdf.get('type')}, not a model")
-        if choose_weights(rdf.get("weights") or {}, weights) == "pytorch_state_dict":
-            return _import_state_dict(rdf, folder, rdf_path, source, Path(out), name, overwrite, offline)
-        return _import_graph(rdf, folder, rdf_path, source, Path(out), name, overwrite, work, offline)
+        if source.suffix == ".zip":
+            folder = archive.extract(source, work / "package")
+            rdf_path = find_description(folder)
+        elif source.is_dir():
+            folder, rdf_path = source, find_description(source)
+        else:
+            folder, rdf_path = source.parent, source
+        descr, raw = read_description(rdf_path)
+        fmt = choose_weights(descr, raw, weights, trust_code)
+        tensors = bt.tensors(descr)
+        xs, ys = _test_tensors(descr, tensors, folder, offline, work)
+        first = next(iter(xs.values()))
+        args = (descr, raw, tensors, folder, Path(out), name, overwrite, offline, work, xs, ys)
+        if fmt == "onnx":
+            spec, graph, opset, reproduced = _import_onnx(*args)
+            training = _training(descr, rdf_path, source, first, fmt, reproduced)
+            return build.build_graph(spec, graph, opset, out, training, _samples(spec, xs), name=spec.name,
+                                     version=spec.version, description=spec.description, overwrite=overwrite)
+        if fmt == "pytorch_state_dict" and _installed_architecture(raw, descr.weights.pytorch_state_dict):
+            spec, network, reproduced = _import_installed(*args)
+            training = _training(descr, rdf_path, source, first, fmt, reproduced)
+            return build.build(spec, network, out, training, _samples(spec, xs), name=spec.name,
+                               version=spec.version, description=spec.description, overwrite=overwrite)
+        if fmt == "torchscript":
+            spec, module, reproduced = _import_torchscript(*args)
+        else:
+            spec, module, reproduced = _import_trusted(*args, announce=announce)
+        training = _training(descr, rdf_path, source, first, fmt, reproduced)
+        return build.build_script(spec, module, out, training, _samples(spec, xs), name=spec.name,
+                                  version=spec.version, description=spec.description, overwrite=overwrite)
+
+
+def _samples(spec: Spec, xs: dict):
+    """The test inputs as the package's sample images (``b, c, *spatial`` -> natural layout)."""
+    images = {inp.name: (x[0, 0] if x.shape[1] == 1 else np.moveaxis(x[0], 0, -1)) for inp, x in
+              zip(spec.inputs, xs.values())}
+    return images if len(images) > 1 else next(iter(images.values()))

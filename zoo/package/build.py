@@ -19,6 +19,7 @@ from . import card, onnx_export
 
 WEIGHTS = "weights/model.safetensors"
 ONNX = "weights/model.onnx"
+TORCHSCRIPT = "weights/model.torchscript.pt"
 TEST_INPUT, TEST_OUTPUT = "test/input.npy", "test/output.npy"
 COVER, CARD = "cover.png", "README.md"
 
@@ -123,38 +124,75 @@ def build_graph(blueprint: Spec, graph: Path, opset: int, out: str | Path, train
     return out
 
 
+def build_script(blueprint: Spec, module: Path, out: str | Path, training: Training, sample, *,
+                 name: str | None = None, version: str | None = None, description: str | None = None,
+                 test_size: int = 128, overwrite: bool = False) -> Path:
+    """Write a package around an imported TorchScript module alone (architecture ``torchscript``):
+    its test outputs come from TorchScript, the only runtime that runs it. ``sample``: an image,
+    or a dict of images by input name for a network with several inputs."""
+    from ..runtime.runners import TorchScriptRunner
+
+    out = Path(out).resolve()
+    spec = _named(blueprint, name, version, description)
+    with _staged(out, overwrite) as tmp:
+        shutil.copyfile(module, tmp / TORCHSCRIPT)
+        spec.weights = Weights(safetensors=None, torchscript=_ref(tmp, TORCHSCRIPT))
+        _complete(spec, tmp, TorchScriptRunner(tmp / TORCHSCRIPT, device="cpu"), training, sample, test_size)
+    return out
+
+
 def _cover(spec: Spec, model, x: np.ndarray, path: Path) -> None:
     """Input and prediction side by side (the middle slice of a volume); a classifier's input
     titled with its class."""
-    mid = tuple(s // 2 for s in x.shape[2:-2])
-    view = np.moveaxis(x[(0, slice(None)) + mid], 0, -1) if x.shape[1] == 3 else x[(0, 0) + mid]   # RGB in colour
+    first = x if isinstance(x, np.ndarray) else x[spec.inputs[0].name]
+    mid = tuple(s // 2 for s in first.shape[2:-2])
+    view = np.moveaxis(first[(0, slice(None)) + mid], 0, -1) if first.shape[1] == 3 else first[(0, 0) + mid]
     if model.task.per_image:
         probabilities = model.predict_tensor(x)[0]
         best = int(np.argmax(probabilities))
         imageio.figure(path, [(f"{model.class_names[best]} ({probabilities[best]:.2f})", view)])
         return
-    y = model.predict_tensor(x)
-    panel = ("instances", y[(0, 0) + mid], "labels") if makes_instances(spec) else ("output", y[(0, 0) + mid])
+    y = model.predict_tensors({spec.inputs[0].name: x} if isinstance(x, np.ndarray) else x)[spec.outputs[0].name]
+    out_mid = tuple(s // 2 for s in y.shape[2:-2])
+    panel = ("instances", y[(0, 0) + out_mid], "labels") if makes_instances(spec) else ("output", y[(0, 0) + out_mid])
     imageio.figure(path, [("input", view), panel])
 
 
-def _complete(spec: Spec, tmp: Path, runner, training: Training, sample: np.ndarray, test_size: int) -> None:
-    """Test tensors, cover, card and spec of a package whose weights are already in ``tmp``."""
+def _test_names(spec: Spec) -> tuple[list[str], list[str]]:
+    """Test tensor files: ``test/input.npy`` and ``test/output.npy`` for one tensor each, else
+    one file per tensor, by name."""
+    if len(spec.inputs) == 1 and len(spec.outputs) == 1:
+        return [TEST_INPUT], [TEST_OUTPUT]
+    return [f"test/input_{t.name}.npy" for t in spec.inputs], [f"test/output_{t.name}.npy" for t in spec.outputs]
+
+
+def _crop_size(inp, test_size: int) -> tuple[int, list[int]]:
+    """The test crop's size (at least the input's fixed or minimum size) and step."""
+    n = len(inp.spatial_axes)
+    return max([test_size, *(inp.shape_min or [])]), inp.shape_step or [1] * n
+
+
+def _complete(spec: Spec, tmp: Path, runner, training: Training, sample, test_size: int) -> None:
+    """Test tensors, cover, card and spec of a package whose weights are already in ``tmp``
+    (``sample``: an image, or a dict of images by input name)."""
     from ..runtime.predictor import Predictor
 
-    inp = spec.inputs[0]
-    n = len(inp.spatial_axes)
     runner_model = Predictor(spec, runner)
-    x, _ = layout.tensor_for(sample, None, inp)
-    test_x = _center_crop(x[:1], test_size, inp.shape_step or [1] * n)
-    test_y = runner_model.predict_tensor(test_x, raw=True)
-    np.save(tmp / TEST_INPUT, test_x, allow_pickle=False)
-    np.save(tmp / TEST_OUTPUT, test_y, allow_pickle=False)
+    samples = sample if isinstance(sample, dict) else {spec.inputs[0].name: sample}
+    xs = {inp.name: layout.tensor_for(samples[inp.name], None, inp)[0][:1] for inp in spec.inputs}
+    test_x = {name: _center_crop(x, *_crop_size(inp, test_size)) for (name, x), inp in zip(xs.items(), spec.inputs)}
+    test_y = runner_model.predict_tensors(test_x, raw=True)
+    input_files, output_files = _test_names(spec)
+    for inp, file in zip(spec.inputs, input_files):
+        np.save(tmp / file, test_x[inp.name], allow_pickle=False)
+    for out, file in zip(spec.outputs, output_files):
+        np.save(tmp / file, test_y[out.name], allow_pickle=False)
 
-    _cover(spec, runner_model, _center_crop(x[:1], 256, inp.shape_step or [1] * n), tmp / COVER)
+    cover_x = {name: _center_crop(x, *_crop_size(inp, 256)) for (name, x), inp in zip(xs.items(), spec.inputs)}
+    _cover(spec, runner_model, cover_x[spec.inputs[0].name] if len(cover_x) == 1 else cover_x, tmp / COVER)
 
-    spread = float(np.ptp(test_y)) if test_y.size else 1.0
-    spec.test = TestRecord(inputs=[_ref(tmp, TEST_INPUT)], outputs=[_ref(tmp, TEST_OUTPUT)],
+    spread = max((float(np.ptp(y)) if y.size else 1.0) for y in test_y.values())
+    spec.test = TestRecord(inputs=[_ref(tmp, f) for f in input_files], outputs=[_ref(tmp, f) for f in output_files],
                            rtol=1e-3, atol=max(1e-3 * spread, 1e-6))
     spec.training = training
     spec.covers, spec.documentation = [COVER], CARD

@@ -195,7 +195,8 @@ class Predictor:
             inp = self.spec.inputs[0]
             n = len(inp.spatial_axes)
             side = 64 if n == 2 else 32
-            probe = [max(m, -(-side // st) * st) for m, st in zip(inp.shape_min or [1] * n, inp.shape_step or [1] * n)]
+            probe = [m if st == 0 else max(m, -(-side // st) * st)      # step 0: the one size it takes
+                     for m, st in zip(inp.shape_min or [1] * n, inp.shape_step or [1] * n)]
             try:
                 self._bytes_per_pixel = self.runner.bytes_per_pixel((1, inp.n_channels, *probe))
             except Exception as e:   # noqa: BLE001 - an estimate must never stop a prediction
