@@ -255,9 +255,10 @@ def _short(e: BaseException, limit: int = 400) -> str:
 
 
 def reproduce(out: Path, rdf: dict, where, fmt: str) -> tuple[float, bool, str]:
-    """Run the imported package on the description's test inputs; (max abs error, within the
-    description's tolerance, note)."""
+    """Run the imported package on the description's test inputs as ``bioimageio test`` does (the
+    whole tensor at once); (max abs error, within the description's tolerance, note)."""
     import zoo
+    from zoo.export.bioimageio_import import predict_whole
     from zoo.model import runtimes_of
     from zoo.spec import load as load_spec
 
@@ -273,7 +274,7 @@ def reproduce(out: Path, rdf: dict, where, fmt: str) -> tuple[float, bool, str]:
         for k, (tid, x) in enumerate(xs.items()):
             name = tid if tid in names_in else names_in[k]
             feed[name] = to_zoo_layout(x, axes_in[tid]).astype(np.float32)
-        got = model.predictor.predict_tensors(feed, raw=True)
+        got = predict_whole(spec, model.predictor.runner, feed)      # as `bioimageio test` runs it: whole
         for k, (tid, y) in enumerate(ys.items()):
             name = tid if tid in names_out else names_out[k]
             expected = to_zoo_layout(y, axes_out[tid]).astype(np.float64)

@@ -279,3 +279,20 @@ def test_a_pruned_import_is_pulled_again_online_and_named_offline(site, monkeypa
     monkeypatch.setenv("ZOO_OFFLINE", "1")
     with pytest.raises(NotFoundError, match="cached import is gone or damaged"):
         pull_bioimageio("tidy-volume")
+
+
+def test_zoo_pull_and_zoo_load_take_a_bioimageio_id(site, capsys, monkeypatch):
+    """The faces: ``zoo pull bioimageio:ID`` imports once; ``zoo.load("bioimageio:ID")`` and
+    ``zoo predict bioimageio:ID`` then run it, offline too."""
+    import zoo
+    from zoo.cli import main
+
+    site.artifact("tidy-volume", VOLUME)
+    assert main(["pull", "bioimageio:tidy-volume"]) == 0
+    out = capsys.readouterr().out
+    assert "downloaded and imported (onnx)" in out, out
+    assert main(["pull", "bioimageio:tidy-volume"]) == 0
+    assert "checked, already imported" in capsys.readouterr().out
+    monkeypatch.setenv("ZOO_OFFLINE", "1")
+    model = zoo.load("bioimageio:tidy-volume", device="cpu")
+    assert model.spec.graph_only and model.test() <= 1.0

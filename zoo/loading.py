@@ -9,7 +9,8 @@ from pathlib import Path
 def load(ref: str | Path, runtime: str = "onnx", device: str = "auto", registry=None):
     """A ready :class:`zoo.model.Model` for ``NAME[@VERSION]``, ``REGISTRY_URL/NAME[@VERSION]``
     (``hf://ORG/...``, ``https://host/root/...``), a package folder/zoo.yaml, or a package archive
-    (``PKG.zip``, ``https://host/PKG.zip``, unpacked safely into the cache).
+    (``PKG.zip``, ``https://host/PKG.zip``, unpacked safely into the cache), or a bioimage.io
+    model by id (``bioimageio:affable-shark``: downloaded, imported and cached once).
 
     Names are resolved in the local registry (``registry`` or the default one) and pulled into
     the cache; every file's sha256 is verified before anything is loaded."""
@@ -19,6 +20,11 @@ def load(ref: str | Path, runtime: str = "onnx", device: str = "auto", registry=
     path = Path(ref)
     if path.is_dir() or (path.suffix in (".yaml", ".yml") and path.is_file()):
         return _knowing(from_path(path, runtime=runtime, device=device), registry or default_registry())
+    if isinstance(ref, str) and ref.startswith("bioimageio:"):     # bioimageio:affable-shark, imported once
+        from .export.bioimageio_pull import pull_bioimageio
+
+        return _knowing(from_path(pull_bioimageio(ref), runtime=runtime, device=device),
+                        registry or default_registry())
     from .registry.archives import names_archive, pull_archive
     from .registry.remote import is_url, registry_for, split_ref
 

@@ -45,9 +45,18 @@ class Pulled:
     how: str                     # "copied" (local registry), "downloaded" (remote), "unpacked" (archive)
 
 
-def pull(ref: str, registry=None, sha256: str | None = None) -> Pulled:
-    """A verified copy of a package in the cache: from a registry, or a package archive (``PKG.zip``,
-    ``https://HOST/PKG.zip``; ``sha256``: the archive's, checked before unpacking)."""
+def pull(ref: str, registry=None, sha256: str | None = None, weights: str | None = None,
+         trust_code: bool = False) -> Pulled:
+    """A verified copy of a package in the cache: from a registry, a package archive (``PKG.zip``,
+    ``https://HOST/PKG.zip``; ``sha256``: the archive's, checked before unpacking), or a
+    bioimage.io model by id (``bioimageio:ID``, imported; ``weights``, ``trust_code``: see
+    :func:`zoo.export.bioimageio_import.import_package`)."""
+    if isinstance(ref, str) and ref.startswith("bioimageio:"):
+        from ..export.bioimageio_pull import fetch
+
+        got = fetch(ref, weights=weights, trust_code=trust_code)
+        return Pulled(got.spec, got.path, got.bytes_moved,
+                      "checked, already imported" if got.cached else f"downloaded and imported ({got.weights})")
     from ..registry import LocalRegistry
     from ..registry.archives import names_archive, pull_archive
 

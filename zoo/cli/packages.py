@@ -53,7 +53,8 @@ def cmd_info(args) -> int:
 def cmd_pull(args) -> int:
     from .. import api
 
-    pulled = api.pull(args.ref, registry_of(args), sha256=args.sha256)
+    pulled = api.pull(args.ref, registry_of(args), sha256=args.sha256, weights=args.weights,
+                      trust_code=args.trust_code)
     if pulled.bytes_moved is None:                  # an archive
         print(f"{pulled.spec.ref}\t{pulled.path}")
         return 0
@@ -210,8 +211,13 @@ def register(sub) -> None:
     p = sub.add_parser("pull", help="fetch a package into the cache, verifying every sha256")
     p.add_argument("ref", help="NAME[@VERSION] (e.g. n2v-w2s@^0.1), or REGISTRY_URL/NAME[@VERSION] "
                                "(hf://ORG/NAME@1.0, http://HOST/ROOT/NAME), or a package archive "
-                               "(PKG.zip, https://HOST/PKG.zip)")
+                               "(PKG.zip, https://HOST/PKG.zip), or bioimageio:ID (e.g. bioimageio:affable-shark)")
     p.add_argument("--sha256", help="with an archive: the sha256 its author published (checked before unpacking)")
+    p.add_argument("--weights", choices=["onnx", "torchscript", "pytorch_state_dict"],
+                   help="with bioimageio:ID: the weight format to import (default: the importer's choice)")
+    p.add_argument("--trust-code", action="store_true",
+                   help="with bioimageio:ID: let a state dict's own architecture source run once, at import "
+                        "(SECURITY.md)")
     p.set_defaults(func=cmd_pull)
 
     p = sub.add_parser("check", help="verify the registry folder and the cache (after a crash)")

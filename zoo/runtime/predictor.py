@@ -174,6 +174,8 @@ class Predictor:
             if tile is not None and list([tile] * n if isinstance(tile, int) else tile) != fixed:
                 log.info("tile %s ignored: %s takes tiles of %s only", tile, self.spec.ref, fixed)
             tile = fixed
+            if all(s <= f for s, f in zip(spatial, fixed)):   # one tile holds the image: run it whole, no seams
+                halo, blend = [0] * n, 0
         if inp.batch is not None:
             batch_size = min(batch_size or inp.batch, inp.batch)
         if tile is None or batch_size is None:
