@@ -173,3 +173,25 @@ def test_weights_at_a_url_are_fetched_only_when_chosen_and_never_offline(tmp_pat
 
     assert zoo.load(package).test() <= 1.0
     assert yaml.safe_load((package / "zoo.yaml").read_text())["architecture"]["id"] == "torchscript"
+
+
+def test_aliases_in_a_description_are_read_but_a_bomb_is_refused(tmp_path):
+    """The field's own examples use YAML anchors (unet2d_fixed_shape); a 'billion laughs'
+    description is refused quickly, naming the limit."""
+    import time
+
+    from zoo.errors import SpecError
+    from zoo.spec import parse_yaml
+
+    assert parse_yaml("a: &x [1, 2]\nb: *x\n", aliases=True) == {"a": [1, 2], "b": [1, 2]}
+    with pytest.raises(SpecError, match="anchors and aliases"):
+        parse_yaml("a: &x [1, 2]\nb: *x\n")                    # zoo specs never
+    lines = ["type: model", "l0: &l0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"l{k}: &l{k} [" + ", ".join([f"*l{k - 1}"] * 9) + "]" for k in range(1, 9)]
+    (tmp_path / "rdf.yaml").write_text("\n".join(lines) + "\n")
+    from zoo.export.bioimageio_import import import_package
+
+    started = time.perf_counter()
+    with pytest.raises(SpecError, match="aliases expand to more than 100000 values"):
+        import_package(tmp_path, tmp_path / "pkg")
+    assert time.perf_counter() - started < 2
