@@ -22,7 +22,7 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _content_hash(path: Path) -> str:
+def content_hash(path: Path) -> str:
     """A file's sha256, or a folder's (a Zarr store): over its files' relative names and hashes."""
     if not path.is_dir():
         return sha256_file(path)
@@ -35,6 +35,6 @@ def _content_hash(path: Path) -> str:
 def fingerprint_files(paths: Iterable[str | Path]) -> str:
     """One sha256 over (file name, content hash) pairs, order-independent: a data set's identity."""
     digest = hashlib.sha256()
-    for name, file_hash in sorted((Path(p).name, _content_hash(Path(p))) for p in paths):
+    for name, file_hash in sorted((Path(p).name, content_hash(Path(p))) for p in paths):
         digest.update(f"{name}\0{file_hash}\n".encode())
     return digest.hexdigest()

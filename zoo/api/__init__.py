@@ -12,6 +12,7 @@ One module per group: :mod:`.sharing` (registries, pull, publish, validate), :mo
 from __future__ import annotations
 
 from ..loading import load    # one path from a reference to a ready model, shared with the server
+from .batch import BatchReport, predict_files
 from .exchange import bump, export, import_model, serve
 from .predicting import (FilePrediction, check_shift, classify, measure, predict, predict_file,
                          predict_tensors_files, prediction_figure)
@@ -21,4 +22,4 @@ from .training import blueprint_path, compare, evaluate, finetune, train
 __all__ = ["registry", "load", "pull", "publish", "validate", "predict", "predict_file", "check_shift",
            "prediction_figure", "measure", "classify", "train", "finetune", "evaluate", "compare", "export",
            "import_model", "bump", "serve", "Pulled", "Validated", "FilePrediction", "registry_and_ref",
-           "reproduce_test_tensors", "blueprint_path", "predict_tensors_files"]
+           "reproduce_test_tensors", "blueprint_path", "predict_tensors_files", "predict_files", "BatchReport"]

@@ -8,9 +8,23 @@ from typing import Any, Callable, Sequence
 from .sharing import as_model
 
 
-def predict(model, image, axes: str | None = None, **options):
+def predict(model, image, axes: str | None = None, out: str | Path | None = None, **options):
     """``model`` (a Model or a reference ``load`` takes) on an image array in its natural layout;
-    returns the same layout (labels for instance models unless ``raw=True``)."""
+    returns the same layout (labels for instance models unless ``raw=True``). A dict of arrays
+    by input name for a model with several inputs gives a dict by output name.
+
+    Files instead of an array (a path, a folder, a glob, or a list of them) need ``out``, a
+    folder: the model runs over every image into it and a
+    :class:`zoo.api.batch.BatchReport` comes back (see :func:`zoo.api.batch.predict_files`)."""
+    if isinstance(image, (str, Path)) or (isinstance(image, (list, tuple)) and image
+                                          and all(isinstance(i, (str, Path)) for i in image)):
+        if out is None:
+            from ..errors import InputError
+
+            raise InputError("predicting files needs out=FOLDER for the outputs (or read the image and pass the array)")
+        from .batch import predict_files
+
+        return predict_files(model, [image] if isinstance(image, (str, Path)) else image, out, axes=axes, **options)
     return as_model(model).predict(image, axes=axes, **options)
 
 
@@ -32,11 +46,13 @@ class FilePrediction:
 def predict_file(model, source: str | Path, target: str | Path, *, axes: str | None = None, tile=None,
                  batch_size: int | None = None, blend: int | None = None, raw: bool = False,
                  overwrite: bool = False, progress: Callable[[int, int], None] | None = None,
-                 uncertainty: bool = False, ensemble: Sequence = (), tta: bool = True) -> FilePrediction:
+                 uncertainty: bool = False, ensemble: Sequence = (), tta: bool = True,
+                 opened=None) -> FilePrediction:
     """Predict an image file into ``target``: streamed block by block into .tif, .npy or .zarr,
     else (PNG, ``uncertainty``, or a network whose output is resized) in memory. The output format is checked before any work, and
     an existing ``target`` is replaced only with ``overwrite`` (never the input, a folder, or an
-    OME-Zarr another tool wrote)."""
+    OME-Zarr another tool wrote). ``opened``: ``(image, axes)`` as :func:`zoo.imageio.open_lazy`
+    gives them, when the caller has read the input already (folder mode reads ahead)."""
     import numpy as np
 
     from ..imageio import check_format, check_output, open_lazy, write_image
@@ -47,7 +63,7 @@ def predict_file(model, source: str | Path, target: str | Path, *, axes: str | N
     check_format(target, "int32" if model.makes_instances and not raw else model.spec.outputs[0].dtype)
     options = dict(tile=tile, batch_size=batch_size, blend=blend, progress=progress, raw=raw)
     check_output(target, overwrite, source)              # before the work (the stream checks again at the end)
-    image, stated = open_lazy(source)
+    image, stated = opened if opened is not None else open_lazy(source)
     if target.suffix.lower() in STREAM_SUFFIXES and not uncertainty and model.predictor.streams:
         shape = model.predict_file(source, target, axes=axes, overwrite=overwrite, opened=(image, stated), **options)
         return FilePrediction(target, tuple(shape), None, True, source=image, source_axes=stated)

@@ -12,12 +12,17 @@ def cmd_predict(args) -> int:
     from .. import api
     from ..errors import InputError, NotFoundError
 
+    from .batch import folder_mode, run_folder
+
+    batch = folder_mode(args)
     for path in args.inputs:
-        if not path.exists():
+        if not path.exists() and not (batch and any(c in str(path) for c in "*?[")):
             raise NotFoundError(f"image not found: {path}")
     model = load(args, args.ref)
     if model.task.per_image:
         return _classify(model, args)
+    if batch:
+        return run_folder(model, args)
     if model.predictor.several or args.input_names or args.output_name:
         return _several(model, args)
     if len(args.inputs) != 1:
@@ -100,7 +105,9 @@ def _classify(model, args) -> int:
     from .. import api
     from ..quantify.measure import write_table
 
-    rows = api.classify(model, args.inputs, axes=args.axes)
+    from ..api.batch import expand_inputs
+
+    rows = api.classify(model, expand_inputs(args.inputs)[0], axes=args.axes)
     write_table(rows, args.output)
     counts = {name: sum(r["class"] == name for r in rows) for name in model.class_names}
     print(f"{args.output}: {len(rows)} images classified by {model.spec.ref} "
@@ -141,9 +148,12 @@ def register(sub) -> None:
     p = sub.add_parser("predict", help="run a model on an image (tiled)")
     p.add_argument("ref", help="NAME[@VERSION] or a package folder")
     p.add_argument("inputs", type=Path, nargs="+", metavar="input",
-                   help="image: TIFF/OME-TIFF, OME-Zarr, PNG, JPEG or NPY (classifiers: one or more images)")
+                   help="image: TIFF/OME-TIFF, OME-Zarr, PNG, JPEG or NPY; or several, folders and quoted globs "
+                        "('raw/*.tif'), each predicted into the -o folder (classifiers: rows of one table)")
     p.add_argument("-o", "--output", type=Path, required=True,
-                   help="output image: .tif, .zarr or .npy (any output, written block by block), or .png (labels "
+                   help="output image (a folder for several images, a folder or a glob: OUT/<name>.tif each, "
+                        "with manifest.json and summary.csv): .tif, .zarr or .npy (any output, written block by "
+                        "block), or .png (labels "
                         "and 8/16-bit images only; not the float output of a restoration model); classifiers: a .csv "
                         "(or .parquet) table, one row per image")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output of the same kind (a file, "

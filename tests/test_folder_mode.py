@@ -1,0 +1,101 @@
+"""Folder mode (issue 24.1): one model over a folder or glob of images, outputs named after the
+inputs, a manifest that makes a re-run skip finished work, a summary CSV, and bad files
+reported while the others go on. Through the CLI and the api."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+import tifffile
+
+from conftest import REPO
+
+MODEL = "n2v-w2s"
+
+
+@pytest.fixture()
+def folder(tmp_path):
+    """Four real crops (two sizes, one RGB-free PNG-sized crop), a text file and a corrupt TIFF."""
+    actin = tifffile.imread(REPO / "samples" / "hagen_actin_lowsnr.tif")
+    root = tmp_path / "raw"
+    root.mkdir()
+    tifffile.imwrite(root / "a.tif", actin[:96, :96])
+    tifffile.imwrite(root / "b.tif", actin[100:164, 50:178])          # another size
+    np.save(root / "c.npy", actin[200:264, 200:264].astype(np.float32))
+    tifffile.imwrite(root / "d.tif", actin[:80, :80][None])           # a leading axis of one
+    (root / "notes.txt").write_text("acquisition notes")
+    (root / "broken.tif").write_bytes(b"II*\x00" + b"\x00" * 40)
+    return root
+
+
+def _rows(out):
+    with open(out / "summary.csv") as f:
+        return {row["file"].rsplit("/", 1)[-1]: row for row in csv.DictReader(f)}
+
+
+def test_a_folder_is_predicted_once_and_a_rerun_skips_what_is_finished(folder, tmp_path, capsys):
+    from zoo.cli import main
+
+    out = tmp_path / "out"
+    code = main(["predict", MODEL, str(folder), "-o", str(out)])
+    printed = capsys.readouterr()
+    assert code == 1, printed                                          # one file failed
+    assert "failed: " in printed.err and "broken.tif" in printed.err
+    assert "4 predicted, 1 skipped, 1 failed" in printed.out, printed.out
+    rows = _rows(out)
+    assert {k: r["status"] for k, r in rows.items()} == {"a.tif": "done", "b.tif": "done", "c.npy": "done",
+                                                        "d.tif": "done", "broken.tif": "failed",
+                                                        "notes.txt": "skipped"}
+    assert rows["b.tif"]["shape"] == "64x128" and float(rows["a.tif"]["seconds"]) > 0
+    assert rows["a.tif"]["shift_score"] and rows["a.tif"]["shift_verdict"] in ("fits", "unlike the training data")
+    assert "not an image" in rows["notes.txt"]["error"] and rows["broken.tif"]["error"]
+    for name, shape in (("a", (96, 96)), ("b", (64, 128)), ("c", (64, 64))):
+        assert tifffile.imread(out / f"{name}.tif").shape == shape
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(manifest) == 4 and all(e["model"].startswith(MODEL + "@") for e in manifest.values())
+
+    before = (out / "a.tif").stat().st_mtime_ns
+    np.save(folder / "c.npy", np.load(folder / "c.npy") + 1)          # a changed input is redone
+    assert main(["predict", MODEL, str(folder), "-o", str(out)]) == 1
+    rows = _rows(out)
+    assert rows["a.tif"]["status"] == "skipped" and "already done" in rows["a.tif"]["warnings"]
+    assert rows["c.npy"]["status"] == "done" and (out / "a.tif").stat().st_mtime_ns == before
+    assert main(["predict", MODEL, str(folder), "-o", str(out), "--overwrite"]) == 1
+    assert _rows(out)["a.tif"]["status"] == "done" and (out / "a.tif").stat().st_mtime_ns != before
+
+
+def test_globs_and_the_api_give_the_same_outputs(folder, tmp_path):
+    import zoo
+
+    report = zoo.predict(MODEL, [str(folder / "a.tif"), str(folder / "[bc].*")], out=tmp_path / "api")
+    assert [r["status"] for r in report.rows] == ["done"] * 3 and not report.failures
+    model = zoo.load(MODEL)
+    np.testing.assert_allclose(tifffile.imread(tmp_path / "api" / "b.tif"),
+                               model.predict(tifffile.imread(folder / "b.tif")), atol=1e-5)
+    with pytest.raises(zoo.errors.InputError, match="out=FOLDER"):
+        zoo.predict(MODEL, str(folder))
+
+
+def test_a_file_in_the_output_folder_that_this_run_did_not_write_is_never_replaced(folder, tmp_path, capsys):
+    from zoo.cli import main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.tif").write_bytes(b"someone's result")
+    assert main(["predict", MODEL, str(folder / "a.tif"), str(folder / "b.tif"), "-o", str(out)]) == 1
+    assert (out / "a.tif").read_bytes() == b"someone's result"
+    assert "exists: pass --overwrite" in _rows(out)["a.tif"]["error"] and _rows(out)["b.tif"]["status"] == "done"
+    capsys.readouterr()
+
+
+def test_inputs_that_would_share_an_output_name_are_refused_before_any_work(folder, tmp_path, capsys):
+    from zoo.cli import main
+
+    tifffile.imwrite(folder / "a.png.tif", np.zeros((8, 8), np.uint8))
+    shutil.copy(folder / "a.tif", folder / "e.tif")
+    (folder / "e.npy").write_bytes((folder / "c.npy").read_bytes())
+    assert main(["predict", MODEL, str(folder / "e.tif"), str(folder / "e.npy"), "-o", str(tmp_path / "o")]) == 2
+    assert "would both be written" in capsys.readouterr().err and not (tmp_path / "o").exists()

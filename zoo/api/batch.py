@@ -1,0 +1,210 @@
+"""Folder mode: one model over many images (``zoo predict NAME DIR|GLOB... -o OUTDIR``).
+
+The model is loaded once; the next image is read (and hashed) in a background thread while the
+current one runs. Each output is named after its input (``OUTDIR/<stem>.tif``). ``OUTDIR``
+holds two more files:
+
+- ``manifest.json``: for every finished input, its sha256, the model and the output's sha256.
+  A re-run skips an input whose content, model and output are unchanged (``overwrite`` redoes
+  it), so an interrupted run resumes where it stopped.
+- ``summary.csv``: one row per input of this run: file, output, shape, seconds, shift score and
+  verdict, warnings, status (done, skipped, failed) and the error.
+
+A bad file is reported and the others go on; the caller gets the failures in the report.
+"""
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from ..errors import InputError, ZooError
+
+MANIFEST, SUMMARY = "manifest.json", "summary.csv"
+COLUMNS = ["file", "output", "shape", "seconds", "shift_score", "shift_verdict", "warnings", "status", "error"]
+
+
+@dataclass
+class BatchReport:
+    out: Path
+    rows: list[dict] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        return sum(r["status"] == status for r in self.rows)
+
+    @property
+    def failures(self) -> list[dict]:
+        return [r for r in self.rows if r["status"] == "failed"]
+
+
+def expand_inputs(inputs: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
+    """Image files from files, folders (their images, sorted) and glob patterns; and notes on
+    what was left out (files in a folder that are not images)."""
+    from ..imageio import IMAGE_SUFFIXES
+
+    files, notes = [], []
+    for item in inputs:
+        text = str(item)
+        path = Path(text)
+        if path.is_dir():
+            for child in sorted(path.iterdir()):
+                if child.is_file() and child.suffix.lower() in IMAGE_SUFFIXES:
+                    files.append(child)
+                elif child.is_dir() and child.suffix.lower() == ".zarr":
+                    files.append(child)
+                elif child.is_file() and not child.name.startswith(".") and child.name not in (MANIFEST, SUMMARY):
+                    notes.append(f"{child}: not an image (suffix {child.suffix or 'none'}), left out")
+        elif any(c in text for c in "*?["):
+            matched = sorted(Path(p) for p in glob.glob(text, recursive=True))
+            if not matched:
+                raise InputError(f"{text} matches no file")
+            files += [p for p in matched if p.is_file() or p.suffix.lower() == ".zarr"]
+        elif path.exists():
+            files.append(path)
+        else:
+            raise InputError(f"image not found: {path}")
+    if not files:
+        raise InputError(f"no images in {', '.join(map(str, inputs))} (expected TIFF, OME-Zarr, PNG, JPEG or NPY)")
+    return list(dict.fromkeys(files)), notes
+
+
+def output_names(files: Sequence[Path], out: Path, suffix: str) -> dict[Path, Path]:
+    """``OUTDIR/<stem><suffix>`` for each input; two inputs with one stem are refused before any work."""
+    targets: dict[Path, Path] = {}
+    seen: dict[str, Path] = {}
+    for f in files:
+        stem = f.name.split(".")[0] if f.suffix.lower() != ".zarr" else f.stem
+        if stem in seen:
+            raise InputError(f"{seen[stem]} and {f} would both be written to {out / (stem + suffix)}: rename one, "
+                             "or predict them into different output folders")
+        seen[stem] = f
+        targets[f] = out / f"{stem}{suffix}"
+    return targets
+
+
+class Manifest:
+    """``OUTDIR/manifest.json``: what is finished, by input name."""
+
+    def __init__(self, out: Path):
+        self.path = out / MANIFEST
+        try:
+            self.entries = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        except (OSError, ValueError):
+            self.entries = {}          # unreadable: everything is redone, nothing is lost
+
+    def finished(self, source: Path, digest: str, model_ref: str, target: Path) -> bool:
+        from ..hashing import sha256_file
+
+        entry = self.entries.get(str(source))
+        return bool(entry) and entry.get("sha256") == digest and entry.get("model") == model_ref \
+            and target.exists() and (target.is_dir() or entry.get("output_sha256") == sha256_file(target))
+
+    def record(self, source: Path, digest: str, model_ref: str, target: Path) -> None:
+        from ..hashing import sha256_file
+
+        self.entries[str(source)] = {"sha256": digest, "model": model_ref, "output": target.name,
+                                     "output_sha256": None if target.is_dir() else sha256_file(target)}
+        partial = self.path.with_name(f".{MANIFEST}.partial")
+        partial.write_text(json.dumps(self.entries, indent=1))
+        os.replace(partial, self.path)             # never a half-written manifest
+
+
+def _digest(path: Path) -> str:
+    from ..hashing import content_hash, sha256_file
+
+    return content_hash(path) if path.is_dir() else sha256_file(path)
+
+
+def _read(path: Path):
+    """(sha256, opened image) for the prefetch thread: small images are read whole here."""
+    import numpy as np
+
+    from ..imageio import open_lazy
+
+    digest = _digest(path)
+    image, stated = open_lazy(path)
+    if getattr(image, "nbytes", 0) <= 256 << 20 and not isinstance(image, np.ndarray):
+        image = np.asarray(image)
+    return digest, (image, stated)
+
+
+def predict_files(model, inputs: Iterable[str | Path], out: str | Path, *, suffix: str = ".tif",
+                  axes: str | None = None, overwrite: bool = False, shift: bool = True,
+                  on_file: Callable[[int, int, Path], None] | None = None, **options) -> BatchReport:
+    """``model`` over every image ``inputs`` name (files, folders, globs), into ``out``; see the
+    module docstring. ``options`` go to :func:`zoo.api.predict_file` (tile, batch_size, raw,
+    progress ...). ``on_file(done, total, path)`` is called before each file."""
+    from .predicting import check_shift, predict_file
+    from .sharing import as_model
+
+    model = as_model(model)
+    files, notes = expand_inputs(inputs)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} is a file: with several images -o names a folder for the outputs")
+    targets = output_names(files, out, suffix)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest, report = Manifest(out), BatchReport(out)
+    with ThreadPoolExecutor(1) as reader:
+        pending = reader.submit(_read, files[0])
+        for k, source in enumerate(files):
+            if on_file:
+                on_file(k, len(files), source)
+            row = {"file": str(source), "output": str(targets[source]), "shape": "", "seconds": "",
+                   "shift_score": "", "shift_verdict": "", "warnings": "", "status": "", "error": ""}
+            started = time.perf_counter()
+            try:
+                digest, opened = pending.result()
+            except (ZooError, OSError, ValueError) as e:
+                digest, opened, row["status"], row["error"] = None, None, "failed", _one_line(e)
+            if k + 1 < len(files):
+                pending = reader.submit(_read, files[k + 1])
+            if opened is not None:
+                _predict_one(model, source, targets[source], digest, opened, manifest, row, overwrite, axes,
+                             shift, options, predict_file, check_shift)
+            row["seconds"] = f"{time.perf_counter() - started:.3f}"
+            report.rows.append(row)
+    report.rows += [{**dict.fromkeys(COLUMNS, ""), "file": n.split(": ")[0], "status": "skipped",
+                     "error": n.split(": ", 1)[1]} for n in notes]
+    _write_summary(out / SUMMARY, report.rows)
+    return report
+
+
+def _predict_one(model, source, target, digest, opened, manifest, row, overwrite, axes, shift, options,
+                 predict_file, check_shift) -> None:
+    if not overwrite and manifest.finished(source, digest, model.spec.ref, target):
+        row["status"], row["warnings"] = "skipped", "already done (same input, model and output)"
+        return
+    ours = str(source) in manifest.entries          # an output this folder run wrote before: redone in place
+    try:
+        done = predict_file(model, source, target, axes=axes, overwrite=overwrite or ours, opened=opened, **options)
+        row["shape"] = "x".join(map(str, done.shape))
+        if shift:
+            found = check_shift(model, done.source, axes=axes, prediction=done.result, source_axes=done.source_axes)
+            if found is not None:
+                row["shift_score"] = f"{found.shift_score:.3g}"
+                row["shift_verdict"] = "unlike the training data" if found.shift_warning else "fits"
+                row["warnings"] = "; ".join(found.messages) if found.shift_warning else ""
+        manifest.record(source, digest, model.spec.ref, target)
+        row["status"] = "done"
+    except (ZooError, OSError, ValueError, MemoryError) as e:
+        row["status"], row["error"] = "failed", _one_line(e)
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:500] or type(e).__name__
+
+
+def _write_summary(path: Path, rows: list[dict]) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    with open(partial, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(partial, path)

@@ -1,0 +1,57 @@
+"""``zoo predict NAME DIR|GLOB... -o OUTDIR``: the command-line face of folder mode."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def folder_mode(args) -> bool:
+    """Several images, a folder, a glob, or an output folder: one run over all of them."""
+    inputs = [str(p) for p in args.inputs]
+    return len(inputs) > 1 or any(Path(p).is_dir() and Path(p).suffix.lower() != ".zarr" for p in inputs) \
+        or any(c in p for p in inputs for c in "*?[") or (args.output.is_dir() and args.output.suffix != ".zarr") \
+        or not args.output.suffix
+
+
+def run_folder(model, args) -> int:
+    """Predict every image into ``-o``; a line per failure, a summary, exit 1 if any failed."""
+    from .. import api
+    from .common import progress
+
+    bar = _files_bar(model.spec.name)
+    update, close = progress(model.spec.name)
+    try:
+        report = api.predict_files(model, args.inputs, args.output, axes=args.axes, overwrite=args.overwrite,
+                                   tile=args.tile, batch_size=args.batch_size, blend=args.blend, raw=args.raw,
+                                   progress=update, on_file=bar)
+    finally:
+        close()
+        bar(None, None, None)
+    for row in report.rows:
+        if row["status"] == "failed":
+            print(f"failed: {row['file']}: {row['error']}", file=sys.stderr)
+        elif row["shift_verdict"] == "unlike the training data":
+            print(f"warning: {row['file']}: {row['warnings']}", file=sys.stderr)
+    done, skipped, failed = report.count("done"), report.count("skipped"), report.count("failed")
+    print(f"{args.output}: {done} predicted, {skipped} skipped, {failed} failed by {model.spec.ref} "
+          f"({model.runtime}); summary: {args.output / 'summary.csv'}")
+    return 1 if failed else 0
+
+
+def _files_bar(label: str):
+    """A progress bar over files on a terminal; plain nothing otherwise."""
+    if not sys.stderr.isatty():
+        return lambda done, total, path: None
+    from tqdm import tqdm
+
+    bar = tqdm(desc=f"{label} (files)", unit="file")
+
+    def update(done, total, path):
+        if done is None:
+            bar.close()
+            return
+        bar.total, bar.n = total, done
+        bar.set_postfix_str(Path(path).name)
+        bar.refresh()
+
+    return update
