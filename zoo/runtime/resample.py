@@ -3,10 +3,11 @@ neighbour (ids kept), and back to the exact input shape.
 
 Every function resamples the *trailing* axes (as many as there are factors, or entries in
 ``shape``); leading axes (batch, channel, time) are looped over, one image and channel at a time,
-in float32, so that no float64 copy of a large array is ever made. Pixel areas are aligned (a
-pixel's centre ``i`` maps to ``(i + 0.5) * in / out - 0.5``), so an image and its labels resampled
-with the same factors stay registered, and rescaling by ``f`` and restoring the shape is a round
-trip. Output sizes are ``floor(size * f + 0.5)`` (at least 1). Factors come from
+in float32: a linear zoom (the default) needs the output and about two channels of float32 working
+space (``order > 1``: scipy's spline prefilter holds one channel in float64). Pixel areas are
+aligned (a pixel's centre ``i`` maps to ``(i + 0.5) * in / out - 0.5``), so an image and its labels
+resampled with the same factors stay registered, and rescaling by ``f`` and restoring the shape is
+a round trip. Output sizes are ``floor(size * f + 0.5)`` (at least 1). Factors come from
 :mod:`zoo.runtime.scale`.
 """
 from __future__ import annotations
@@ -92,12 +93,37 @@ def _resize(x: np.ndarray, shape: tuple[int, ...], order: int, anti_alias: bool)
     out = np.empty(lead + tuple(shape), np.float32)
     for idx in np.ndindex(*lead):
         a = np.asarray(x[idx], dtype=np.float32)
+        if order == 1:                                # separable: axis by axis, the most shrunk first
+            owned = not np.may_share_memory(a, x)     # then filtered in place
+            for axis in sorted(range(n), key=lambda k: zoom[k]):
+                if sigma[axis]:
+                    a = ndimage.gaussian_filter1d(a, sigma[axis], axis, mode="mirror", output=a if owned else None)
+                if src[axis] != shape[axis]:
+                    a = _linear_axis(a, axis, shape[axis])
+                owned = owned or bool(sigma[axis]) or src[axis] != shape[axis]
+            out[idx] = a
+            continue
         if any(sigma):
             a = ndimage.gaussian_filter(a, sigma, mode="mirror")
         if tuple(src) == tuple(shape):
             out[idx] = a
         else:
             out[idx] = ndimage.zoom(a, zoom, output=np.float32, order=order, mode="reflect", grid_mode=True)
+    return out
+
+
+def _linear_axis(a: np.ndarray, axis: int, size: int) -> np.ndarray:
+    """Linear interpolation of ``a`` along ``axis`` to ``size`` samples, pixel areas aligned (the
+    same values as ``scipy.ndimage.zoom(order=1, mode="reflect", grid_mode=True)``), float32."""
+    n = a.shape[axis]
+    c = np.clip((np.arange(size) + 0.5) * (n / size) - 0.5, 0, n - 1)
+    i0 = c.astype(np.intp)
+    w = (c - i0).astype(np.float32).reshape((-1,) + (1,) * (a.ndim - axis - 1))
+    out = a.take(i0, axis)
+    out *= 1 - w
+    upper = a.take(np.minimum(i0 + 1, n - 1), axis)
+    upper *= w
+    out += upper
     return out
 
 
