@@ -38,7 +38,8 @@ def fit(blueprint: str | Path | Spec, data: str | Path | None, out: str | Path, 
         data_license: str | None = None, sample: str | Path | None = None, overwrite: bool = False,
         callbacks: Sequence = (), labels: str | Path | None = None, group_column: str | None = None,
         split_column: str | None = None, train_split: str = "train", test_split: str | None = None,
-        canvas: int | None = None, scale: float | None = None, val_every: int | None = None) -> Path:
+        canvas: int | None = None, scale: float | None = None, val_every: int | None = None,
+        pixel_size: float | dict | None = None) -> Path:
     """Train ``blueprint`` on the images in ``data`` (or explicit file lists); return the package path.
 
     A classifier's blueprint is trained by :func:`zoo.trainers.classification.fit_classifier`
@@ -54,6 +55,9 @@ def fit(blueprint: str | Path | Spec, data: str | Path | None, out: str | Path, 
     ``sample``: the image whose crop becomes the package's test tensors and cover (default: the
     first validation image; pass one whose licence allows redistribution when publishing).
     ``callbacks``: extra Lightning callbacks.
+    ``pixel_size``: the training images' µm per pixel (a number, or by axis), recorded in the
+    package's ``scale`` with the training objects' median diameter (instance models); default:
+    the images' metadata, when they state one.
     """
     given = dict(locals())
     spec = blueprint if isinstance(blueprint, Spec) else specs.load(blueprint)
@@ -68,7 +72,7 @@ def fit_dense(spec: Spec, data, out, *, target=None, train_files=None, val_files
               name=None, version: str = "0.1.0", description=None, patch=64, batch_size: int = 16,
               max_steps: int = 1000, steps_per_epoch: int = 200, lr=None, seed: int = 0, progress=True,
               module_options=None, data_description=None, data_source=None, data_license=None, sample=None,
-              overwrite: bool = False, callbacks: Sequence = (), **lightning) -> Path:
+              overwrite: bool = False, callbacks: Sequence = (), pixel_size=None, **lightning) -> Path:
     """Restoration and segmentation: patches of the images (and targets), by-image validation,
     one validation every ``steps_per_epoch`` steps (see :func:`fit` for the options)."""
     import pytorch_lightning as pl
@@ -99,6 +103,12 @@ def fit_dense(spec: Spec, data, out, *, target=None, train_files=None, val_files
     )
     path = build.build(spec, module.network, out, training, sample_image(spec, sample, val_files), name=name,
                        version=version, description=description, overwrite=overwrite)
+    from zoo.opnames import makes_instances
+
+    from .scale import record_scale
+
+    record_scale(path, spec.inputs[0].spatial_axes, train_files, pixel_size, pairs.get("train_targets"),
+                 makes_instances(spec))
     return add_shift_check(path, train_files, val_files)
 
 

@@ -218,6 +218,7 @@ class Spec:
     covers: list[str] = field(default_factory=list)
     documentation: str | None = None
     trust: dict | None = None        # {statistics: FileRef dict, encoder: FileRef dict, threshold, calibration}
+    scale: dict | None = None        # {pixel_size: {z, y, x: µm}, diameter: px, measured_from}: the training's
 
     @property
     def ref(self) -> str:
@@ -244,6 +245,7 @@ class Spec:
             training=Training.from_dict(d["training"]) if "training" in d else None,
             test=TestRecord.from_dict(d["test"]) if "test" in d else None,
             covers=list(d.get("covers", [])), documentation=d.get("documentation"), trust=d.get("trust"),
+            scale=d.get("scale"),
         )
 
     def to_dict(self) -> dict:
@@ -268,6 +270,8 @@ class Spec:
             d["test"] = self.test.to_dict()
         if self.trust:
             d["trust"] = self.trust
+        if self.scale:
+            d["scale"] = self.scale
         if self.covers:
             d["covers"] = self.covers
         if self.documentation:

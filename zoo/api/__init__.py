@@ -12,10 +12,10 @@ One module per group: :mod:`.sharing` (registries, pull, publish, validate), :mo
 from __future__ import annotations
 
 from ..loading import load    # one path from a reference to a ready model, shared with the server
-from .batch import BatchReport, predict_files
+from .batch import BatchReport, predict, predict_files
 from .exchange import bump, export, import_model, serve
-from .predicting import (FilePrediction, check_shift, classify, measure, predict, predict_file,
-                         predict_tensors_files, prediction_figure)
+from .predicting import (FilePrediction, check_shift, classify, measure, predict_file, predict_tensors_files,
+                         prediction_figure)
 from .sharing import Pulled, Validated, pull, publish, registry, registry_and_ref, reproduce_test_tensors, validate
 from .training import blueprint_path, compare, evaluate, finetune, train
 

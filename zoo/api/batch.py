@@ -43,6 +43,41 @@ class BatchReport:
         return [r for r in self.rows if r["status"] == "failed"]
 
 
+def predict(model, image, axes: str | None = None, out: str | Path | None = None, *, pixel_size=None,
+            diameter: float | None = None, anisotropy: float | None = None, channels=None,
+            stitch_threshold: float | None = None, **options):
+    """``model`` (a Model or a reference ``load`` takes) on an image array in its natural layout;
+    returns the same layout (labels for instance models unless ``raw=True``). A dict of arrays
+    by input name for a model with several inputs gives a dict by output name.
+
+    Files instead of an array (a path, a folder, a glob, or a list of them) need ``out``, a
+    folder: the model runs over every image into it and a
+    :class:`zoo.api.batch.BatchReport` comes back (see :func:`zoo.api.batch.predict_files`).
+    ``pixel_size``, ``diameter``, ``anisotropy``, ``channels``, ``stitch_threshold``: see
+    :func:`predict_file`."""
+    if isinstance(image, (str, Path)) or (isinstance(image, (list, tuple)) and image
+                                          and all(isinstance(i, (str, Path)) for i in image)):
+        if out is None:
+            from ..errors import InputError
+
+            raise InputError("predicting files needs out=FOLDER for the outputs (or read the image and pass the array)")
+        extra = dict(pixel_size=pixel_size, diameter=diameter, anisotropy=anisotropy, channels=channels,
+                     stitch_threshold=stitch_threshold)
+        return predict_files(model, [image] if isinstance(image, (str, Path)) else image, out, axes=axes,
+                             **{k: v for k, v in extra.items() if v is not None}, **options)
+    from .predicting import predict_scaled
+    from .scaling import pick_channels, plan
+    from .sharing import as_model
+
+    model = as_model(model)
+    if channels is not None:
+        image, axes = pick_channels(model, image, axes, channels)
+    if pixel_size is None and diameter is None and anisotropy is None and stitch_threshold is None:
+        return model.predict(image, axes=axes, **options)
+    return predict_scaled(model, image, axes, plan(model.spec, None, pixel_size, diameter, anisotropy), stitch_threshold,
+                   options)
+
+
 def expand_inputs(inputs: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
     """Image files from files, folders (their images, sorted) and glob patterns; and notes on
     what was left out (files in a folder that are not images)."""
@@ -185,12 +220,14 @@ def _predict_one(model, source, target, digest, opened, manifest, row, overwrite
     try:
         done = predict_file(model, source, target, axes=axes, overwrite=overwrite or ours, opened=opened, **options)
         row["shape"] = "x".join(map(str, done.shape))
+        row["warnings"] = "; ".join(done.notes)
         if shift:
             found = check_shift(model, done.source, axes=axes, prediction=done.result, source_axes=done.source_axes)
             if found is not None:
                 row["shift_score"] = f"{found.shift_score:.3g}"
                 row["shift_verdict"] = "unlike the training data" if found.shift_warning else "fits"
-                row["warnings"] = "; ".join(found.messages) if found.shift_warning else ""
+                if found.shift_warning:
+                    row["warnings"] = "; ".join(filter(None, [row["warnings"], *found.messages]))
         manifest.record(source, digest, model.spec.ref, target)
         row["status"] = "done"
     except (ZooError, OSError, ValueError, MemoryError) as e:

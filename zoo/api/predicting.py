@@ -1,31 +1,41 @@
 """Prediction: arrays and files, the shift check, figures, measurements and classes."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from .scaling import pick_channels, plan
 from .sharing import as_model
 
+log = logging.getLogger("zoo")
 
-def predict(model, image, axes: str | None = None, out: str | Path | None = None, **options):
-    """``model`` (a Model or a reference ``load`` takes) on an image array in its natural layout;
-    returns the same layout (labels for instance models unless ``raw=True``). A dict of arrays
-    by input name for a model with several inputs gives a dict by output name.
 
-    Files instead of an array (a path, a folder, a glob, or a list of them) need ``out``, a
-    folder: the model runs over every image into it and a
-    :class:`zoo.api.batch.BatchReport` comes back (see :func:`zoo.api.batch.predict_files`)."""
-    if isinstance(image, (str, Path)) or (isinstance(image, (list, tuple)) and image
-                                          and all(isinstance(i, (str, Path)) for i in image)):
-        if out is None:
+def predict_scaled(model, image, axes, scale, stitch_threshold, options):
+    """A prediction in memory at the model's scale (and stitched), back on the image's grid."""
+    import numpy as np
+
+    from ..runtime import layout
+    from .scaling import predict_rescaled, stitch_stack
+
+    if scale.warning:
+        log.warning("%s", scale.warning)
+    if scale.said:
+        log.info("%s", scale.said)
+    image = np.asarray(image)
+    if scale.factors is not None:
+        result = predict_rescaled(model, image, axes, scale.factors, **options)
+    else:
+        result = model.predict(image, axes=axes, **options)
+    if stitch_threshold is not None:
+        if not model.makes_instances or options.get("raw"):
             from ..errors import InputError
 
-            raise InputError("predicting files needs out=FOLDER for the outputs (or read the image and pass the array)")
-        from .batch import predict_files
-
-        return predict_files(model, [image] if isinstance(image, (str, Path)) else image, out, axes=axes, **options)
-    return as_model(model).predict(image, axes=axes, **options)
+            raise InputError("--stitch-threshold joins instance labels: a segmentation model, without --raw")
+        natural = layout.layout_for(image.shape, axes, model.spec.inputs[0])[0]
+        result = stitch_stack(result, natural.output(1).axes, stitch_threshold)
+    return result
 
 
 @dataclass
@@ -41,18 +51,25 @@ class FilePrediction:
     result: Any = None                    # the prediction when it was made in memory
     source: Any = None                    # the input as opened (lazily): the shift check, figure and
     source_axes: str | None = None        # measurements reuse it, so a prediction opens its input once
+    notes: list = field(default_factory=list)   # what was done to the image (rescaled ...) and warnings
 
 
 def predict_file(model, source: str | Path, target: str | Path, *, axes: str | None = None, tile=None,
                  batch_size: int | None = None, blend: int | None = None, raw: bool = False,
                  overwrite: bool = False, progress: Callable[[int, int], None] | None = None,
                  uncertainty: bool = False, ensemble: Sequence = (), tta: bool = True,
-                 opened=None) -> FilePrediction:
+                 opened=None, pixel_size=None, diameter: float | None = None, anisotropy: float | None = None,
+                 channels=None, stitch_threshold: float | None = None) -> FilePrediction:
     """Predict an image file into ``target``: streamed block by block into .tif, .npy or .zarr,
     else (PNG, ``uncertainty``, or a network whose output is resized) in memory. The output format is checked before any work, and
     an existing ``target`` is replaced only with ``overwrite`` (never the input, a folder, or an
     OME-Zarr another tool wrote). ``opened``: ``(image, axes)`` as :func:`zoo.imageio.open_lazy`
-    gives them, when the caller has read the input already (folder mode reads ahead)."""
+    gives them, when the caller has read the input already (folder mode reads ahead).
+
+    ``pixel_size`` (µm; default: the file's metadata), ``diameter`` (px), ``anisotropy``: bring the
+    image to the model's scale and the prediction back (:mod:`zoo.api.scaling`; said in
+    ``notes``). ``channels``: the model's channels by name (``"nuclei=0,cyto=1"``).
+    ``stitch_threshold``: join a 2D model's per-slice labels across z (or t) by IoU."""
     import numpy as np
 
     from ..imageio import check_format, check_output, open_lazy, write_image
@@ -64,6 +81,19 @@ def predict_file(model, source: str | Path, target: str | Path, *, axes: str | N
     options = dict(tile=tile, batch_size=batch_size, blend=blend, progress=progress, raw=raw)
     check_output(target, overwrite, source)              # before the work (the stream checks again at the end)
     image, stated = opened if opened is not None else open_lazy(source)
+    if channels is not None:
+        from ..metadata import read
+
+        image, stated = pick_channels(model, image, axes or stated, channels, read(source).channel_names)
+        axes = None
+    scale = plan(model.spec, source, pixel_size, diameter, anisotropy)
+    if scale.factors is not None or stitch_threshold is not None or scale.warning:
+        done = FilePrediction(target, (), None, False, source=image, source_axes=axes or stated,
+                              notes=[n for n in (scale.said, scale.warning and f"warning: {scale.warning}") if n])
+        result = predict_scaled(model, image, axes or stated, scale, stitch_threshold, options)
+        write_image(target, result, overwrite=overwrite, source=source)
+        done.shape, done.dtype, done.result = tuple(result.shape), str(result.dtype), result
+        return done
     if target.suffix.lower() in STREAM_SUFFIXES and not uncertainty and model.predictor.streams:
         shape = model.predict_file(source, target, axes=axes, overwrite=overwrite, opened=(image, stated), **options)
         return FilePrediction(target, tuple(shape), None, True, source=image, source_axes=stated)

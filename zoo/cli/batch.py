@@ -23,7 +23,7 @@ def run_folder(model, args) -> int:
     try:
         report = api.predict_files(model, args.inputs, args.output, axes=args.axes, overwrite=args.overwrite,
                                    tile=args.tile, batch_size=args.batch_size, blend=args.blend, raw=args.raw,
-                                   progress=update, on_file=bar)
+                                   progress=update, on_file=bar, **scale_options(args))
     finally:
         close()
         bar(None, None, None)
@@ -36,6 +36,23 @@ def run_folder(model, args) -> int:
     print(f"{args.output}: {done} predicted, {skipped} skipped, {failed} failed by {model.spec.ref} "
           f"({model.runtime}); summary: {args.output / 'summary.csv'}")
     return 1 if failed else 0
+
+
+def scale_options(args) -> dict:
+    """The physical-scale, channel and stitching options of ``zoo predict`` (those given)."""
+    pixel_size = args.pixel_size
+    if pixel_size is not None:
+        from ..errors import InputError
+
+        try:
+            values = [float(v) for v in pixel_size.split(",")]
+        except ValueError:
+            raise InputError(f"--pixel-size {pixel_size}: expected micrometres per pixel, one number or one per "
+                             "spatial axis (z,y,x), e.g. 0.65 or 2,0.65,0.65") from None
+        pixel_size = values[0] if len(values) == 1 else values
+    given = dict(pixel_size=pixel_size, diameter=args.diameter, anisotropy=args.anisotropy, channels=args.channels,
+                 stitch_threshold=args.stitch_threshold)
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _files_bar(label: str):

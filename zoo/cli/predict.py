@@ -12,7 +12,7 @@ def cmd_predict(args) -> int:
     from .. import api
     from ..errors import InputError, NotFoundError
 
-    from .batch import folder_mode, run_folder
+    from .batch import folder_mode, run_folder, scale_options
 
     batch = folder_mode(args)
     for path in args.inputs:
@@ -34,9 +34,12 @@ def cmd_predict(args) -> int:
         done = api.predict_file(model, source, args.output, axes=args.axes, tile=args.tile,
                                 batch_size=args.batch_size, blend=args.blend, raw=args.raw, overwrite=args.overwrite,
                                 progress=update, uncertainty=args.uncertainty,
-                                ensemble=[load(args, ref) for ref in args.ensemble or []], tta=not args.no_tta)
+                                ensemble=[load(args, ref) for ref in args.ensemble or []], tta=not args.no_tta,
+                                **scale_options(args))
     finally:
         close()
+    for note in done.notes:
+        print(note, file=sys.stderr if note.startswith("warning") else sys.stdout)
     if done.uncertainty:
         print(f"{done.uncertainty}: uncertainty ({done.uncertainty_kind}) over {done.members} members")
     if done.streamed:
@@ -158,6 +161,16 @@ def register(sub) -> None:
                         "(or .parquet) table, one row per image")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output of the same kind (a file, "
                                                             "or an OME-Zarr the zoo wrote); never the input")
+    p.add_argument("--pixel-size", metavar="UM", help="the image's µm per pixel (one number, or z,y,x): rescaled "
+                                                     "to the model's and back (default: the file's metadata)")
+    p.add_argument("--diameter", type=float, help="instance models: the objects' typical diameter in pixels; the "
+                                                  "image is rescaled so they match the model's training objects")
+    p.add_argument("--anisotropy", type=float, help="3D models: z spacing over xy spacing (resampled to the model's)")
+    p.add_argument("--channels", metavar="NAME=CH,...", help="the model's channels from the file's, by position or "
+                                                             "name: e.g. nuclei=0,cyto=1 or nuclei=DAPI")
+    p.add_argument("--stitch-threshold", type=float, metavar="T", help="2D instance models on a z-stack (or "
+                                                                       "time-lapse): join labels across slices "
+                                                                       "whose IoU is at least T (0-1]")
     p.add_argument("--input", dest="input_names", action="append", metavar="ID",
                    help="models with several inputs: the input each image feeds, once per image in order")
     p.add_argument("--output-id", dest="output_name", metavar="ID",

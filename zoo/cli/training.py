@@ -17,7 +17,8 @@ def cmd_train(args) -> int:
                      accelerator=args.accelerator, devices=args.devices, precision=args.precision,
                      strategy=args.strategy, progress=sys.stderr.isatty(), overwrite=args.overwrite,
                      labels=args.labels, group_column=args.group_column, split_column=args.split_column,
-                     train_split=args.train_split, test_split=args.test_split, canvas=args.canvas, scale=args.scale)
+                     train_split=args.train_split, test_split=args.test_split, canvas=args.canvas, scale=args.scale,
+                     pixel_size=args.pixel_size)
     print(f"package written: {path} (publish it with `zoo push {path}`)")
     return 0
 
@@ -142,6 +143,8 @@ def register(sub) -> None:
     p.add_argument("--dims", type=int, choices=[2, 3], default=2, help="2D or 3D blueprint of an architecture")
     _data_options(p, "the blueprint's")
     p.add_argument("--patch", type=int, default=64)
+    p.add_argument("--pixel-size", type=float, help="the training images' µm per pixel, recorded in the package "
+                                                      "(default: from their metadata, where they state it)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-steps", type=int, default=1000)
     p.add_argument("--lr", type=float)

@@ -129,6 +129,24 @@ def _usage(spec: Spec) -> list[str]:
     return lines
 
 
+def _scale(spec: Spec) -> list[str]:
+    """The scale the model was trained at, and how predictions use it."""
+    scale = spec.scale or {}
+    if not scale:
+        return []
+    lines = ["## Scale", ""]
+    if scale.get("pixel_size"):
+        lines.append("- pixel size: " + ", ".join(f"{a} {v:g} µm" for a, v in scale["pixel_size"].items()))
+    if scale.get("diameter"):
+        lines.append(f"- typical object: {scale['diameter']:g} px across (median of the training objects)")
+    if scale.get("measured_from"):
+        lines.append(f"- measured from: {scale['measured_from']}")
+    lines += ["", "An image at another scale is rescaled to this one and the prediction back: give "
+              "`--pixel-size` (read from OME-TIFF, ImageJ or OME-Zarr metadata when present) or the objects' "
+              "`--diameter` in pixels.", ""]
+    return lines
+
+
 def render(spec: Spec) -> str:
     lines = [f"# {spec.name} {spec.version}", "", spec.description.strip(), ""]
     lines += [f"- **Task**: {spec.task}", f"- **Architecture**: `{spec.architecture_id}` "
@@ -143,6 +161,7 @@ def render(spec: Spec) -> str:
               "|---|---|---|---|---|---|---|", *_tensor_rows(spec.inputs, "preprocessing"), ""]
     lines += ["## Outputs", "", "| name | axes | dtype | channels | shape | halo | postprocessing |",
               "|---|---|---|---|---|---|---|", *_tensor_rows(spec.outputs, "postprocessing"), ""]
+    lines += _scale(spec)
     if spec.training:
         t = spec.training
         lines += ["## Training", "", t.data.get("description", ""), ""]

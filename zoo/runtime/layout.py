@@ -208,6 +208,21 @@ def layout_for(shape: tuple[int, ...], axes: str | None, tensor) -> tuple[Layout
     return for_input(shape, axes, tensor.spatial_axes, tensor.n_channels, tensor.grey == "repeat")
 
 
+def guess_axes(shape: tuple[int, ...], spatial: str) -> str:
+    """The axes of an image whose channel count is not the model's yet (before channels are
+    picked by name): its spatial axes, with a short first or last axis as the channels."""
+    n = len(spatial)
+    if len(shape) == n:
+        return spatial
+    if len(shape) == n + 1:
+        if shape[-1] <= 8 and shape[-1] < min(shape[:-1]):
+            return spatial + "c"
+        if shape[0] <= 8:
+            return "c" + spatial
+    raise InputError(f"cannot tell which axis of an image of shape {tuple(shape)} holds its channels: pass --axes "
+                     f"(e.g. c{spatial} or {spatial}c)")
+
+
 def tensor_for(image: np.ndarray, axes: str | None, tensor) -> tuple[np.ndarray, Layout]:
     """:func:`to_tensor` as an input tensor spec declares it (see :func:`layout_for`)."""
     return to_tensor(image, axes, tensor.spatial_axes, tensor.n_channels, tensor.grey == "repeat")

@@ -27,6 +27,8 @@ log = logging.getLogger("zoo.trust")
 
 STATISTICS, ENCODER = "trust/shift.npz", "trust/encoder.onnx"
 GEOMETRIC = ("fit_canvas",)      # preprocessing that resizes or pads: image statistics are taken before it
+SCALE_LIMIT = 1.5                # objects this many times larger (or smaller) than the training's: a warning,
+                                 # or more where the training images' own object sizes spread wider (2 sd)
 
 
 @dataclass
@@ -36,14 +38,22 @@ class ShiftReport:
     parts: dict
     messages: list[str] = field(default_factory=list)
     objects: dict = field(default_factory=dict)      # instance models: label -> why its size is unusual
+    scale_ratio: float | None = None                 # instance models: median object diameter / the training's
+    scale_limit: float = 1.5                         # ratios beyond this (or below its inverse) are a mismatch
+
+    @property
+    def scale_mismatch(self) -> bool:
+        """Objects more than ``scale_limit`` times larger or smaller than the training objects."""
+        return self.scale_ratio is not None and not 1 / self.scale_limit <= self.scale_ratio <= self.scale_limit
 
     @property
     def shift_warning(self) -> bool:
-        return self.shift_score > self.shift_threshold
+        return self.shift_score > self.shift_threshold or self.scale_mismatch
 
     def to_dict(self) -> dict:
         return {"shift_score": round(self.shift_score, 4), "shift_threshold": round(self.shift_threshold, 4),
-                "shift_warning": self.shift_warning, "shift_parts": {k: round(v, 4) for k, v in self.parts.items()},
+                "shift_warning": self.shift_warning,
+                **({"scale_ratio": round(self.scale_ratio, 4)} if self.scale_ratio is not None else {}), "shift_parts": {k: round(v, 4) for k, v in self.parts.items()},
                 "shift_messages": self.messages,
                 **({"object_warnings": [{"label": k, "message": v} for k, v in sorted(self.objects.items())]}
                    if self.objects else {})}
@@ -55,6 +65,8 @@ class ShiftReport:
 
     def summary(self) -> str:
         what = "; ".join(self.messages) or "its features are unlike the training images'"
+        if self.shift_score <= self.shift_threshold:      # the scale alone
+            return f"input at another scale than the training data: {what}"
         return (f"input unlike the training data (shift score {self.shift_score:.2g} > {self.shift_threshold:.2g}): "
                 f"{what}. Check the result, or fine-tune on a few of your own images")
 
@@ -150,8 +162,18 @@ def check(model, x: np.ndarray, labels: np.ndarray | None = None) -> ShiftReport
     embedding, stats = probe(x, labels)
     score, parts = shift.score(embedding, stats)
     report = ShiftReport(score, shift.threshold, parts)
-    if report.shift_warning:
+    trained = (shift.reference or {}).get("scale")
+    if stats.get("scale") and trained:
+        report.scale_ratio = float(stats["scale"] / trained)
+        report.scale_limit = max(SCALE_LIMIT, float(np.exp(2 * shift.spreads.get("scale", 0.0))))
+    if report.shift_score > report.shift_threshold:
         report.messages = shift.explain(parts, stats)
+    if report.scale_mismatch:
+        report.messages.append(
+            f"its objects are {report.scale_ratio:.2g}x the size of the training objects (median diameter "
+            f"{stats['scale']:.3g} px against {trained:.3g} px; the training images' own range is "
+            f"{1 / report.scale_limit:.2g}-{report.scale_limit:.2g}x): pass --diameter {stats['scale']:.3g} (or "
+            "the image's --pixel-size) so that it is rescaled to the model's scale")
     report.objects = shift.size_flags(stats.get("areas", {}))
     if report.objects:
         log.warning("%s", report.objects_summary())
