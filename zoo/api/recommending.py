@@ -17,7 +17,7 @@ def recommend(images: Sequence, task: str | None = None, registry=None, *, axes:
     :class:`zoo.recommend.Recommendations` (``ranking``, each with a one-line ``verdict``; the
     packages ``skipped`` and why; ``message`` when nothing could be ranked). ``task`` keeps the
     packages of a task or family (``segmentation``). ``figure``: a PNG of the first image and each
-    of the top three's prediction on it. A large 2D image is checked on its centre 1024x1024.
+    of the top three's prediction on it. A large image is checked on its centre 512x512 (y, x).
     ``progress(done, total)`` is called after each package."""
     from .. import recommend as rec
     from ..errors import InputError, ZooError

@@ -70,7 +70,7 @@ def register(sub) -> None:
     p = sub.add_parser("recommend", help="rank the registry's packages by how well they fit your images")
     p.add_argument("images", type=Path, nargs="+", metavar="IMAGE",
                    help="images like the ones you want to process (TIFF, PNG, JPEG, NPY, OME-Zarr); several "
-                        "are better than one. A large image is checked on its centre 1024x1024")
+                        "are better than one. A large image is checked on its centre 512x512")
     p.add_argument("--task", help="only packages of this task or family (segmentation, segmentation/instance, "
                                   "restoration, classification)")
     p.add_argument("--json", action="store_true", help="print the ranking as JSON (per image scores and messages, "
