@@ -130,6 +130,10 @@ class Model:
         """How an image of this spatial shape is tiled: one plan per axis, and the batch size."""
         return self.predictor.plan_tiles(spatial, tile, batch_size, blend)
 
+    def network(self):
+        """The runner as the tiler calls it (see :meth:`zoo.runtime.predictor.Predictor.network`)."""
+        return self.predictor.network()
+
     def bytes_per_pixel(self) -> float:
         """The network's estimated activation memory per input pixel (measured once)."""
         return self.predictor.bytes_per_pixel()

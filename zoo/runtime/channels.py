@@ -34,7 +34,7 @@ def parse(text: str | dict | None) -> dict[str, int | str] | None:
 def pick(image, axes: str, mapping: dict[str, int | str], model_channels: Sequence[str],
          file_channels: Sequence[str] | None = None) -> tuple[np.ndarray, str]:
     """``image`` (axes ``axes``) with the model's channels, in its order, taken as ``mapping``
-    says; returns (image, axes) with a ``c`` axis of the model's length."""
+    says; returns (image, axes) with a ``c`` axis of the model's length (none for one channel)."""
     wanted = list(model_channels or ["c0"])
     unknown = [k for k in mapping if k not in wanted]
     missing = [k for k in wanted if k not in mapping]
@@ -58,4 +58,7 @@ def pick(image, axes: str, mapping: dict[str, int | str], model_channels: Sequen
         if not 0 <= source < n:
             raise InputError(f"--channels {model_name}={source}: the image has {n} channel(s), numbered 0..{n - 1}")
         indices.append(source)
-    return np.take(image, indices, axis=axes.index("c")), axes
+    picked = np.take(image, indices, axis=axes.index("c"))
+    if len(indices) == 1:                   # a grey model: a grey image, no channel axis
+        return np.squeeze(picked, axis=axes.index("c")), axes.replace("c", "")
+    return picked, axes
