@@ -92,9 +92,15 @@ def preview(result, first, path: str | Path, registry=None, runtime: str = "onnx
     import numpy as np
 
     from ..errors import ZooError
-    from ..imageio import figure, preview as view
+    from ..imageio import figure, preview as shown
 
     label, image, axes = first
+
+    def view(array):              # a small crop (a classifier's) is enlarged to be seen
+        array = shown(array)
+        times = max(1, 192 // max(array.shape[:2]))
+        return array.repeat(times, 0).repeat(times, 1) if times > 1 else array
+
     panels = [(f"input: {Path(label).name}", view(image))]
     for r in result.ranking[:3]:
         title = f"{r.rank}. {r.name}"
@@ -108,7 +114,8 @@ def preview(result, first, path: str | Path, registry=None, runtime: str = "onnx
             name, p = out
             panels.append((f"{title}: {name} {float(np.max(p)):.2f}", view(image)))
         elif model.makes_instances:
-            panels.append((f"{title}: {int(np.max(out))} objects", view(out), "labels"))
+            n = int(np.max(out)) if np.size(out) else 0
+            panels.append((f"{title}: {n} object{'' if n == 1 else 's'}", view(out), "labels"))
         else:
             panels.append((title, view(out)))
     return figure(path, panels, max_side=384)
