@@ -21,10 +21,10 @@ def cmd_predict(args) -> int:
     model = load(args, args.ref)
     if model.task.per_image:
         return _classify(model, args)
+    if model.predictor.several or args.input_names or args.output_name:
+        return _several(model, args)          # several images are one prediction's inputs
     if batch:
         return run_folder(model, args)
-    if model.predictor.several or args.input_names or args.output_name:
-        return _several(model, args)
     if len(args.inputs) != 1:
         raise InputError(f"{model.spec.ref} predicts one image per call (-o names its output); got "
                          f"{len(args.inputs)} images: run it once per image")
