@@ -149,3 +149,28 @@ def test_a_3d_model_takes_the_anisotropy_of_a_volume(tmp_path):
     assert out.shape == volume.shape
     with pytest.raises(InputError, match="--anisotropy is for 3D models"):
         zoo.predict("n2v-w2s", volume[0], anisotropy=2.0)
+
+
+def test_training_records_the_pixel_size_and_the_objects_diameter(package_copy, tmp_path):
+    """zoo train's record: --pixel-size, else the images' metadata when they agree; instance
+    models also their training objects' median diameter, from the label images."""
+    from zoo import spec as specs
+    from zoo.errors import InputError
+    from zoo.trainers.scale import pixel_size_of, record_scale
+
+    images = []
+    for k, size in enumerate((0.65, 0.65)):
+        images.append(tmp_path / f"i{k}.ome.tif")
+        tifffile.imwrite(images[-1], _image(k), ome=True, metadata={"axes": "YX", "PhysicalSizeX": size,
+                                                                     "PhysicalSizeY": size})
+    assert pixel_size_of(None, "yx", images) == ({"y": 0.65, "x": 0.65}, "training image metadata (OME-TIFF)")
+    tifffile.imwrite(tmp_path / "other.ome.tif", _image(3), ome=True,
+                     metadata={"axes": "YX", "PhysicalSizeX": 0.3, "PhysicalSizeY": 0.3})
+    assert pixel_size_of(None, "yx", images + [tmp_path / "other.ome.tif"])[0] is None
+    assert pixel_size_of(0.5, "yx", images)[0] == {"y": 0.5, "x": 0.5}
+    with pytest.raises(InputError, match="positive number of micrometres"):
+        pixel_size_of(-1.0, "yx", images)
+    labels = REPO / "samples" / "dsb_fluo_nuclei_labels.tif"
+    scale = record_scale(package_copy, "yx", images, None, [labels], instances=True)
+    assert scale["pixel_size"] == {"y": 0.65, "x": 0.65} and 15 < scale["diameter"] < 30
+    assert specs.load(package_copy).scale == scale and "## Scale" in (package_copy / "README.md").read_text()
