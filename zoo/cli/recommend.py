@@ -67,7 +67,11 @@ def _progress(quiet: bool):
 
 
 def register(sub) -> None:
-    p = sub.add_parser("recommend", help="rank the registry's packages by how well they fit your images")
+    p = sub.add_parser("recommend", help="rank the registry's packages by how well they fit your images",
+                       description="Rank every package of the registry (latest versions) that can take the "
+                                   "images by its dataset-shift score on them: first the packages whose median "
+                                   "score is within their threshold, then those beyond it, then those without "
+                                   "a shift check; in each, the lowest score (closest to its training data) first.")
     p.add_argument("images", type=Path, nargs="+", metavar="IMAGE",
                    help="images like the ones you want to process (TIFF, PNG, JPEG, NPY, OME-Zarr); several "
                         "are better than one. A large image is checked on its centre 512x512")
