@@ -16,10 +16,11 @@ from .batch import BatchReport, predict, predict_files
 from .exchange import bump, export, import_model, serve
 from .predicting import (FilePrediction, check_shift, classify, measure, predict_file, predict_tensors_files,
                          prediction_figure)
+from .recommending import recommend
 from .sharing import Pulled, Validated, pull, publish, registry, registry_and_ref, reproduce_test_tensors, validate
 from .training import blueprint_path, compare, evaluate, finetune, train
 
 __all__ = ["registry", "load", "pull", "publish", "validate", "predict", "predict_file", "check_shift",
            "prediction_figure", "measure", "classify", "train", "finetune", "evaluate", "compare", "export",
            "import_model", "bump", "serve", "Pulled", "Validated", "FilePrediction", "registry_and_ref",
-           "reproduce_test_tensors", "blueprint_path", "predict_tensors_files", "predict_files", "BatchReport"]
+           "reproduce_test_tensors", "blueprint_path", "predict_tensors_files", "predict_files", "BatchReport", "recommend"]

@@ -9,9 +9,9 @@ import os
 import sys
 
 from ..errors import ZooError
-from . import exchange, packages, predict, serving, training
+from . import exchange, packages, predict, recommend, serving, training
 
-GROUPS = (packages, predict, training, serving, exchange)
+GROUPS = (packages, predict, recommend, training, serving, exchange)
 
 
 def build_parser() -> argparse.ArgumentParser:
