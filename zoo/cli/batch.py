@@ -6,16 +6,31 @@ from pathlib import Path
 
 
 def folder_mode(args) -> bool:
-    """Several images, a folder, a glob, or an output folder: one run over all of them."""
+    """Several images, a folder or a glob: one run over all of them (into the -o folder)."""
     inputs = [str(p) for p in args.inputs]
     return len(inputs) > 1 or any(Path(p).is_dir() and Path(p).suffix.lower() != ".zarr" for p in inputs) \
-        or any(c in p for p in inputs for c in "*?[") or (args.output.is_dir() and args.output.suffix != ".zarr") \
-        or not args.output.suffix
+        or any(c in p for p in inputs for c in "*?[")
+
+
+def check_output_folder(args) -> None:
+    """Folder mode writes into a folder: an -o that names an image file is a mistake, said so."""
+    from ..errors import InputError
+    from ..imageio import IMAGE_SUFFIXES
+
+    if args.output.suffix.lower() in IMAGE_SUFFIXES and not args.output.is_dir():
+        folder = next((p for p in args.inputs if Path(p).is_dir()), None)
+        if folder is not None:
+            raise InputError(f"{folder} is a folder, not an image: to predict every image in it, give -o a folder "
+                             f"(e.g. -o {args.output.with_suffix('')}/)")
+        raise InputError(f"{len(args.inputs)} images (or a pattern) are predicted into a folder: give -o a folder, "
+                         f"not {args.output.name}")
 
 
 def run_folder(model, args) -> int:
     """Predict every image into ``-o``; a line per failure, a summary, exit 1 if any failed."""
     from .. import api
+
+    check_output_folder(args)
     from .common import progress
 
     bar = _files_bar(model.spec.name)

@@ -116,7 +116,8 @@ class ShiftModel:
         if "noise" in over and self.reference.get("noise"):
             ratio = stats["noise"] / self.reference["noise"]
             messages.append(f"input is {ratio:.1f}x noisier than training data" if ratio > 1 else
-                            f"input is {1 / ratio:.1f}x smoother (less noisy, or blurred) than training data")
+                            f"input is {1 / ratio:.1f}x smoother (less noisy, or blurred) than training data"
+                            if ratio > 0 else "input has no noise at all (a constant or synthetic image?)")
         if "scale" in over and stats.get("scale") and self.reference.get("scale"):
             ratio = stats["scale"] / self.reference["scale"]
             messages.append(f"objects are {ratio:.1f}x larger than in training data" if ratio > 1 else
