@@ -54,8 +54,10 @@ def test_a_folder_is_predicted_once_and_a_rerun_skips_what_is_finished(folder, t
     assert "not an image" in rows["notes.txt"]["error"] and rows["broken.tif"]["error"]
     for name, shape in (("a", (96, 96)), ("b", (64, 128)), ("c", (64, 64))):
         assert tifffile.imread(out / f"{name}.tif").shape == shape
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert len(manifest) == 4 and all(e["model"].startswith(MODEL + "@") for e in manifest.values())
+    manifest = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert len(manifest) == 4 and all(e["model"].startswith(MODEL + "@") for e in manifest)
+    with open(out / "manifest.jsonl", "a") as f:
+        f.write('{"input": "cut by a cra')                         # a crash mid-line is ignored
 
     before = (out / "a.tif").stat().st_mtime_ns
     np.save(folder / "c.npy", np.load(folder / "c.npy") + 1)          # a changed input is redone

@@ -4,7 +4,7 @@ The model is loaded once; the next image is read (and hashed) in a background th
 current one runs. Each output is named after its input (``OUTDIR/<stem>.tif``). ``OUTDIR``
 holds two more files:
 
-- ``manifest.json``: for every finished input, its sha256, the model and the output's sha256.
+- ``manifest.jsonl``: for every finished input, its sha256, the model and the output's sha256.
   A re-run skips an input whose content, model and output are unchanged (``overwrite`` redoes
   it), so an interrupted run resumes where it stopped.
 - ``summary.csv``: one row per input of this run: file, output, shape, seconds, shift score and
@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Sequence
 
 from ..errors import InputError, ZooError
 
-MANIFEST, SUMMARY = "manifest.json", "summary.csv"
+MANIFEST, SUMMARY = "manifest.jsonl", "summary.csv"
 COLUMNS = ["file", "output", "shape", "seconds", "shift_score", "shift_verdict", "warnings", "status", "error"]
 
 
@@ -124,30 +124,50 @@ def output_names(files: Sequence[Path], out: Path, suffix: str) -> dict[Path, Pa
 
 
 class Manifest:
-    """``OUTDIR/manifest.json``: what is finished, by input name."""
+    """``OUTDIR/manifest.jsonl``: one line per finished input (appended as each one finishes, so
+    the cost per file stays constant for 10^5 files; a torn last line after a crash is ignored,
+    and the last line about an input wins)."""
 
     def __init__(self, out: Path):
         self.path = out / MANIFEST
-        try:
-            self.entries = json.loads(self.path.read_text()) if self.path.is_file() else {}
-        except (OSError, ValueError):
-            self.entries = {}          # unreadable: everything is redone, nothing is lost
+        self.entries: dict[str, dict] = {}
+        if self.path.is_file():
+            for line in self.path.read_text(errors="replace").splitlines():
+                try:
+                    entry = json.loads(line)
+                    self.entries[entry["input"]] = entry
+                except (ValueError, KeyError, TypeError):
+                    continue           # a line cut by a crash: that input is simply redone
 
     def finished(self, source: Path, digest: str, model_ref: str, target: Path) -> bool:
-        from ..hashing import sha256_file
-
-        entry = self.entries.get(str(source))
-        return bool(entry) and entry.get("sha256") == digest and entry.get("model") == model_ref \
-            and target.exists() and (target.is_dir() or entry.get("output_sha256") == sha256_file(target))
+        return entry_finished(self.entries.get(str(source)), digest, model_ref, target)
 
     def record(self, source: Path, digest: str, model_ref: str, target: Path) -> None:
-        from ..hashing import sha256_file
+        self.add(source, manifest_entry(digest, model_ref, target))
 
-        self.entries[str(source)] = {"sha256": digest, "model": model_ref, "output": target.name,
-                                     "output_sha256": None if target.is_dir() else sha256_file(target)}
-        partial = self.path.with_name(f".{MANIFEST}.partial")
-        partial.write_text(json.dumps(self.entries, indent=1))
-        os.replace(partial, self.path)             # never a half-written manifest
+    def add(self, source: Path, entry: dict) -> None:
+        """Append ``entry`` (see :func:`manifest_entry`) for ``source``: one line, the last one wins."""
+        entry = {"input": str(source), **entry}
+        self.entries[str(source)] = entry
+        with open(self.path, "ab+") as f:            # appended: a torn last line is closed first
+            torn = f.seek(0, os.SEEK_END) > 0 and f.seek(-1, os.SEEK_END) >= 0 and f.read(1) != b"\n"
+            f.write((b"\n" if torn else b"") + json.dumps(entry).encode() + b"\n")
+
+
+def entry_finished(entry: dict | None, digest: str, model_ref: str, target: Path) -> bool:
+    """Whether a manifest ``entry`` says ``target`` is finished for this input and model."""
+    from ..hashing import sha256_file
+
+    return bool(entry) and entry.get("sha256") == digest and entry.get("model") == model_ref \
+        and target.exists() and (target.is_dir() or entry.get("output_sha256") == sha256_file(target))
+
+
+def manifest_entry(digest: str, model_ref: str, target: Path) -> dict:
+    """The manifest's record of a finished ``target``."""
+    from ..hashing import sha256_file
+
+    return {"sha256": digest, "model": model_ref, "output": target.name,
+            "output_sha256": None if target.is_dir() else sha256_file(target)}
 
 
 def _digest(path: Path) -> str:
@@ -156,7 +176,7 @@ def _digest(path: Path) -> str:
     return content_hash(path) if path.is_dir() else sha256_file(path)
 
 
-def _read(path: Path):
+def read_input(path: Path):
     """(sha256, opened image) for the prefetch thread: small images are read whole here."""
     import numpy as np
 
@@ -187,31 +207,40 @@ def predict_files(model, inputs: Iterable[str | Path], out: str | Path, *, suffi
     out.mkdir(parents=True, exist_ok=True)
     manifest, report = Manifest(out), BatchReport(out)
     with ThreadPoolExecutor(1) as reader:
-        pending = reader.submit(_read, files[0])
+        pending = reader.submit(read_input, files[0])
         for k, source in enumerate(files):
             if on_file:
                 on_file(k, len(files), source)
-            row = {"file": str(source), "output": str(targets[source]), "shape": "", "seconds": "",
-                   "shift_score": "", "shift_verdict": "", "warnings": "", "status": "", "error": ""}
+            row = new_row(source, targets[source])
             started = time.perf_counter()
             try:
                 digest, opened = pending.result()
             except (ZooError, OSError, ValueError) as e:
-                digest, opened, row["status"], row["error"] = None, None, "failed", _one_line(e)
+                digest, opened, row["status"], row["error"] = None, None, "failed", one_line(e)
             if k + 1 < len(files):
-                pending = reader.submit(_read, files[k + 1])
+                pending = reader.submit(read_input, files[k + 1])
             if opened is not None:
-                _predict_one(model, source, targets[source], digest, opened, manifest, row, overwrite, axes,
+                predict_one(model, source, targets[source], digest, opened, manifest, row, overwrite, axes,
                              shift, options, predict_file, check_shift)
             row["seconds"] = f"{time.perf_counter() - started:.3f}"
             report.rows.append(row)
-    report.rows += [{**dict.fromkeys(COLUMNS, ""), "file": n.split(": ")[0], "status": "skipped",
-                     "error": n.split(": ", 1)[1]} for n in notes]
-    _write_summary(out / SUMMARY, report.rows)
+    report.rows += note_rows(notes)
+    write_summary(out / SUMMARY, report.rows)
     return report
 
 
-def _predict_one(model, source, target, digest, opened, manifest, row, overwrite, axes, shift, options,
+def note_rows(notes: list[str]) -> list[dict]:
+    """Summary rows of the files left out (``PATH: why``)."""
+    return [{**dict.fromkeys(COLUMNS, ""), "file": n.split(": ")[0], "status": "skipped", "error": n.split(": ", 1)[1]}
+            for n in notes]
+
+
+def new_row(source: Path, target: Path) -> dict:
+    """A summary row for ``source``, before its prediction."""
+    return {**dict.fromkeys(COLUMNS, ""), "file": str(source), "output": str(target)}
+
+
+def predict_one(model, source, target, digest, opened, manifest, row, overwrite, axes, shift, options,
                  predict_file, check_shift) -> None:
     if not overwrite and manifest.finished(source, digest, model.spec.ref, target):
         row["status"], row["warnings"] = "skipped", "already done (same input, model and output)"
@@ -231,14 +260,14 @@ def _predict_one(model, source, target, digest, opened, manifest, row, overwrite
         manifest.record(source, digest, model.spec.ref, target)
         row["status"] = "done"
     except (ZooError, OSError, ValueError, MemoryError) as e:
-        row["status"], row["error"] = "failed", _one_line(e)
+        row["status"], row["error"] = "failed", one_line(e)
 
 
-def _one_line(e: BaseException) -> str:
+def one_line(e: BaseException) -> str:
     return " ".join(str(e).split())[:500] or type(e).__name__
 
 
-def _write_summary(path: Path, rows: list[dict]) -> None:
+def write_summary(path: Path, rows: list[dict]) -> None:
     partial = path.with_name(f".{path.name}.partial")
     with open(partial, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
