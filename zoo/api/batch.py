@@ -15,6 +15,7 @@ A bad file is reported and the others go on; the caller gets the failures in the
 from __future__ import annotations
 
 import csv
+import logging
 import glob
 import json
 import os
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from ..errors import InputError, ZooError
+
+log = logging.getLogger("zoo")
 
 MANIFEST, SUMMARY = "manifest.jsonl", "summary.csv"
 COLUMNS = ["file", "output", "shape", "seconds", "shift_score", "shift_verdict", "warnings", "status", "error"]
@@ -74,8 +77,10 @@ def predict(model, image, axes: str | None = None, out: str | Path | None = None
         image, axes = pick_channels(model, image, axes, channels)
     if pixel_size is None and diameter is None and anisotropy is None and stitch_threshold is None:
         return model.predict(image, axes=axes, **options)
-    return predict_scaled(model, image, axes, plan(model.spec, None, pixel_size, diameter, anisotropy), stitch_threshold,
-                   options)
+    scale = plan(model.spec, None, pixel_size, diameter, anisotropy)
+    if scale.warning:
+        log.warning("%s", scale.warning)
+    return predict_scaled(model, image, axes, scale, stitch_threshold, options)
 
 
 def expand_inputs(inputs: Iterable[str | Path]) -> tuple[list[Path], list[str]]:

@@ -13,14 +13,13 @@ log = logging.getLogger("zoo")
 
 
 def predict_scaled(model, image, axes, scale, stitch_threshold, options):
-    """A prediction in memory at the model's scale (and stitched), back on the image's grid."""
+    """A prediction in memory at the model's scale (and stitched), back on the image's grid (the
+    caller says ``scale.warning``: in a file prediction's notes, or logged)."""
     import numpy as np
 
     from ..runtime import layout
     from .scaling import predict_rescaled, stitch_stack
 
-    if scale.warning:
-        log.warning("%s", scale.warning)
     if scale.said:
         log.info("%s", scale.said)
     image = np.asarray(image)
@@ -87,17 +86,17 @@ def predict_file(model, source: str | Path, target: str | Path, *, axes: str | N
         image, stated = pick_channels(model, image, axes or stated, channels, read(source).channel_names)
         axes = None
     scale = plan(model.spec, source, pixel_size, diameter, anisotropy)
-    if scale.factors is not None or stitch_threshold is not None or scale.warning:
-        done = FilePrediction(target, (), None, False, source=image, source_axes=axes or stated,
-                              notes=[n for n in (scale.said, scale.warning and f"warning: {scale.warning}") if n])
+    notes = [n for n in (scale.said, scale.warning and f"warning: {scale.warning}") if n]
+    if scale.factors is not None or stitch_threshold is not None:      # in memory: resampled, or stitched
+        done = FilePrediction(target, (), None, False, source=image, source_axes=axes or stated, notes=notes)
         result = predict_scaled(model, image, axes or stated, scale, stitch_threshold, options)
         write_image(target, result, overwrite=overwrite, source=source)
         done.shape, done.dtype, done.result = tuple(result.shape), str(result.dtype), result
         return done
     if target.suffix.lower() in STREAM_SUFFIXES and not uncertainty and model.predictor.streams:
         shape = model.predict_file(source, target, axes=axes, overwrite=overwrite, opened=(image, stated), **options)
-        return FilePrediction(target, tuple(shape), None, True, source=image, source_axes=stated)
-    done = FilePrediction(target, (), None, False, source=image, source_axes=stated)
+        return FilePrediction(target, tuple(shape), None, True, source=image, source_axes=stated, notes=notes)
+    done = FilePrediction(target, (), None, False, source=image, source_axes=stated, notes=notes)
     if uncertainty:
         from ..trust.uncertainty import predict_with_uncertainty
 
