@@ -33,6 +33,7 @@ from zoo.spec import Spec, TensorSpec, Training
 from .dispatch import Trainer
 from .loop import add_shift_check, train
 from .options import TrainingOptions
+from .runlog import attach_curves, run_folder
 from .parent import child_spec, data_channels, load_parent, record_comparison, train_child
 from .policy import FinetunePolicy, parent_config
 
@@ -238,7 +239,7 @@ def fit_classifier(blueprint: str | Path | Spec, data: str | Path, out: str | Pa
                    description: str | None = None, batch_size: int = 32, max_steps: int = 1500, lr: float | None = None,
                    val_every: int = 100, seed: int = 0, progress: bool = True, data_description: str | None = None,
                    data_source: str | None = None, data_license: str | None = None, overwrite: bool = False,
-                   **lightning) -> Path:
+                   run_dir=None, max_time=None, **lightning) -> Path:
     """Train a classifier; return the package path. With ``split_column``, only rows whose split
     is ``train_split`` train (and select the weights); rows of ``test_split`` are scored at the
     end, by the written package, into its metrics and model card. The weights kept are those
@@ -253,15 +254,18 @@ def fit_classifier(blueprint: str | Path | Spec, data: str | Path, out: str | Pa
     weights = class_weights([index[e.label] for e in split.train], len(split.classes))
     module = architectures.get(spec.architecture_id).training_module()(
         spec, class_weights=weights, **({"lr": lr} if lr is not None else {}))
+    run_dir = run_folder(out, run_dir)
     run = train(module, datamodule(spec, split, options.batch_size, options.seed), options.max_steps,
                 progress=options.progress, val_check_interval=options.validate_every, check_val_every_n_epoch=None,
-                **options.lightning)
+                run_dir=run_dir, max_time=max_time, **options.lightning)
     training = _training(spec, split, {"description": data_description, "source": data_source,
                                        "license": data_license}, run, module,
                          {"max_steps": options.max_steps, "batch_size": options.batch_size, "seed": options.seed},
                          {}, None, group_column, val_fraction)
-    return _write(spec, module.network, out, training, split, test_split, name=name, version=version,
+    path = _write(spec, module.network, out, training, split, test_split, name=name, version=version,
                   description=description, overwrite=overwrite)
+    attach_curves(path, run_dir)
+    return path
 
 
 def finetune_classifier(parent, data: str | Path, out: str | Path, *, labels: str | Path | None = None,
@@ -292,7 +296,8 @@ def finetune_from(parent: tuple[Spec, Path, str], data: str | Path, out: str | P
                   options: TrainingOptions, *, labels: str | Path | None = None, group_column: str | None = None,
                   split_column: str | None = None, train_split: str = "train", test_split: str | None = None,
                   val_fraction: float = 0.15, name: str | None = None, version: str = "0.1.0",
-                  description: str | None = None, evaluate: bool = True, overwrite: bool = False) -> Path:
+                  description: str | None = None, evaluate: bool = True, overwrite: bool = False, run_dir=None,
+                  max_time=None) -> Path:
     """:func:`finetune_classifier` of a loaded parent (:func:`zoo.trainers.parent.load_parent`):
     ``options.batch_size`` None takes the parent's."""
     parent_spec, parent_root, parent_sha = parent
@@ -316,8 +321,10 @@ def finetune_from(parent: tuple[Spec, Path, str], data: str | Path, out: str | P
         options = replace(options, batch_size=int(parent_config(parent_spec).get("batch_size", 32)))
     dm = datamodule(spec, split, options.batch_size, options.seed)
     # the same classes: fine-tuning must beat the parent; a new head has nothing to beat
+    run_dir = run_folder(out, run_dir)
     run, _, freezing = train_child(module, dm, policy, options, None if new_head else initial,
-                                   val_check_interval=options.validate_every, check_val_every_n_epoch=None)
+                                   val_check_interval=options.validate_every, check_val_every_n_epoch=None,
+                                   run_dir=run_dir, max_time=max_time)
     record = policy.record()
     record.pop("unfreeze_every", None)             # a classifier's record has never named it
     record = {**record, "patience": options.patience, "parent_classes": list(parent_spec.outputs[0].channels or []),
@@ -336,6 +343,7 @@ def finetune_from(parent: tuple[Spec, Path, str], data: str | Path, out: str | P
 
         parent_model = None if new_head else load(parent_root, runtime="onnx", device="cpu")
         record_comparison(child, parent_model, [e.path for e in split.val], [e.label for e in split.val])
+    attach_curves(child, run_dir)
     return child
 
 

@@ -29,6 +29,7 @@ from .data import Rehearsal
 from .fit import data_record, make_datamodule, pair_targets, sample_image, split_files
 from .loop import add_shift_check
 from .options import TrainingOptions
+from .runlog import attach_curves, run_folder
 from .parent import child_spec, data_channels, load_parent, record_comparison, train_child
 from .policy import FinetunePolicy, parent_config
 
@@ -72,7 +73,7 @@ def finetune(parent, data: str | Path | None, out: str | Path, *, target: str | 
              data_description: str | None = None, data_source: str | None = None, data_license: str | None = None,
              sample: str | Path | None = None, overwrite: bool = False, callbacks: Sequence = (),
              labels: str | Path | None = None, group_column: str | None = None, split_column: str | None = None,
-             train_split: str = "train", test_split: str | None = None, **lightning) -> Path:
+             train_split: str = "train", test_split: str | None = None, run_dir=None, max_time=None, **lightning) -> Path:
     """Fine-tune the package ``parent`` on ``data`` (and ``target``); return the child package's path.
 
     The one way in for fine-tuning, whatever the task: the parent's architecture names its
@@ -117,7 +118,7 @@ def finetune_dense(parent: tuple[Spec, Path, str], data, out, policy: FinetunePo
                    target=None, train_files=None, val_files=None, val_fraction: float = 0.15, name=None,
                    version: str = "0.1.0", description=None, channels=None, params=None, rehearsal=None, patch=None,
                    evaluate: bool = True, data_description=None, data_source=None, data_license=None, sample=None,
-                   overwrite: bool = False, callbacks: Sequence = ()) -> Path:
+                   overwrite: bool = False, callbacks: Sequence = (), run_dir=None, max_time=None) -> Path:
     """Restoration and segmentation: patches of the user's images (and targets), the parent's
     patch and batch size unless given, rehearsal of the parent's data (see :func:`finetune`)."""
     import pytorch_lightning as pl
@@ -145,7 +146,9 @@ def finetune_dense(parent: tuple[Spec, Path, str], data, out, policy: FinetunePo
     datamodule = make_datamodule(module, train_files, val_files, pairs, patch, options.batch_size,
                                  options.validate_every, options.seed, rehearsal)
     # fine-tuning must beat the parent
-    run, parent_val_loss, freezing = train_child(module, datamodule, policy, options, initial, callbacks)
+    run_dir = run_folder(out, run_dir)
+    run, parent_val_loss, freezing = train_child(module, datamodule, policy, options, initial, callbacks,
+                                                 run_dir=run_dir, max_time=max_time)
     if run.selected_step == 0:
         log.warning("fine-tuning never beat the parent's validation loss (%.4g): the package keeps the parent's "
                     "weights (adapted to the new inputs)", parent_val_loss)
@@ -172,6 +175,7 @@ def finetune_dense(parent: tuple[Spec, Path, str], data, out, policy: FinetunePo
         from zoo.loading import load
 
         record_comparison(child, load(parent_root, runtime="onnx", device="cpu"), val_files, pairs["val_targets"])
+    attach_curves(child, run_dir)
     return add_shift_check(child, train_files, val_files)
 
 

@@ -22,6 +22,7 @@ from . import dispatch
 from .data import Rehearsal, RestorationDataModule
 from .loop import add_shift_check, train
 from .options import TrainingOptions
+from .runlog import attach_curves, run_folder
 
 log = logging.getLogger("zoo.trainers")
 
@@ -39,7 +40,7 @@ def fit(blueprint: str | Path | Spec, data: str | Path | None, out: str | Path, 
         callbacks: Sequence = (), labels: str | Path | None = None, group_column: str | None = None,
         split_column: str | None = None, train_split: str = "train", test_split: str | None = None,
         canvas: int | None = None, scale: float | None = None, val_every: int | None = None,
-        pixel_size: float | dict | None = None) -> Path:
+        pixel_size: float | dict | None = None, run_dir: str | Path | None = None, max_time=None) -> Path:
     """Train ``blueprint`` on the images in ``data`` (or explicit file lists); return the package path.
 
     A classifier's blueprint is trained by :func:`zoo.trainers.classification.fit_classifier`
@@ -58,6 +59,9 @@ def fit(blueprint: str | Path | Spec, data: str | Path | None, out: str | Path, 
     ``pixel_size``: the training images' µm per pixel (a number, or by axis), recorded in the
     package's ``scale`` with the training objects' median diameter (instance models); default:
     the images' metadata, when they state one.
+    ``run_dir``: the run folder (default ``OUT.run`` beside the package): metrics.csv,
+    TensorBoard events where installed, training_curves.png (also shown in the package's card).
+    ``max_time``: a time budget (``timedelta``); the run stops when it is spent.
     """
     given = dict(locals())
     spec = blueprint if isinstance(blueprint, Spec) else specs.load(blueprint)
@@ -72,7 +76,8 @@ def fit_dense(spec: Spec, data, out, *, target=None, train_files=None, val_files
               name=None, version: str = "0.1.0", description=None, patch=64, batch_size: int = 16,
               max_steps: int = 1000, steps_per_epoch: int = 200, lr=None, seed: int = 0, progress=True,
               module_options=None, data_description=None, data_source=None, data_license=None, sample=None,
-              overwrite: bool = False, callbacks: Sequence = (), pixel_size=None, **lightning) -> Path:
+              overwrite: bool = False, callbacks: Sequence = (), pixel_size=None, run_dir=None, max_time=None,
+              **lightning) -> Path:
     """Restoration and segmentation: patches of the images (and targets), by-image validation,
     one validation every ``steps_per_epoch`` steps (see :func:`fit` for the options)."""
     import pytorch_lightning as pl
@@ -91,7 +96,9 @@ def fit_dense(spec: Spec, data, out, *, target=None, train_files=None, val_files
     module = arch.training_module()(spec, **module_kwargs)
     datamodule = make_datamodule(module, train_files, val_files, pairs, patch, options.batch_size,
                                  options.validate_every, options.seed)
-    run = train(module, datamodule, options.max_steps, callbacks, progress=options.progress, **options.lightning)
+    run_dir = run_folder(out, run_dir)
+    run = train(module, datamodule, options.max_steps, callbacks, progress=options.progress, run_dir=run_dir,
+                max_time=max_time, **options.lightning)
     training = Training(
         data=data_record(train_files, val_files, pairs, data, data_description, data_source, data_license),
         statistics=datamodule.statistics(),
@@ -109,6 +116,7 @@ def fit_dense(spec: Spec, data, out, *, target=None, train_files=None, val_files
 
     record_scale(path, spec.inputs[0].spatial_axes, train_files, pixel_size, pairs.get("train_targets"),
                  makes_instances(spec))
+    attach_curves(path, run_dir)
     return add_shift_check(path, train_files, val_files)
 
 

@@ -49,18 +49,23 @@ def quiet_lightning():
 
 
 def train(module, datamodule, max_steps: int, callbacks: Sequence = (), *, progress: bool | str = True,
-          keep_best: KeepBest | None = None, **lightning) -> Run:
+          keep_best: KeepBest | None = None, run_dir: Path | None = None, max_time=None, **lightning) -> Run:
     """Fit ``module`` with Lightning; the weights with the lowest validation loss are kept
     (``keep_best`` may start with a candidate, e.g. a parent's weights).
     ``progress``: True a progress bar over the steps, ``"lines"`` a line on stderr every tenth of
-    the steps and at each validation (for logs, where a bar cannot draw), False nothing."""
+    the steps and at each validation (for logs, where a bar cannot draw), False nothing.
+    ``run_dir``: the run folder (metrics CSV, TensorBoard where installed: :mod:`.runlog`).
+    ``max_time``: a budget (a ``timedelta``); the run stops when it is spent, keeping its best weights."""
     import pytorch_lightning as pl
+
+    from .runlog import loggers
 
     keep_best, timer = keep_best or KeepBest("val_loss"), BatchTimer()
     shown = [ValidationLog(every=max(1, max_steps // 10)) if progress == "lines" else StepProgress()] if progress else []
     trainer = pl.Trainer(max_steps=max_steps, callbacks=[keep_best, timer, *callbacks, *shown],
                          enable_progress_bar=False,
-                         enable_checkpointing=False, logger=False, enable_model_summary=False,
+                         enable_checkpointing=False, logger=loggers(run_dir) if run_dir else False,
+                         enable_model_summary=False, max_time=max_time,
                          num_sanity_val_steps=0, log_every_n_steps=10, deterministic=False, **lightning)
     started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)

@@ -8,6 +8,28 @@ from pathlib import Path
 from .common import load, registry_of, runtime_options
 
 
+def _run_options(p) -> None:
+    p.add_argument("--run-dir", type=Path, help="the run folder: metrics.csv, TensorBoard events where installed, "
+                                                "training_curves.png (default: OUT.run beside the package)")
+    p.add_argument("--max-time", type=max_time, metavar="BUDGET",
+                   help="stop when this much time is spent, keeping the best weights: e.g. 2h, 90m, 1d12h, 01:30:00")
+
+
+def max_time(text: str):
+    """``2h``, ``90m``, ``1d12h``, ``45s`` or ``HH:MM:SS`` as a timedelta."""
+    import re
+    from datetime import timedelta
+
+    match = re.fullmatch(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", text.strip())
+    if match and any(match.groups()):
+        d, h, m, s = (int(g or 0) for g in match.groups())
+        return timedelta(days=d, hours=h, minutes=m, seconds=s)
+    parts = text.strip().split(":")
+    if len(parts) == 3 and all(p.isdigit() for p in parts):
+        return timedelta(hours=int(parts[0]), minutes=int(parts[1]), seconds=int(parts[2]))
+    raise argparse.ArgumentTypeError(f"'{text}' is not a time budget: expected e.g. 2h, 90m, 1d12h, 45s or HH:MM:SS")
+
+
 def cmd_train(args) -> int:
     from .. import api
 
@@ -18,7 +40,7 @@ def cmd_train(args) -> int:
                      strategy=args.strategy, progress=sys.stderr.isatty(), overwrite=args.overwrite,
                      labels=args.labels, group_column=args.group_column, split_column=args.split_column,
                      train_split=args.train_split, test_split=args.test_split, canvas=args.canvas, scale=args.scale,
-                     pixel_size=args.pixel_size)
+                     pixel_size=args.pixel_size, run_dir=args.run_dir, max_time=args.max_time)
     print(f"package written: {path} (publish it with `zoo push {path}`)")
     return 0
 
@@ -48,7 +70,8 @@ def cmd_finetune(args) -> int:
                         rehearsal=rehearsal, patch=args.patch, batch_size=args.batch_size, max_steps=args.max_steps,
                         seed=args.seed, registry=registry_of(args),
                         progress=True if sys.stderr.isatty() else "lines", overwrite=args.overwrite,
-                        accelerator=args.accelerator, devices=args.devices, precision=args.precision)
+                        accelerator=args.accelerator, devices=args.devices, precision=args.precision,
+                        run_dir=args.run_dir, max_time=args.max_time)
     from .. import spec as specs
 
     training = specs.load(path).training
@@ -147,6 +170,7 @@ def register(sub) -> None:
                                                       "(default: from their metadata, where they state it)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-steps", type=int, default=1000)
+    _run_options(p)
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int, default=0)
     _lightning_options(p)
@@ -183,6 +207,7 @@ def register(sub) -> None:
     p.add_argument("--patch", type=int, help="patch size (default: the parent's)")
     p.add_argument("--batch-size", type=int, help="default: the parent's")
     p.add_argument("--max-steps", type=int, default=500)
+    _run_options(p)
     p.add_argument("--seed", type=int, default=0)
     _lightning_options(p)
     p.set_defaults(func=cmd_finetune)

@@ -174,6 +174,8 @@ def render(spec: Spec) -> str:
             lines.append(f"- fine-tuned from: `{t.parent['ref']}` (zoo.yaml sha256 `{t.parent['sha256'][:12]}...`)")
         config = ", ".join(f"{k}={_fmt(v)}" for k, v in t.config.items() if not isinstance(v, (list, dict)))
         lines += [f"- configuration: {config}", ""]
+        if "training_curves.png" in spec.covers:
+            lines += ["![training curves](training_curves.png)", ""]
         if t.metrics:
             lines += ["## Validation", "", "Measured on held-out data that training never saw.", ""]
             restoration, rest = _before_after({k: v for k, v in t.metrics.items()
