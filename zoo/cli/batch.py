@@ -42,6 +42,43 @@ def run_folder(model, args) -> int:
     finally:
         close()
         bar(None, None, None)
+    return _report(model, args, report)
+
+
+def run_cluster(model, args) -> int:
+    """``--cluster SPEC``: one image in chunks into an OME-Zarr, or several spread over Dask workers."""
+    from ..api.distributed import predict_distributed
+    from ..errors import InputError
+
+    unsupported = [flag for flag, given in (("--uncertainty", args.uncertainty), ("--ensemble", args.ensemble),
+                                            ("--figure", args.figure), ("--measure", args.measure),
+                                            ("--report", args.report)) if given]
+    if unsupported:
+        raise InputError(f"{', '.join(unsupported)}: not with --cluster; run without --cluster for them")
+    if model.task.per_image or model.predictor.several or args.input_names or args.output_name:
+        raise InputError(f"{model.spec.ref} (a classifier, or several inputs or outputs) is not predicted on a "
+                         "cluster: run it without --cluster")
+    several = folder_mode(args)
+    if several:
+        check_output_folder(args)
+    elif len(args.inputs) != 1:
+        raise InputError(f"{model.spec.ref} predicts one image per call; got {len(args.inputs)}")
+    bar = _files_bar(model.spec.name) if several else (lambda done, total, path: None)
+    try:
+        result = predict_distributed(args.ref, args.inputs if several else args.inputs[0], args.output,
+                                     client=args.cluster, registry=args.registry, runtime=args.runtime,
+                                     device=args.device, axes=args.axes, overwrite=args.overwrite, tile=args.tile,
+                                     batch_size=args.batch_size, blend=args.blend, raw=args.raw, on_file=bar,
+                                     **scale_options(args))
+    finally:
+        bar(None, None, None)
+    if several:
+        return _report(model, args, result)
+    print(f"{args.output}: {result} from {model.spec.ref} ({model.runtime}, chunks on {args.cluster})")
+    return 0
+
+
+def _report(model, args, report) -> int:
     for row in report.rows:
         if row["status"] == "failed":
             print(f"failed: {row['file']}: {row['error']}", file=sys.stderr)

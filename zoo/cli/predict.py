@@ -19,6 +19,10 @@ def cmd_predict(args) -> int:
         if not path.exists() and not (batch and any(c in str(path) for c in "*?[")):
             raise NotFoundError(f"image not found: {path}")
     model = load(args, args.ref)
+    if args.cluster:
+        from .batch import run_cluster
+
+        return run_cluster(model, args)
     if model.task.per_image:
         return _classify(model, args)
     if model.predictor.several or args.input_names or args.output_name:
@@ -159,6 +163,10 @@ def register(sub) -> None:
                         "block), or .png (labels "
                         "and 8/16-bit images only; not the float output of a restoration model); classifiers: a .csv "
                         "(or .parquet) table, one row per image")
+    p.add_argument("--cluster", metavar="SPEC", help="predict on Dask: local[:N] (N worker processes here), "
+                                                     "tcp://HOST:PORT or SCHEDULER.json (a running scheduler); one "
+                                                     "image is cut into chunks written into an -o OUT.zarr, several "
+                                                     "are spread over the workers")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output of the same kind (a file, "
                                                             "or an OME-Zarr the zoo wrote); never the input")
     p.add_argument("--pixel-size", metavar="UM", help="the image's µm per pixel (one number, or z,y,x): rescaled "

@@ -1,0 +1,232 @@
+"""Prediction on Dask (issue 25): a real LocalCluster on loopback, 2 workers x 1 thread.
+
+One image in chunks equals the single-process streamed prediction; instance labels of objects
+on every chunk seam are one object each; a folder spread over the workers gives the folder
+mode's outputs, summary and resumption; ``--cluster`` on the command line; clear errors."""
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+pytest.importorskip("distributed")
+
+import zoo  # noqa: E402
+from zoo.distributed import cluster  # noqa: E402
+from zoo.distributed.chunks import Grid  # noqa: E402
+from zoo.errors import InputError  # noqa: E402
+from zoo.omezarr import create_omezarr, open_omezarr  # noqa: E402
+
+from conftest import REPO, synthetic_nuclei  # noqa: E402
+
+DENOISER, SEGMENTER = "n2v-w2s", "unet-dsb-2d"
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    """One ZOO_HOME for the module: the workers, started with it, pull into their cache there."""
+    home = tmp_path_factory.mktemp("dask_home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ZOO_HOME", str(home))
+        mp.setenv("ZOO_CACHE", str(home / "cache"))
+        yield home
+
+
+@pytest.fixture(scope="module")
+def client(home):
+    c = cluster.client_for("local:2")
+    yield c
+    cluster.close(c)
+
+
+def _zarr(path: Path, image: np.ndarray, axes: str = "yx") -> Path:
+    array = create_omezarr(path, image.shape, image.dtype, axes, chunks=(64,) * image.ndim)
+    array[...] = image
+    return path
+
+
+def _read(path: Path) -> np.ndarray:
+    return np.asarray(open_omezarr(path)[0][...])
+
+
+def test_an_ome_zarr_in_chunks_equals_the_single_process_prediction(client, tmp_path):
+    from zoo.api.distributed import predict_distributed
+
+    image = synthetic_nuclei(shape=(300, 260), n=40, seed=5)[0]
+    source = _zarr(tmp_path / "in.zarr", image)
+    model = zoo.load(DENOISER)
+    plans, _ = model.predictor.plan_tiles(image.shape, 128, 4)
+    assert min(Grid.of(plans, 100).shape) >= 2                   # seams along both axes
+    single = model.predict_file(source, tmp_path / "single.zarr", tile=128, batch_size=4)
+    shape = predict_distributed(DENOISER, source, tmp_path / "dask.zarr", client=client, tile=128, batch_size=4,
+                                chunk=100)
+    assert shape == single == image.shape
+    got, want = _read(tmp_path / "dask.zarr"), _read(tmp_path / "single.zarr")
+    assert got.dtype == want.dtype and np.abs(got - want).max() <= 1e-5 * max(1.0, np.abs(want).max())
+    assert not list(tmp_path.glob(".*partial*"))                 # nothing left beside the output
+
+
+def _seam_discs(shape, bounds, radius=7):
+    """An image with a bright disc centred on every seam (and every seam crossing), and the centres."""
+    ys, xs = bounds
+    centres = [(y, x) for y in ys[1:-1] for x in xs[1:-1]]                         # crossings
+    centres += [(y, (a + b) // 2) for y in ys[1:-1] for a, b in zip(xs[:-1], xs[1:])]
+    centres += [((a + b) // 2, x) for x in xs[1:-1] for a, b in zip(ys[:-1], ys[1:])]
+    grid = np.mgrid[:shape[0], :shape[1]]
+    image = np.full(shape, 20.0)
+    for cy, cx in centres:
+        image += 180.0 * (((grid[0] - cy) ** 2 + (grid[1] - cx) ** 2) <= radius ** 2)
+    noisy = np.random.default_rng(0).normal(image, 4.0)
+    return np.clip(noisy, 0, 65535).astype(np.uint16), centres
+
+
+def test_instances_on_every_seam_are_one_object_each(client, tmp_path):
+    from zoo.api.distributed import predict_distributed
+
+    model = zoo.load(SEGMENTER)
+    shape = (256, 256)
+    plans, _ = model.predictor.plan_tiles(shape, 160, 4)
+    grid = Grid.of(plans, 96)
+    assert min(grid.shape) >= 2
+    image, centres = _seam_discs(shape, grid.bounds)
+    source = _zarr(tmp_path / "in.zarr", image)
+    predict_distributed(SEGMENTER, source, tmp_path / "labels.zarr", client=client, tile=160, batch_size=4,
+                        chunk=96, max_object_size=32)
+    labels = _read(tmp_path / "labels.zarr")
+    single = model.predict(image, tile=160)
+    ids = [labels[c] for c in centres]
+    assert all(ids) and len(set(ids)) == len(centres)           # each disc found, none merged with another
+    for (cy, cx), i in zip(centres, ids):                        # one id over each disc, across its seams
+        disc = labels[cy - 4:cy + 5, cx - 4:cx + 5]
+        assert set(np.unique(disc)) == {i}
+    assert len(np.unique(labels)) - 1 == len(np.unique(single)) - 1 == len(centres)
+    assert labels.max() == len(centres)                          # numbered 1..n
+
+
+def test_a_folder_over_two_workers_gives_the_folder_mode_outputs_and_resumes(client, tmp_path):
+    from zoo.api.distributed import predict_distributed
+
+    actin = tifffile.imread(REPO / "samples" / "hagen_actin_lowsnr.tif")
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for k in range(4):
+        tifffile.imwrite(raw / f"f{k}.tif", actin[40 * k:40 * k + 96, :112])
+    (raw / "broken.tif").write_bytes(b"II*\x00" + b"\x00" * 40)
+    single = zoo.predict(DENOISER, [raw], out=tmp_path / "single")
+    report = predict_distributed(DENOISER, [raw], tmp_path / "dask", client=client)
+    statuses = {Path(r["file"]).name: r["status"] for r in report.rows}
+    assert statuses == {f"f{k}.tif": "done" for k in range(4)} | {"broken.tif": "failed"}
+    assert [r["file"] for r in report.rows] == [r["file"] for r in single.rows]
+    for k in range(4):
+        got, want = (tifffile.imread(tmp_path / d / f"f{k}.tif") for d in ("dask", "single"))
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    with open(tmp_path / "dask" / "summary.csv") as f:
+        assert len(list(csv.DictReader(f))) == 5
+    again = predict_distributed(DENOISER, [raw], tmp_path / "dask", client=client)
+    assert again.count("skipped") == 4 and again.count("failed") == 1
+
+
+def test_the_command_line_takes_a_cluster(client, tmp_path, capsys):
+    from zoo.cli import main
+
+    image = synthetic_nuclei(shape=(200, 180), n=20, seed=1)[0]
+    source = _zarr(tmp_path / "in.zarr", image)
+    code = main(["predict", DENOISER, str(source), "-o", str(tmp_path / "out.zarr"), "--tile", "128",
+                 "--cluster", client.scheduler.address])
+    assert code == 0, capsys.readouterr()
+    want = zoo.load(DENOISER).predict(image, tile=128)
+    np.testing.assert_allclose(_read(tmp_path / "out.zarr"), want, atol=1e-4)
+    client.write_scheduler_file(str(tmp_path / "scheduler.json"))
+    code = main(["predict", DENOISER, str(source), "-o", str(tmp_path / "out.tif"), "--cluster",
+                 str(tmp_path / "scheduler.json")])
+    assert code == 2 and "OME-Zarr" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("spec, says", [("local:0", "at least 1"), ("local:999", "at most"), ("lokal", "expected"),
+                                        ("missing.json", "no scheduler file"), ("tcp://127.0.0.1:9", "could not reach")])
+def test_bad_cluster_specs_are_clear_errors(spec, says, home):
+    with pytest.raises(InputError, match=says):
+        cluster.client_for(spec, timeout=2)
+
+
+def test_threads_and_gpus_per_worker(monkeypatch):
+    assert cluster.local_shape(2, n_cores=2) == (2, 1) and cluster.local_shape(3, n_cores=8) == (3, 2)
+    assert cluster.local_shape(None, n_cores=4) == (4, 1)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
+    assert cluster.visible_gpus() == ["2", "5"]
+    assert cluster.gpu_worker_env(cluster.visible_gpus()) == [{"CUDA_VISIBLE_DEVICES": "2"},
+                                                              {"CUDA_VISIBLE_DEVICES": "5"}]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(InputError, match="no GPU"):
+        cluster.client_for("cuda")
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == ""
+
+
+def test_a_worker_killed_mid_run_leaves_a_complete_equal_output(client, tmp_path):
+    """SIGKILL one of the two workers after the first chunk: its tasks rerun (on the other, or on
+    the worker its nanny restarts) and the output equals a single-process prediction."""
+    import signal
+
+    from zoo.api.distributed import predict_distributed
+
+    image = synthetic_nuclei(shape=(512, 384), n=60, seed=7)[0]
+    source = _zarr(tmp_path / "in.zarr", image)
+    model = zoo.load(DENOISER)
+    model.predict_file(source, tmp_path / "single.zarr", tile=128, batch_size=4)
+    pids = client.run(os.getpid)
+    killed = []
+
+    def kill_one(done, total):
+        if not killed:
+            victim = sorted(pids.values())[0]
+            os.kill(victim, signal.SIGKILL)
+            killed.append(victim)
+
+    predict_distributed(DENOISER, source, tmp_path / "dask.zarr", client=client, tile=128, batch_size=4,
+                        chunk=96, progress=kill_one)
+    assert killed
+    got, want = _read(tmp_path / "dask.zarr"), _read(tmp_path / "single.zarr")
+    assert np.abs(got - want).max() <= 1e-5 * max(1.0, np.abs(want).max())
+    client.wait_for_workers(2, timeout=60)                       # the nanny brought it back
+
+
+def test_a_killed_client_leaves_no_output_and_a_rerun_resumes(client, tmp_path, caplog):
+    """SIGKILL the client after a few chunks: nothing appears under the output's name, and a re-run
+    keeps the finished chunks (it says how many) and completes an output equal to one process's."""
+    import logging
+    import re
+    import subprocess
+    import sys
+    import time
+
+    from zoo.api.distributed import predict_distributed
+
+    image = synthetic_nuclei(shape=(512, 384), n=60, seed=8)[0]
+    source, target = _zarr(tmp_path / "in.zarr", image), tmp_path / "dask.zarr"
+    options = dict(tile=128, batch_size=4, chunk=96)
+    script = (f"from zoo.api.distributed import predict_distributed\n"
+              f"predict_distributed({DENOISER!r}, {str(source)!r}, {str(target)!r}, "
+              f"client={client.scheduler.address!r}, **{options!r})\n")
+    child = subprocess.Popen([sys.executable, "-c", script])
+    marks = tmp_path / ".dask.zarr.partial-dask" / ".zoo-done"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and child.poll() is None and len(list(marks.glob("*")) if marks.is_dir() else []) < 2:
+        time.sleep(0.05)
+    child.kill()
+    child.wait()
+    assert not target.exists()
+    kept = len(list(marks.iterdir()))
+    assert kept >= 2
+    with caplog.at_level(logging.INFO, logger="zoo.distributed"):
+        predict_distributed(DENOISER, source, target, client=client, **options)
+    resumed = int(re.search(r"(\d+) finished before", caplog.text).group(1))
+    assert resumed >= kept
+    want = zoo.load(DENOISER).predict_file(source, tmp_path / "single.zarr", tile=128, batch_size=4)
+    assert want == image.shape
+    got, want = _read(target), _read(tmp_path / "single.zarr")
+    assert np.abs(got - want).max() <= 1e-5 * max(1.0, np.abs(want).max())
+    assert not (tmp_path / ".dask.zarr.partial-dask").exists()

@@ -1,0 +1,254 @@
+"""One large image (OME-Zarr, TIFF, NPY) predicted in chunks on Dask workers.
+
+The image is tiled by the Predictor's one global plan (:class:`zoo.runtime.tiling.AxisPlan`:
+cores, blend, halo), exactly as a single process tiles it. Chunks are blocks of whole tiles,
+cut at seams inside a core's unblended interior (where one tile alone decides every pixel), on
+multiples of the output's Zarr chunk. A worker runs every tile whose kept range touches its
+chunk (one tile per seam is run by both neighbours), adds them with the global plan's ramps in
+the single process's order, and writes its chunk straight into the output OME-Zarr: no two
+chunks write one Zarr chunk and nothing is gathered on the client. Normalisation statistics are
+measured once per image on the client (as :mod:`zoo.runtime.stream` does) and passed to every
+chunk, so the result equals the single-process streamed prediction.
+
+The output is written under a hidden partial name; a worker marks each chunk done after writing
+it, so a re-run after the client died resumes (same input, model and plan), and the output
+appears under its name only when complete.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .. import opnames
+from ..errors import InputError
+from ..runtime import ops
+from ..runtime.layout import Layout, check_finite
+from ..runtime.tiling import AxisPlan, read_tile
+
+MAX_BLOCK = 512            # the output's Zarr chunks along a spatial axis are at most this
+DONE = ".zoo-done"         # inside the partial output: one empty file per finished chunk
+STATE_KEY = "bioimage-zoo-dask"
+
+
+def axis_bounds(plan: AxisPlan, tiles_per_chunk: int) -> tuple[tuple[int, ...], int]:
+    """(chunk boundaries ``0 < ... < size`` along one axis, the output's Zarr chunk there).
+
+    A seam lies in tile ``i``'s interior ``[i*core + blend, (i+1)*core - blend]`` (one tile
+    decides every pixel there), on a multiple of the Zarr chunk; a core with no interior
+    (core == 2 blend) is cut at its start instead (two tiles then run on both sides)."""
+    interior = plan.core - 2 * plan.blend
+    if interior >= 1:
+        block = min(MAX_BLOCK, 1 << (interior.bit_length() - 1))      # a multiple lies in every interior
+        seams = (-(-(i * plan.core + plan.blend) // block) * block for i in range(plan.n))
+    else:
+        block = min(MAX_BLOCK, plan.core & -plan.core)                 # the largest power of two dividing it
+        seams = (i * plan.core for i in range(plan.n))
+    bounds = [0]
+    for i, seam in enumerate(seams):
+        if i and i % tiles_per_chunk == 0 and bounds[-1] < seam < plan.size:
+            bounds.append(seam)
+    return tuple(bounds) + (plan.size,), block
+
+
+def tiles_for(plan: AxisPlan, lo: int, hi: int) -> range:
+    """The tiles whose kept range (prediction they contribute) touches ``[lo, hi)``."""
+    touching = [i for i in range(plan.n) if plan.kept(i)[0] < hi and plan.kept(i)[1] > lo]
+    return range(touching[0], touching[-1] + 1)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The chunks of one image: boundaries and output Zarr chunk per spatial axis."""
+
+    bounds: tuple[tuple[int, ...], ...]
+    blocks: tuple[int, ...]
+
+    @classmethod
+    def of(cls, plans: Sequence[AxisPlan], chunk: int | Sequence[int]) -> "Grid":
+        """Chunks of about ``chunk`` pixels a side (whole tiles)."""
+        sizes = [chunk] * len(plans) if isinstance(chunk, int) else list(chunk)
+        cut = [axis_bounds(p, max(1, round(c / p.core))) for p, c in zip(plans, sizes)]
+        return cls(tuple(b for b, _ in cut), tuple(k for _, k in cut))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(len(b) - 1 for b in self.bounds)
+
+    def region(self, index: Sequence[int]) -> tuple[tuple[int, int], ...]:
+        return tuple((b[i], b[i + 1]) for b, i in zip(self.bounds, index))
+
+    def indices(self):
+        return itertools.product(*(range(n) for n in self.shape))
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a worker needs to predict one chunk (everything small: no pixels)."""
+
+    name: str                     # the model plugin
+    source: str
+    layout: Layout
+    repeat: int
+    plans: tuple
+    batch_size: int
+    frozen: dict                  # the image's normalisation statistics
+    partial: str                  # the output OME-Zarr being written
+    out_layout: Layout
+    b: int
+    index: tuple[int, ...]
+    region: tuple[tuple[int, int], ...]
+
+    @property
+    def key(self) -> str:
+        return "-".join(map(str, (self.b, *self.index)))
+
+
+@lru_cache(maxsize=4)
+def _opened(source: str, stamp: float):
+    from ..imageio import open_lazy
+
+    return open_lazy(source)[0]
+
+
+def open_input(source: str):
+    """The input, opened lazily once per worker (again when the file changed)."""
+    path = Path(source)
+    stamp = max((p.stat().st_mtime for p in [path, *path.glob("*/.zarray")] if p.exists()), default=0.0)
+    return _opened(source, stamp)
+
+
+def blended(model, job: Job, region: Sequence[tuple[int, int]]) -> np.ndarray:
+    """The network's outputs over ``region`` of image ``job.b`` (``c, *region``, before the pixel
+    ops): every tile touching it, with the global plan's ramps, summed in raster order."""
+    image, inp, plans = open_input(job.source), model.spec.inputs[0], job.plans
+    network = model.predictor.network()
+
+    def read(b: int, where) -> np.ndarray:
+        piece = job.layout.read(image, b, where)
+        check_finite(piece)
+        return np.repeat(piece, job.repeat, axis=0) if job.repeat > 1 else piece
+
+    tiles = itertools.product(*(tiles_for(p, lo, hi) for p, (lo, hi) in zip(plans, region)))
+    acc = None
+    while batch := list(itertools.islice(tiles, job.batch_size)):
+        x = np.stack([read_tile(read, job.b, plans, [i * p.core for i, p in zip(index, plans)])
+                      for index in batch]).astype(np.float32, copy=False)
+        x = np.concatenate([ops.apply(inp.preprocessing, x[k:k + 1], dict(job.frozen), inp.name, ops.PREPROCESSING)
+                            for k in range(len(batch))])
+        pred = network(x)
+        if pred.shape[0] != x.shape[0] or pred.shape[2:] != x.shape[2:]:
+            raise InputError(f"the network returned shape {pred.shape} for tiles of shape {x.shape}: chunked "
+                             "prediction needs outputs on the input's grid")
+        if acc is None:
+            acc = np.zeros((pred.shape[1],) + tuple(hi - lo for lo, hi in region), np.float32)
+        for k, index in enumerate(batch):
+            _add(acc, pred[k], index, plans, region)
+    return acc
+
+
+def _add(acc: np.ndarray, pred: np.ndarray, index, plans, region) -> None:
+    """Tile ``index``'s prediction, weighted as :func:`zoo.runtime.tiling.run_tiles` weighs it,
+    added where its kept range meets ``region``."""
+    into, crop, weight = [slice(None)], [slice(None)], np.ones((1,) * len(plans), np.float32)
+    for axis, (i, plan, (r0, r1)) in enumerate(zip(index, plans, region)):
+        lo, hi = plan.kept(i)
+        a, z = max(lo, r0), min(hi, r1)
+        if a >= z:
+            return
+        origin = i * plan.core - plan.margin
+        into.append(slice(a - r0, z - r0))
+        crop.append(slice(a - origin, z - origin))
+        shape = [1] * len(plans)
+        shape[axis] = z - a
+        weight = weight * plan.weights(i)[a - lo:z - lo].reshape(shape)
+    acc[tuple(into)] += pred[tuple(crop)] * weight
+
+
+def pixel_outputs(model, job: Job, values: np.ndarray) -> np.ndarray:
+    """The output's pixel-wise post-processing (``1, c, ...``) with the image's frozen statistics."""
+    out = model.spec.outputs[0]
+    context = {**job.frozen, "scale": dict(job.frozen["frozen"])}
+    return ops.apply(opnames.output_ops(model.spec, raw=True), values[np.newaxis], context, out.name,
+                     ops.POSTPROCESSING)
+
+
+def write(job: Job, values: np.ndarray, region=None) -> None:
+    """``values`` (``1, c, *region``) into the partial output: whole Zarr chunks of this chunk only."""
+    import zarr
+
+    region = job.region if region is None else region
+    array = zarr.open_array(str(Path(job.partial) / "0"), mode="r+")
+    job.out_layout.write(array, tuple(slice(lo, hi) for lo, hi in region), values, first=job.b)
+
+
+def mark_done(job: Job) -> None:
+    (Path(job.partial) / DONE / job.key).touch()
+
+
+def predict_chunk(job: Job) -> float:
+    """Worker task: predict one chunk and write it; returns the seconds it took."""
+    from .plugin import model_on_worker
+
+    started = time.perf_counter()
+    model = model_on_worker(job.name)
+    write(job, pixel_outputs(model, job, blended(model, job, job.region)))
+    mark_done(job)
+    return time.perf_counter() - started
+
+
+# ---------------------------------------------------------------------------------- the client's side
+def fingerprint(source: Path, model, layout: Layout, plans, raw: bool, grid: Grid) -> str:
+    """What a partial output was made from: a re-run resumes it only when this is unchanged."""
+    files = [source] if source.is_file() else sorted(source.rglob("*.zarray")) + sorted(source.rglob("zarr.json"))
+    stamps = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    body = [str(source.resolve()), stamps, model.spec.ref, layout.axes, layout.shape, [vars(p) for p in plans],
+            raw, grid.bounds]
+    return hashlib.sha256(json.dumps(body, default=str).encode()).hexdigest()
+
+
+def open_partial(partial: Path, shape, dtype, axes: str, chunks, print_: str) -> set[str]:
+    """The partial output: resumed when its fingerprint is ``print_`` (the keys of its finished
+    chunks come back), else made anew (empty set)."""
+    import zarr
+
+    from ..omezarr import create_omezarr
+
+    if partial.is_dir():
+        try:
+            if zarr.open_group(str(partial), mode="r").attrs.get(STATE_KEY, {}).get("fingerprint") == print_:
+                return {p.name for p in (partial / DONE).iterdir()}
+        except Exception:      # noqa: BLE001 - unreadable: made anew
+            pass
+        shutil.rmtree(partial)
+    create_omezarr(partial, shape, dtype, axes, chunks=chunks)
+    zarr.open_group(str(partial), mode="r+").attrs[STATE_KEY] = {"fingerprint": print_}
+    (partial / DONE).mkdir()
+    return set()
+
+
+def run(client, jobs: list, task: Callable, progress: Callable[[int, int], None] | None = None) -> list:
+    """Submit ``task`` over ``jobs`` and wait for all; results in order. A failed task stops the
+    run (the others are cancelled) with its error."""
+    from distributed import as_completed
+
+    futures = client.map(task, jobs, pure=False)
+    where = {f.key: k for k, f in enumerate(futures)}
+    results: list = [None] * len(jobs)
+    try:
+        for done, future in enumerate(as_completed(futures), start=1):
+            results[where[future.key]] = future.result()
+            if progress:
+                progress(done, len(jobs))
+    except BaseException:
+        client.cancel(futures)
+        raise
+    return results
