@@ -153,6 +153,15 @@ def test_bad_cluster_specs_are_clear_errors(spec, says, home):
         cluster.client_for(spec, timeout=2)
 
 
+def test_a_model_the_workers_cannot_load_is_one_clear_error(client, tmp_path):
+    from zoo.api.distributed import predict_distributed
+
+    with pytest.raises(InputError, match="could not load no-such-model"):
+        predict_distributed("no-such-model", [tmp_path], tmp_path / "out", client=client)
+    with pytest.raises(InputError, match="OME-Zarr"):
+        predict_distributed(DENOISER, REPO / "samples" / "hagen_actin_lowsnr.tif", tmp_path / "out.tif", client=client)
+
+
 def test_threads_and_gpus_per_worker(monkeypatch):
     assert cluster.local_shape(2, n_cores=2) == (2, 1) and cluster.local_shape(3, n_cores=8) == (3, 2)
     assert cluster.local_shape(None, n_cores=4) == (4, 1)

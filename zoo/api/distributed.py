@@ -44,6 +44,9 @@ def predict_distributed(model_ref: str | Path, inputs, out: str | Path, client=N
                          "--diameter, --anisotropy, --channels or --stitch-threshold (or predict it without --cluster)")
     if single is not None and not single.exists():
         raise InputError(f"image not found: {single}")
+    if single is not None and out.suffix.lower() != ".zarr":
+        raise InputError(f"with --cluster one image is cut into chunks that the workers write into an OME-Zarr: "
+                         f"give -o {out.with_suffix('.zarr').name} (not {out.name})")
     given = client is not None and not isinstance(client, (str, Path))
     client = client if given else cluster.client_for(str(client or "local"))
     try:

@@ -4,10 +4,14 @@ Each file is one task: the worker reads and hashes it, skips it when the manifes
 with the task) says it is finished, otherwise predicts it and writes its output itself (under
 a temporary name, renamed when complete), exactly as single-process folder mode does
 (:func:`zoo.api.batch.predict_one`). The client only appends the manifest's lines and writes
-``summary.csv``; a re-run, after an interruption too, skips what is finished.
+``summary.csv``; a re-run, after an interruption too, skips what is finished (a worker also
+leaves each finished file's entry in a hidden receipt beside the output, which the client
+folds into the manifest, so that files finished after the client was killed are kept).
 """
 from __future__ import annotations
 
+import json
+import os
 import time
 from pathlib import Path
 from typing import Callable, Iterable
@@ -46,7 +50,28 @@ def predict_one_file(name: str, source: Path, target: Path, entry: dict | None, 
         predict_one(model, source, target, digest, opened, held, row, overwrite, axes, shift, options,
                     predict_file, check_shift)
     row["seconds"] = f"{time.perf_counter() - started:.3f}"
-    return row, held.entries.get(str(source)) if row["status"] == "done" else None
+    entry = held.entries.get(str(source)) if row["status"] == "done" else None
+    if entry is not None:          # in case the client is gone before it appends the entry
+        partial = receipt(target).with_suffix(".partial")
+        partial.write_text(json.dumps(entry))
+        os.replace(partial, receipt(target))
+    return row, entry
+
+
+def receipt(target: Path) -> Path:
+    """Where a worker leaves a finished file's manifest entry until the client has appended it."""
+    return target.with_name(f".{target.name}.receipt.json")
+
+
+def _fold_receipts(manifest: Manifest, out: Path) -> None:
+    """Entries of files finished after the client stopped (a killed client): into the manifest."""
+    for path in sorted(out.glob(".*.receipt.json")):
+        try:
+            entry = json.loads(path.read_text())
+            manifest.add(Path(entry.pop("input")), entry)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass                   # unreadable: that file is redone
+        path.unlink(missing_ok=True)
 
 
 def predict_files(client, name: str, inputs: Iterable[str | Path], out: str | Path, *, suffix: str = ".tif",
@@ -63,6 +88,7 @@ def predict_files(client, name: str, inputs: Iterable[str | Path], out: str | Pa
     targets = output_names(files, out, suffix)
     out.mkdir(parents=True, exist_ok=True)
     manifest, report = Manifest(out), BatchReport(out)
+    _fold_receipts(manifest, out)
     futures = client.map(predict_one_file, [name] * len(files), files, [targets[f] for f in files],
                          [manifest.entries.get(str(f)) for f in files], overwrite=overwrite, axes=axes, shift=shift,
                          options=options, pure=False)
@@ -78,6 +104,7 @@ def predict_files(client, name: str, inputs: Iterable[str | Path], out: str | Pa
                                   "error": one_line(e)}, None
             if entry is not None:
                 manifest.add(files[k], {key: v for key, v in entry.items() if key != "input"})
+                receipt(targets[files[k]]).unlink(missing_ok=True)
             if on_file:
                 on_file(done, len(files), files[k])
     finally:

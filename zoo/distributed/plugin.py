@@ -57,7 +57,17 @@ def register(client, ref: str | Path, registry: str | Path | None = None, runtim
         client.register_plugin(plugin, name=plugin.name)
     else:                              # distributed < 2023.9
         client.register_worker_plugin(plugin, name=plugin.name)
+    failed = {worker: error for worker, error in client.run(_load_error, plugin.name).items() if error}
+    if failed:
+        worker, error = next(iter(failed.items()))
+        raise InputError(f"{len(failed)} Dask worker(s) could not load {plugin.ref} (e.g. {worker}: {error})")
     return plugin.name
+
+
+def _load_error(name: str, dask_worker=None) -> str | None:
+    """On a worker: why the plugin ``name`` has no model (None when it has one)."""
+    plugin = dask_worker.plugins.get(name)
+    return "the plugin is missing" if plugin is None else (None if plugin.model is not None else plugin.error)
 
 
 def model_on_worker(name: str):
