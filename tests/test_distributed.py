@@ -70,6 +70,25 @@ def test_an_ome_zarr_in_chunks_equals_the_single_process_prediction(client, tmp_
     assert not list(tmp_path.glob(".*partial*"))                 # nothing left beside the output
 
 
+@pytest.mark.parametrize("axes", ["tyx", pytest.param("zyx", marks=pytest.mark.slow)])
+def test_a_time_lapse_and_a_volume_in_chunks_equal_one_process(client, tmp_path, axes):
+    """Frames of a time-lapse (each normalised on its own) through a 2D model; a volume through a 3D one."""
+    from zoo.api.distributed import predict_distributed
+    from zoo.synthetic import labelled_nuclei
+
+    if axes == "tyx":
+        ref, tile, chunk = DENOISER, 96, 64
+        image = np.stack([synthetic_nuclei(shape=(160, 150), n=15, seed=s)[0] for s in range(3)])
+    else:
+        ref, tile, chunk = "care-synth-3d", 64, 40
+        image = labelled_nuclei((32, 80, 80), n=12, seed=1)[0]
+    source = _zarr(tmp_path / "in.zarr", image, axes)
+    zoo.load(ref).predict_file(source, tmp_path / "single.zarr", tile=tile, batch_size=2)
+    predict_distributed(ref, source, tmp_path / "dask.zarr", client=client, tile=tile, batch_size=2, chunk=chunk)
+    got, want = _read(tmp_path / "dask.zarr"), _read(tmp_path / "single.zarr")
+    assert got.shape == image.shape and np.abs(got - want).max() <= 1e-5 * max(1.0, np.abs(want).max())
+
+
 def _seam_discs(shape, bounds, radius=7):
     """An image with a bright disc centred on every seam (and every seam crossing), and the centres."""
     ys, xs = bounds
