@@ -22,13 +22,20 @@ from . import chunks
 
 log = logging.getLogger("zoo.distributed")
 
-DEFAULT_CHUNK = {2: 2048, 3: 256}     # pixels a side of a chunk (whole tiles), by spatial dimensions
+DEFAULT_CHUNK = {2: (2048, 8), 3: (256, 4)}   # a chunk's side by spatial dimensions: (pixels, tiles), the larger
 MAX_OBJECT_SIZE = 128                  # instance models: overlap between chunks, as the stream's bands
 
 
 def partial_path(target: Path) -> Path:
     """Where a chunked output is written until complete: one fixed name, so that a re-run resumes."""
     return target.with_name(f".{target.name}.partial-dask")
+
+
+def default_chunk(plans) -> list[int]:
+    """A chunk's side per axis: each seam runs one row of tiles twice (once per neighbour), so
+    chunks are many tiles wide (8 in 2D: about 27% more tiles run than one process runs)."""
+    pixels, tiles = DEFAULT_CHUNK.get(len(plans), (256, 4))
+    return [max(pixels, tiles * p.core) for p in plans]
 
 
 def _output_kind(model, frozen: dict, n_spatial: int) -> tuple[int, np.dtype]:
@@ -46,7 +53,7 @@ def predict_image(client, model, name: str, source: str | Path, target: str | Pa
                   progress: Callable[[int, int], None] | None = None) -> tuple[int, ...]:
     """Predict ``source`` into the OME-Zarr ``target`` on the workers of ``client`` (the plugin
     ``name`` holds ``model`` there); returns the output's shape. ``chunk``: pixels a side of a
-    chunk (default 2048 in 2D, 256 in 3D); instance models label per chunk and reconcile the
+    chunk (default: :func:`default_chunk`); instance models label per chunk and reconcile the
     seams (objects up to ``max_object_size`` pixels)."""
     from ..imageio import check_output, open_lazy, replace_output
     from ..runtime.layout import layout_for
@@ -67,7 +74,7 @@ def predict_image(client, model, name: str, source: str | Path, target: str | Pa
     layout, repeat = layout_for(image.shape, axes or stated, model.spec.inputs[0])
     plans, batch_size = predictor.plan_tiles(layout.spatial_shape, tile, batch_size, blend)
     frozen = [_frozen_statistics(model, layout, image, b) for b in range(layout.n_images)]
-    grid = chunks.Grid.of(plans, chunk or DEFAULT_CHUNK.get(len(plans), 256))
+    grid = chunks.Grid.of(plans, chunk or default_chunk(plans))
     instances = opnames.makes_instances(model.spec) and not raw
     channels, dtype = (1, np.dtype(np.int32)) if instances else _output_kind(model, frozen[0], len(plans))
     out_layout = layout.output(channels)
