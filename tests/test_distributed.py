@@ -159,7 +159,14 @@ def test_the_command_line_takes_a_cluster(client, tmp_path, capsys):
     assert code == 0, capsys.readouterr()
     want = zoo.load(DENOISER).predict(image, tile=128)
     np.testing.assert_allclose(_read(tmp_path / "out.zarr"), want, atol=1e-4)
-    client.write_scheduler_file(str(tmp_path / "scheduler.json"))
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for k in range(2):
+        tifffile.imwrite(raw / f"f{k}.tif", image[:96, 40 * k:40 * k + 96])
+    code = main(["predict", DENOISER, str(raw), "-o", str(tmp_path / "many"), "--cluster", client.scheduler.address])
+    assert code == 0 and "2 predicted, 0 skipped, 0 failed" in capsys.readouterr().out
+    # what `dask scheduler --scheduler-file` writes (Client.write_scheduler_file fails on some metrics' keys)
+    (tmp_path / "scheduler.json").write_text('{"address": "%s"}' % client.scheduler.address)
     code = main(["predict", DENOISER, str(source), "-o", str(tmp_path / "out.tif"), "--cluster",
                  str(tmp_path / "scheduler.json")])
     assert code == 2 and "OME-Zarr" in capsys.readouterr().err
