@@ -201,7 +201,6 @@ def test_threads_and_gpus_per_worker(monkeypatch):
     assert os.environ["CUDA_VISIBLE_DEVICES"] == ""
 
 
-@pytest.mark.slow
 def test_a_worker_killed_mid_run_leaves_a_complete_equal_output(client, tmp_path):
     """SIGKILL one of the two workers after the first chunk: its tasks rerun (on the other, or on
     the worker its nanny restarts) and the output equals a single-process prediction."""
@@ -230,7 +229,6 @@ def test_a_worker_killed_mid_run_leaves_a_complete_equal_output(client, tmp_path
     client.wait_for_workers(2, timeout=60)                       # the nanny brought it back
 
 
-@pytest.mark.slow
 def test_a_killed_client_leaves_no_output_and_a_rerun_resumes(client, tmp_path, caplog):
     """SIGKILL the client after a few chunks: nothing appears under the output's name, and a re-run
     keeps the finished chunks (it says how many) and completes an output equal to one process's."""
