@@ -47,6 +47,10 @@ def predict_distributed(model_ref: str | Path, inputs, out: str | Path, client=N
     if single is not None and out.suffix.lower() != ".zarr":
         raise InputError(f"with --cluster one image is cut into chunks that the workers write into an OME-Zarr: "
                          f"give -o {out.with_suffix('.zarr').name} (not {out.name})")
+    if single is not None:
+        from ..imageio import check_output
+
+        check_output(out, overwrite, single)          # before a cluster starts (again when complete)
     given = client is not None and not isinstance(client, (str, Path))
     client = client if given else cluster.client_for(str(client or "local"))
     try:

@@ -89,6 +89,8 @@ def client_for(spec: str, timeout: float = 30.0):
     except ImportError:
         raise InputError("--cluster needs Dask: pip install 'bioimage-zoo[dask]' (or dask[distributed])") from None
     kind, arg = parse(spec)
+    if not logging.getLogger("zoo").isEnabledFor(logging.INFO):   # Dask's own INFO lines only with -v
+        logging.getLogger("distributed").setLevel(logging.WARNING)
     if kind == "local":
         from distributed import LocalCluster
 
