@@ -265,3 +265,34 @@ def test_a_killed_client_leaves_no_output_and_a_rerun_resumes(client, tmp_path, 
     got, want = _read(target), _read(tmp_path / "single.zarr")
     assert np.abs(got - want).max() <= 1e-5 * max(1.0, np.abs(want).max())
     assert not (tmp_path / ".dask.zarr.partial-dask").exists()
+
+
+def test_a_folder_rerun_after_the_client_was_killed_redoes_nothing_finished(client, tmp_path):
+    """Files finished by the workers after the client died are kept (their receipts join the
+    manifest): the re-run skips every output that exists and fails none."""
+    import subprocess
+    import sys
+    import time
+
+    from zoo.api.distributed import predict_distributed
+
+    actin = tifffile.imread(REPO / "samples" / "hagen_actin_lowsnr.tif")
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    raw.mkdir()
+    for k in range(12):
+        tifffile.imwrite(raw / f"f{k:02d}.tif", actin[60 * k:60 * k + 128, :256])
+    script = (f"from zoo.api.distributed import predict_distributed\n"
+              f"predict_distributed({DENOISER!r}, [{str(raw)!r}], {str(out)!r}, client={client.scheduler.address!r})\n")
+    child = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and child.poll() is None and len(list(out.glob("f*.tif"))) < 3:
+        time.sleep(0.05)
+    child.kill()
+    child.wait()
+    time.sleep(1.0)                                   # tasks already running finish on the workers
+    finished = {p.name for p in out.glob("f*.tif")}
+    assert 3 <= len(finished) < 12
+    report = predict_distributed(DENOISER, [raw], out, client=client)
+    assert report.count("failed") == 0 and report.count("done") + report.count("skipped") == 12
+    assert {Path(r["output"]).name for r in report.rows if r["status"] == "skipped"} >= finished
+    assert not list(out.glob(".*receipt*")) and not list(out.glob(".*partial*"))
