@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from ..loading import load    # one path from a reference to a ready model, shared with the server
 from .batch import BatchReport, predict, predict_files
+from .distributed import predict_distributed
 from .exchange import bump, export, import_model, serve
 from .predicting import (FilePrediction, check_shift, classify, measure, predict_file, predict_tensors_files,
                          prediction_figure)
@@ -23,4 +24,4 @@ from .training import blueprint_path, compare, evaluate, finetune, train
 __all__ = ["registry", "load", "pull", "publish", "validate", "predict", "predict_file", "check_shift",
            "prediction_figure", "measure", "classify", "train", "finetune", "evaluate", "compare", "export",
            "import_model", "bump", "serve", "Pulled", "Validated", "FilePrediction", "registry_and_ref",
-           "reproduce_test_tensors", "blueprint_path", "predict_tensors_files", "predict_files", "BatchReport", "recommend"]
+           "reproduce_test_tensors", "blueprint_path", "predict_tensors_files", "predict_files", "BatchReport", "recommend", "predict_distributed"]
