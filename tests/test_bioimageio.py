@@ -26,6 +26,7 @@ def _failures(summary) -> list[str]:
 # tests/test_bioimageio_export.py (one package in the default suite, all of them with -m slow).
 
 
+@pytest.mark.slow    # bioimageio test in a clean Python stays in the default suite (test_bioimageio_export.py)
 def test_the_zip_and_the_official_command(tmp_path):
     rdf, _ = export(standard_store() / "packages" / "n2v-w2s-2d" / "0.1.0", tmp_path / "n2v")
     archive = zip_folder(tmp_path / "n2v")

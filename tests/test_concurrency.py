@@ -3,6 +3,8 @@
 version, every listed version and cached package verified, nothing left over."""
 from __future__ import annotations
 
+import pytest
+
 import importlib.util
 import shutil
 
@@ -17,6 +19,7 @@ def _stress():
     return module
 
 
+@pytest.mark.slow    # the default suite keeps under 10 minutes on 2 cores (issue 22.8): run it with -m slow
 def test_eight_processes_publishing_and_pulling_at_once(tmp_path):
     stress = _stress()
     source = standard_store() / "packages" / "n2v-w2s-2d" / "0.1.0"
