@@ -38,9 +38,11 @@ def test_pixel_sizes_are_read_from_ome_tiff_imagej_and_ome_zarr(tmp_path):
     tifffile.imwrite(tmp_path / "ij.tif", _image(), imagej=True, resolution=(1 / 0.25, 1 / 0.25),
                      metadata={"unit": "um"})
     assert metadata.read(tmp_path / "ij.tif").pixel_size == pytest.approx({"y": 0.25, "x": 0.25})
-    array = create_omezarr(tmp_path / "img.zarr", (96, 80), "float32", "yx")
+    array = create_omezarr(tmp_path / "img.zarr", (96, 80), "float32", "yx", pixel_size={"y": 1.0, "x": 1.0})
     array[:] = _image()
     assert metadata.read(tmp_path / "img.zarr").pixel_size == {"y": 1.0, "x": 1.0}
+    create_omezarr(tmp_path / "unknown.zarr", (96, 80), "float32", "yx")
+    assert metadata.read(tmp_path / "unknown.zarr").pixel_size == {}       # pixels, not 1 µm
     tifffile.imwrite(tmp_path / "plain.tif", _image())
     assert metadata.read(tmp_path / "plain.tif").pixel_size == {}
 

@@ -277,17 +277,19 @@ def remove_partial(partial: Path) -> None:
 
 
 def write_image(path: str | Path, array: np.ndarray, axes: str | None = None, overwrite: bool = False,
-                source: str | Path | None = None) -> Path:
+                source: str | Path | None = None, pixel_size: dict[str, float] | None = None) -> Path:
     """Write an array as TIFF (any dtype; ``axes`` recorded), OME-Zarr, NPY, or PNG (uint8/uint16
     grey or RGB), under a temporary name renamed when complete. An existing ``path`` is replaced
-    only with ``overwrite`` (see :func:`check_output`; ``source``: the input it came from)."""
+    only with ``overwrite`` (see :func:`check_output`; ``source``: the input it came from).
+    ``pixel_size`` (µm by axis; needs ``axes``): declared in TIFF and OME-Zarr outputs
+    (:func:`zoo.metadata.tiff_options`)."""
     path = Path(path)
     check_output(path, overwrite, source)
     partial = partial_path(path)
     try:
         with storage(f"write {path}"):
             path.parent.mkdir(parents=True, exist_ok=True)
-            _write(partial, path, array, axes)
+            _write(partial, path, array, axes, pixel_size if axes else None)
             replace_output(partial, path, overwrite, source)
     except BaseException:
         remove_partial(partial)
@@ -295,19 +297,22 @@ def write_image(path: str | Path, array: np.ndarray, axes: str | None = None, ov
     return path
 
 
-def _write(partial: Path, path: Path, array: np.ndarray, axes: str | None) -> None:
+def _write(partial: Path, path: Path, array: np.ndarray, axes: str | None, pixel_size: dict | None = None) -> None:
     """Write ``array`` into ``partial`` in the format ``path``'s suffix names."""
     suffix = path.suffix.lower()
     if suffix in TIFF:
         import tifffile
 
-        tifffile.imwrite(str(partial), array, metadata={"axes": axes.upper()} if axes else {},
+        from .metadata import tiff_options
+
+        tifffile.imwrite(str(partial), array, **tiff_options(axes, pixel_size),
                          photometric="rgb" if array.ndim == 3 and array.shape[-1] in (3, 4) and array.dtype == np.uint8
                          else "minisblack")
     elif suffix == ZARR:
         from .omezarr import create_omezarr
 
-        create_omezarr(partial, array.shape, array.dtype, axes or "tczyx"[-array.ndim:])[...] = array
+        create_omezarr(partial, array.shape, array.dtype, axes or "tczyx"[-array.ndim:],
+                       pixel_size=pixel_size)[...] = array
     elif suffix == ".npy":
         with open(partial, "wb") as f:
             np.save(f, array, allow_pickle=False)

@@ -1,9 +1,11 @@
 """What an image file says about itself beyond its pixels: physical pixel size and channel names.
 
 Read from OME-TIFF (``PhysicalSizeX/Y/Z`` and ``Channel/@Name`` in the OME-XML), ImageJ TIFF
-(``XResolution``/``YResolution`` with the ``unit``, ``spacing`` for z) and OME-Zarr
-(``coordinateTransformations`` scale of the first dataset with the axes' units; ``omero``
-channel labels). Sizes are in micrometres; an axis the file does not describe is left out.
+(``XResolution``/``YResolution`` with the ``unit``, ``spacing`` for z), the zoo's own TIFF outputs
+(``pixel_size_um`` in their JSON description) and OME-Zarr (``coordinateTransformations`` scale
+of the first dataset with the axes' units; ``omero`` channel labels). Sizes are in micrometres;
+an axis the file does not describe is left out. A prediction's output declares its input's
+pixel size (:func:`tiff_options`; :func:`zoo.omezarr.create_omezarr`).
 """
 from __future__ import annotations
 
@@ -63,7 +65,32 @@ def _tiff(path: Path) -> ImageMetadata:
                 return found
         if tif.is_imagej:
             return _imagej(tif)
+        if tif.is_shaped and tif.shaped_metadata:
+            return _shaped(tif.shaped_metadata[0])
     return ImageMetadata()
+
+
+def _shaped(meta: dict) -> ImageMetadata:
+    """A TIFF the zoo wrote: its pixel size is ``pixel_size_um`` in the JSON description."""
+    given = meta.get("pixel_size_um") if isinstance(meta, dict) else None
+    if not isinstance(given, dict):
+        return ImageMetadata()
+    sizes = {a: _um(v, "µm") for a, v in given.items() if a in ("z", "y", "x")}
+    return ImageMetadata({a: v for a, v in sizes.items() if v is not None}, [], "zoo TIFF")
+
+
+def tiff_options(axes: str | None, pixel_size: dict[str, float] | None = None) -> dict:
+    """``tifffile`` write options that record ``axes`` and the pixel size (µm by axis): in the JSON
+    description, which :func:`read` reads back, and as resolution tags in pixels per centimetre
+    for y and x, which Fiji and other TIFF readers show."""
+    if not axes:
+        return {"metadata": {}}
+    sizes = {a: float(v) for a, v in (pixel_size or {}).items() if a in "zyx" and a in axes.lower()}
+    options: dict = {"metadata": {"axes": axes.upper(), **({"pixel_size_um": sizes} if sizes else {})}}
+    if "y" in sizes and "x" in sizes:
+        options["resolution"] = (1e4 / sizes["x"], 1e4 / sizes["y"])
+        options["resolutionunit"] = "CENTIMETER"
+    return options
 
 
 def _ome_xml(text: str) -> ImageMetadata:

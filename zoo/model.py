@@ -116,14 +116,15 @@ class Model:
 
     def predict_file(self, source, target, axes: str | None = None, tile: Tile = None,
                      batch_size: int | None = None, blend: int | None = None, progress=None,
-                     raw: bool = False, overwrite: bool = False, opened=None) -> tuple[int, ...]:
+                     raw: bool = False, overwrite: bool = False, opened=None,
+                     pixel_size: dict | None = None) -> tuple[int, ...]:
         """Predict an image file into a TIFF, NPY or OME-Zarr block by block (out of core); returns
         the output shape. Segmentation models write instance labels unless ``raw``. An existing
         ``target`` is replaced only with ``overwrite``, and only by the same kind of output."""
         with self._colour_hint():
             return self.predictor.predict_file(source, target, axes=axes, tile=tile, batch_size=batch_size,
                                                blend=blend, progress=progress, raw=raw, overwrite=overwrite,
-                                               opened=opened)
+                                               opened=opened, pixel_size=pixel_size)
 
     def plan_tiles(self, spatial: Sequence[int], tile: Tile = None, batch_size: int | None = None,
                    blend: int | None = None):

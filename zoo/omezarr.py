@@ -69,21 +69,25 @@ def written_by_zoo(path: str | Path) -> bool:
 
 
 def create_omezarr(path: str | Path, shape: tuple[int, ...], dtype, axes: str, chunks: tuple[int, ...] | None = None,
-                   name: str = "prediction"):
-    """A new single-scale OME-Zarr 0.4 image at ``path``; returns its writable array."""
+                   name: str = "prediction", pixel_size: dict[str, float] | None = None):
+    """A new single-scale OME-Zarr 0.4 image at ``path``; returns its writable array.
+    ``pixel_size`` (µm by axis z, y, x): the scale it declares; an axis without one is declared
+    in pixels (scale 1, no unit), never as 1 µm."""
     import zarr
 
     if set(axes) - set(AXIS_TYPES):
         raise InputError(f"OME-Zarr axes must be among t, c, z, y, x; got '{axes}'")
     if chunks is None:
         chunks = tuple(min(s, 1 if a in "tc" else (64 if a == "z" else 512)) for a, s in zip(axes, shape))
+    sizes = {a: v for a, v in (pixel_size or {}).items() if a in "zyx" and a in axes}
     group = zarr.open_group(str(path), mode="w", zarr_format=2)
     array = group.create_array("0", shape=shape, chunks=chunks, dtype=dtype, fill_value=0)
     group.attrs["multiscales"] = [{
         "version": "0.4", "name": name,
-        "axes": [{"name": a, "type": AXIS_TYPES[a]} | ({"unit": "micrometer"} if a in "zyx" else {})
+        "axes": [{"name": a, "type": AXIS_TYPES[a]} | ({"unit": "micrometer"} if a in sizes else {})
                  for a in axes],
-        "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0] * len(axes)}]}],
+        "datasets": [{"path": "0", "coordinateTransformations": [
+            {"type": "scale", "scale": [float(sizes.get(a, 1.0)) for a in axes]}]}],
     }]
     group.attrs[WRITER_KEY] = {"written": name}
     return array

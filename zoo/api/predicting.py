@@ -90,11 +90,13 @@ def predict_file(model, source: str | Path, target: str | Path, *, axes: str | N
     if scale.factors is not None or stitch_threshold is not None:      # in memory: resampled, or stitched
         done = FilePrediction(target, (), None, False, source=image, source_axes=axes or stated, notes=notes)
         result = predict_scaled(model, image, axes or stated, scale, stitch_threshold, options)
-        write_image(target, result, overwrite=overwrite, source=source)
+        write_image(target, result, output_axes(model, image, axes or stated, result), overwrite=overwrite,
+                    source=source, pixel_size=scale.pixel_size)
         done.shape, done.dtype, done.result = tuple(result.shape), str(result.dtype), result
         return done
     if target.suffix.lower() in STREAM_SUFFIXES and not uncertainty and model.predictor.streams:
-        shape = model.predict_file(source, target, axes=axes, overwrite=overwrite, opened=(image, stated), **options)
+        shape = model.predict_file(source, target, axes=axes, overwrite=overwrite, opened=(image, stated),
+                                   pixel_size=scale.pixel_size, **options)
         return FilePrediction(target, tuple(shape), None, True, source=image, source_axes=stated, notes=notes)
     done = FilePrediction(target, (), None, False, source=image, source_axes=stated, notes=notes)
     if uncertainty:
@@ -110,9 +112,27 @@ def predict_file(model, source: str | Path, target: str | Path, *, axes: str | N
         done.members, done.confidence = with_uncertainty.members, with_uncertainty.confidence
     else:
         result = model.predict(np.asarray(image), axes=axes or stated, **options)
-    write_image(target, result, overwrite=overwrite, source=source)
+    write_image(target, result, output_axes(model, image, axes or stated, result), overwrite=overwrite,
+                source=source, pixel_size=scale.pixel_size)
     done.shape, done.dtype, done.result = tuple(result.shape), str(result.dtype), result
     return done
+
+
+def output_axes(model, image, axes: str | None, result) -> str | None:
+    """The axes of a prediction made from ``image`` (its input layout with the output's channels),
+    or None where they cannot be told."""
+    from ..errors import ZooError
+    from ..runtime.layout import layout_for
+
+    try:
+        natural = layout_for(tuple(image.shape), axes, model.spec.inputs[0])[0]
+    except ZooError:
+        return None
+    for n_channels in (1, 2):
+        out = natural.output(n_channels).axes
+        if len(out) == getattr(result, "ndim", -1):
+            return out
+    return None
 
 
 def predict_tensors_files(model, sources: dict, target: str | Path, *, output: str | None = None,

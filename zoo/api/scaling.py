@@ -28,6 +28,7 @@ class ScalePlan:
     factors: tuple[float, ...] | None = None     # per spatial axis, image -> model grid (None: as it is)
     said: str = ""                               # what was done, in words
     warning: str = ""                            # e.g. the pixel size is unknown
+    pixel_size: dict | None = None               # the image's, by axis (µm), given or read: its outputs declare it
 
 
 def _pixel_sizes(value, spatial: str) -> dict[str, float] | None:
@@ -87,7 +88,7 @@ def plan(spec, source: str | Path | None = None, pixel_size=None, diameter: floa
         factors = None
     if factors is not None:
         said = f"rescaled by {' x '.join(f'{f:.3g}' for f in factors)} to the model's scale and back ({said})"
-    return ScalePlan(factors, said, warning)
+    return ScalePlan(factors, said, warning, image_sizes)
 
 
 def _sizes_text(sizes: dict, spatial: str) -> str:

@@ -153,14 +153,15 @@ class Predictor:
 
     def predict_file(self, source, target, axes: str | None = None, tile: Tile = None,
                      batch_size: int | None = None, blend: int | None = None, progress: Progress = None,
-                     raw: bool = False, overwrite: bool = False, opened=None) -> tuple[int, ...]:
+                     raw: bool = False, overwrite: bool = False, opened=None,
+                     pixel_size: dict | None = None) -> tuple[int, ...]:
         """An image file into a TIFF, NPY or OME-Zarr, block by block (out of core); returns the
         output shape (see :func:`zoo.runtime.stream.predict_file`; ``opened``: the input already
         opened lazily, so that a prediction opens its input once)."""
         from .stream import predict_file
 
         return predict_file(self, source, target, axes=axes, tile=tile, batch_size=batch_size, blend=blend,
-                            progress=progress, raw=raw, overwrite=overwrite, opened=opened)
+                            progress=progress, raw=raw, overwrite=overwrite, opened=opened, pixel_size=pixel_size)
 
     # ------------------------------------------------------------------ tiling
     def plan_tiles(self, spatial: Sequence[int], tile: Tile = None, batch_size: int | None = None,

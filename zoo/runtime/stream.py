@@ -78,8 +78,10 @@ class _Sink:
     """The output file, created at the first band (when channels and dtype are known) under a
     temporary name; ``commit`` replaces an existing ``target`` only as :func:`check_output` allows."""
 
-    def __init__(self, target: Path, layout: Layout, overwrite: bool = False, source: Path | None = None):
+    def __init__(self, target: Path, layout: Layout, overwrite: bool = False, source: Path | None = None,
+                 pixel_size: dict | None = None):
         self.target, self.layout, self.overwrite, self.source = target, layout, overwrite, source
+        self.pixel_size = pixel_size         # µm by axis, declared in the output (TIFF, OME-Zarr)
         self.partial = partial_path(target)
         self.array = None
         self.out_layout: Layout | None = None
@@ -101,13 +103,16 @@ class _Sink:
         if suffix in TIFF:
             import tifffile
 
+            from ..metadata import tiff_options
+
             return tifffile.memmap(str(self.partial), shape=layout.shape, dtype=dtype,
-                                   metadata={"axes": layout.axes.upper()}, photometric="minisblack")
+                                   **tiff_options(layout.axes, self.pixel_size), photometric="minisblack")
         if suffix == ".npy":
             return np.lib.format.open_memmap(str(self.partial), mode="w+", dtype=dtype, shape=layout.shape)
         from ..omezarr import create_omezarr
 
-        return create_omezarr(self.partial, layout.shape, dtype, layout.axes.replace("b", "t"))
+        return create_omezarr(self.partial, layout.shape, dtype, layout.axes.replace("b", "t"),
+                              pixel_size=self.pixel_size)
 
     def commit(self) -> tuple[int, ...]:
         shape = tuple(self.array.shape)
@@ -133,7 +138,7 @@ def _open_input(model, source: Path, axes: str | None, opened=None):
 def predict_file(model, source: str | Path, target: str | Path, axes: str | None = None, tile=None,
                  batch_size: int | None = None, blend: int | None = None, progress=None,
                  raw: bool = False, max_object_size: int = MAX_OBJECT_SIZE,
-                 overwrite: bool = False, opened=None) -> tuple[int, ...]:
+                 overwrite: bool = False, opened=None, pixel_size: dict | None = None) -> tuple[int, ...]:
     """Predict an image file into a TIFF, NPY or OME-Zarr without holding either in memory.
 
     ``axes`` (e.g. ``tzyx``) is needed only when the file does not state them and they cannot be
@@ -141,14 +146,15 @@ def predict_file(model, source: str | Path, target: str | Path, axes: str | None
     output channels). Instance-segmentation models write labels (see :func:`_predict_instances`;
     objects are assumed smaller than ``max_object_size`` pixels) unless ``raw``. An existing
     ``target`` is replaced only with ``overwrite`` (see :func:`zoo.imageio.check_output`).
-    ``opened``: ``source`` already opened by :func:`zoo.imageio.open_lazy` (it is not opened again)."""
+    ``opened``: ``source`` already opened by :func:`zoo.imageio.open_lazy` (it is not opened again).
+    ``pixel_size`` (µm by axis): the input's, declared in the output."""
     source, target = Path(source), Path(target)
     if target.suffix.lower() not in STREAM_SUFFIXES:
         raise InputError(f"cannot stream into '{target.suffix}': expected one of {', '.join(STREAM_SUFFIXES)}")
     check_output(target, overwrite, source)        # before any work; again when the output is complete
     if opnames.makes_instances(model.spec) and not raw:
         return _predict_instances(model, source, target, axes, tile, batch_size, blend, progress, max_object_size,
-                                  overwrite, opened)
+                                  overwrite, opened, pixel_size)
     inp, out = model.spec.inputs[0], model.spec.outputs[0]
     image, layout, repeat = _open_input(model, source, axes, opened)
     plans, batch_size = model.plan_tiles(layout.spatial_shape, tile, batch_size, blend)
@@ -175,7 +181,7 @@ def predict_file(model, source: str | Path, target: str | Path, axes: str | None
         sink.release()
         _release(image)
 
-    sink = _Sink(target, layout, overwrite, source)
+    sink = _Sink(target, layout, overwrite, source, pixel_size)
     try:
         with storage(f"write {target}"):
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -188,7 +194,8 @@ def predict_file(model, source: str | Path, target: str | Path, axes: str | None
 
 
 def _predict_instances(model, source: Path, target: Path, axes, tile, batch_size, blend, progress,
-                       max_object_size: int, overwrite: bool, opened=None) -> tuple[int, ...]:
+                       max_object_size: int, overwrite: bool, opened=None,
+                       pixel_size: dict | None = None) -> tuple[int, ...]:
     """Instance labels of a file too large for memory, in one pass and with no temporary file:
     the network's outputs (tiled and blended as for any model, then post-processed pixel by
     pixel) are labelled as their bands arrive, from a window of rows held in memory
@@ -213,7 +220,7 @@ def _predict_instances(model, source: Path, target: Path, axes, tile, batch_size
         piece = _finite(layout.read(image, b, region), b, where)
         return np.repeat(piece, repeat, axis=0) if repeat > 1 else piece
 
-    sink = _Sink(target, layout, overwrite, source)
+    sink = _Sink(target, layout, overwrite, source, pixel_size)
     try:
         with storage(f"write {target}"):
             target.parent.mkdir(parents=True, exist_ok=True)
