@@ -296,3 +296,56 @@ def test_a_folder_rerun_after_the_client_was_killed_redoes_nothing_finished(clie
     assert report.count("failed") == 0 and report.count("done") + report.count("skipped") == 12
     assert {Path(r["output"]).name for r in report.rows if r["status"] == "skipped"} >= finished
     assert not list(out.glob(".*receipt*")) and not list(out.glob(".*partial*"))
+
+
+def _chunk_tasks(stream) -> int:
+    return sum(t["key"][0].startswith("predict_chunk") if isinstance(t["key"], tuple) else
+               str(t["key"]).startswith("predict_chunk") for t in stream.data)
+
+
+def test_the_api_predicts_an_array_and_files_on_the_cluster_it_is_given(client, tmp_path):
+    """``zoo.predict(..., client=...)``: an array comes back from the workers' chunks equal to
+    ``model.predict`` (here a Model loaded from a package folder no registry lists: the workers
+    load that folder; one pulled by name reaches them by name); a folder goes into a folder."""
+    import shutil
+
+    from distributed import get_task_stream
+
+    from zoo.api.distributed import worker_ref
+
+    model = zoo.load(DENOISER)
+    assert worker_ref(model) == {"model_ref": model.spec.ref, "registry": None, "runtime": "onnx", "device": "auto"}
+    loose = zoo.load(shutil.copytree(model.root, tmp_path / "package"))
+    assert worker_ref(loose)["model_ref"] == str(tmp_path / "package")
+    image = synthetic_nuclei(shape=(200, 180), n=20, seed=3)[0]
+    want = model.predict(image, tile=96)
+    with get_task_stream(client) as stream:
+        got = zoo.predict(loose, image, client=client, tile=96, chunk=64)
+    assert _chunk_tasks(stream) >= 4                              # it ran in chunks on the workers
+    assert got.shape == want.shape and got.dtype == want.dtype
+    assert np.abs(got - want).max() <= 1e-5 * max(1.0, np.abs(want).max())
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for k in range(2):
+        tifffile.imwrite(raw / f"f{k}.tif", image[:96, 40 * k:40 * k + 96])
+    report = zoo.predict(DENOISER, raw, out=tmp_path / "many", cluster=client.scheduler.address)
+    assert report.count("done") == 2 and (tmp_path / "many" / "summary.csv").is_file()
+    with pytest.raises(InputError, match="not both"):
+        zoo.predict(DENOISER, image, client=client, cluster="local:1")
+    with pytest.raises(InputError, match="comes back as an array"):
+        zoo.predict(DENOISER, image, client=client, out=tmp_path / "x.zarr")
+
+
+def test_the_api_starts_a_local_cluster_for_one_call(home, tmp_path):
+    """``cluster="local:1"``: a LocalCluster started for the call, used, and closed after it."""
+    import psutil
+
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    image = synthetic_nuclei(shape=(160, 150), n=15, seed=2)[0]
+    got = zoo.predict(DENOISER, image, cluster="local:1", tile=96, scratch=tmp_path)
+    want = zoo.load(DENOISER).predict(image, tile=96)
+    assert np.abs(got - want).max() <= 1e-5 * max(1.0, np.abs(want).max())
+    assert not list(tmp_path.iterdir())                          # the staged files are gone
+    started = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
+    assert not [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]

@@ -14,41 +14,23 @@ A bad file is reported and the others go on; the caller gets the failures in the
 """
 from __future__ import annotations
 
-import csv
 import logging
-import glob
-import json
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable
 
 from ..errors import InputError, ZooError
+from ..folders import (COLUMNS, MANIFEST, SUMMARY, BatchReport, Manifest, entry_finished, expand_inputs,  # noqa: F401
+                       manifest_entry, new_row, note_rows, one_line, output_names, predict_one, read_input,
+                       write_summary)
 
 log = logging.getLogger("zoo")
-
-MANIFEST, SUMMARY = "manifest.jsonl", "summary.csv"
-COLUMNS = ["file", "output", "shape", "seconds", "shift_score", "shift_verdict", "warnings", "status", "error"]
-
-
-@dataclass
-class BatchReport:
-    out: Path
-    rows: list[dict] = field(default_factory=list)
-
-    def count(self, status: str) -> int:
-        return sum(r["status"] == status for r in self.rows)
-
-    @property
-    def failures(self) -> list[dict]:
-        return [r for r in self.rows if r["status"] == "failed"]
 
 
 def predict(model, image, axes: str | None = None, out: str | Path | None = None, *, pixel_size=None,
             diameter: float | None = None, anisotropy: float | None = None, channels=None,
-            stitch_threshold: float | None = None, **options):
+            stitch_threshold: float | None = None, client=None, cluster: str | None = None, **options):
     """``model`` (a Model or a reference ``load`` takes) on an image array in its natural layout;
     returns the same layout (labels for instance models unless ``raw=True``). A dict of arrays
     by input name for a model with several inputs gives a dict by output name.
@@ -57,12 +39,25 @@ def predict(model, image, axes: str | None = None, out: str | Path | None = None
     folder: the model runs over every image into it and a
     :class:`zoo.api.batch.BatchReport` comes back (see :func:`zoo.api.batch.predict_files`).
     ``pixel_size``, ``diameter``, ``anisotropy``, ``channels``, ``stitch_threshold``: see
-    :func:`predict_file`."""
+    :func:`predict_file`.
+
+    ``client`` (a ``dask.distributed.Client``) or ``cluster`` (``"local:2"``,
+    ``"tcp://HOST:8786"``, ``"scheduler.json"``: a cluster started, or joined, for this call)
+    runs it on Dask workers instead (:func:`zoo.api.distributed.predict_on_cluster`): an array
+    comes back as an array (``scratch=``: a folder the workers can read for staging it); one
+    file goes into an OME-Zarr ``out``, several into the folder ``out``."""
+    if client is not None or cluster is not None:
+        if client is not None and cluster is not None:
+            raise InputError("give client= (a dask.distributed Client) or cluster= (a spec such as 'local:2'), not both")
+        from .distributed import predict_on_cluster
+
+        extra = dict(pixel_size=pixel_size, diameter=diameter, anisotropy=anisotropy, channels=channels,
+                     stitch_threshold=stitch_threshold)
+        return predict_on_cluster(model, image, client if client is not None else cluster, axes=axes, out=out,
+                                  **{k: v for k, v in extra.items() if v is not None}, **options)
     if isinstance(image, (str, Path)) or (isinstance(image, (list, tuple)) and image
                                           and all(isinstance(i, (str, Path)) for i in image)):
         if out is None:
-            from ..errors import InputError
-
             raise InputError("predicting files needs out=FOLDER for the outputs (or read the image and pass the array)")
         extra = dict(pixel_size=pixel_size, diameter=diameter, anisotropy=anisotropy, channels=channels,
                      stitch_threshold=stitch_threshold)
@@ -81,117 +76,6 @@ def predict(model, image, axes: str | None = None, out: str | Path | None = None
     if scale.warning:
         log.warning("%s", scale.warning)
     return predict_scaled(model, image, axes, scale, stitch_threshold, options)
-
-
-def expand_inputs(inputs: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
-    """Image files from files, folders (their images, sorted) and glob patterns; and notes on
-    what was left out (files in a folder that are not images)."""
-    from ..imageio import IMAGE_SUFFIXES
-
-    files, notes = [], []
-    for item in inputs:
-        text = str(item)
-        path = Path(text)
-        if path.is_dir():
-            for child in sorted(path.iterdir()):
-                if child.is_file() and child.suffix.lower() in IMAGE_SUFFIXES:
-                    files.append(child)
-                elif child.is_dir() and child.suffix.lower() == ".zarr":
-                    files.append(child)
-                elif child.is_file() and not child.name.startswith(".") and child.name not in (MANIFEST, SUMMARY):
-                    notes.append(f"{child}: not an image (suffix {child.suffix or 'none'}), left out")
-        elif any(c in text for c in "*?["):
-            matched = sorted(Path(p) for p in glob.glob(text, recursive=True))
-            if not matched:
-                raise InputError(f"{text} matches no file")
-            files += [p for p in matched if p.is_file() or p.suffix.lower() == ".zarr"]
-        elif path.exists():
-            files.append(path)
-        else:
-            raise InputError(f"image not found: {path}")
-    if not files:
-        raise InputError(f"no images in {', '.join(map(str, inputs))} (expected TIFF, OME-Zarr, PNG, JPEG or NPY)")
-    return list(dict.fromkeys(files)), notes
-
-
-def output_names(files: Sequence[Path], out: Path, suffix: str) -> dict[Path, Path]:
-    """``OUTDIR/<stem><suffix>`` for each input; two inputs with one stem are refused before any work."""
-    targets: dict[Path, Path] = {}
-    seen: dict[str, Path] = {}
-    for f in files:
-        stem = f.name.split(".")[0] if f.suffix.lower() != ".zarr" else f.stem
-        if stem in seen:
-            raise InputError(f"{seen[stem]} and {f} would both be written to {out / (stem + suffix)}: rename one, "
-                             "or predict them into different output folders")
-        seen[stem] = f
-        targets[f] = out / f"{stem}{suffix}"
-    return targets
-
-
-class Manifest:
-    """``OUTDIR/manifest.jsonl``: one line per finished input (appended as each one finishes, so
-    the cost per file stays constant for 10^5 files; a torn last line after a crash is ignored,
-    and the last line about an input wins)."""
-
-    def __init__(self, out: Path):
-        self.path = out / MANIFEST
-        self.entries: dict[str, dict] = {}
-        if self.path.is_file():
-            for line in self.path.read_text(errors="replace").splitlines():
-                try:
-                    entry = json.loads(line)
-                    self.entries[entry["input"]] = entry
-                except (ValueError, KeyError, TypeError):
-                    continue           # a line cut by a crash: that input is simply redone
-
-    def finished(self, source: Path, digest: str, model_ref: str, target: Path) -> bool:
-        return entry_finished(self.entries.get(str(source)), digest, model_ref, target)
-
-    def record(self, source: Path, digest: str, model_ref: str, target: Path) -> None:
-        self.add(source, manifest_entry(digest, model_ref, target))
-
-    def add(self, source: Path, entry: dict) -> None:
-        """Append ``entry`` (see :func:`manifest_entry`) for ``source``: one line, the last one wins."""
-        entry = {"input": str(source), **entry}
-        self.entries[str(source)] = entry
-        with open(self.path, "ab+") as f:            # appended: a torn last line is closed first
-            torn = f.seek(0, os.SEEK_END) > 0 and f.seek(-1, os.SEEK_END) >= 0 and f.read(1) != b"\n"
-            f.write((b"\n" if torn else b"") + json.dumps(entry).encode() + b"\n")
-
-
-def entry_finished(entry: dict | None, digest: str, model_ref: str, target: Path) -> bool:
-    """Whether a manifest ``entry`` says ``target`` is finished for this input and model."""
-    from ..hashing import sha256_file
-
-    return bool(entry) and entry.get("sha256") == digest and entry.get("model") == model_ref \
-        and target.exists() and (target.is_dir() or entry.get("output_sha256") == sha256_file(target))
-
-
-def manifest_entry(digest: str, model_ref: str, target: Path) -> dict:
-    """The manifest's record of a finished ``target``."""
-    from ..hashing import sha256_file
-
-    return {"sha256": digest, "model": model_ref, "output": target.name,
-            "output_sha256": None if target.is_dir() else sha256_file(target)}
-
-
-def _digest(path: Path) -> str:
-    from ..hashing import content_hash, sha256_file
-
-    return content_hash(path) if path.is_dir() else sha256_file(path)
-
-
-def read_input(path: Path):
-    """(sha256, opened image) for the prefetch thread: small images are read whole here."""
-    import numpy as np
-
-    from ..imageio import open_lazy
-
-    digest = _digest(path)
-    image, stated = open_lazy(path)
-    if getattr(image, "nbytes", 0) <= 256 << 20 and not isinstance(image, np.ndarray):
-        image = np.asarray(image)
-    return digest, (image, stated)
 
 
 def predict_files(model, inputs: Iterable[str | Path], out: str | Path, *, suffix: str = ".tif",
@@ -234,48 +118,3 @@ def predict_files(model, inputs: Iterable[str | Path], out: str | Path, *, suffi
     return report
 
 
-def note_rows(notes: list[str]) -> list[dict]:
-    """Summary rows of the files left out (``PATH: why``)."""
-    return [{**dict.fromkeys(COLUMNS, ""), "file": n.split(": ")[0], "status": "skipped", "error": n.split(": ", 1)[1]}
-            for n in notes]
-
-
-def new_row(source: Path, target: Path) -> dict:
-    """A summary row for ``source``, before its prediction."""
-    return {**dict.fromkeys(COLUMNS, ""), "file": str(source), "output": str(target)}
-
-
-def predict_one(model, source, target, digest, opened, manifest, row, overwrite, axes, shift, options,
-                 predict_file, check_shift) -> None:
-    if not overwrite and manifest.finished(source, digest, model.spec.ref, target):
-        row["status"], row["warnings"] = "skipped", "already done (same input, model and output)"
-        return
-    ours = str(source) in manifest.entries          # an output this folder run wrote before: redone in place
-    try:
-        done = predict_file(model, source, target, axes=axes, overwrite=overwrite or ours, opened=opened, **options)
-        row["shape"] = "x".join(map(str, done.shape))
-        row["warnings"] = "; ".join(done.notes)
-        if shift:
-            found = check_shift(model, done.source, axes=axes, prediction=done.result, source_axes=done.source_axes)
-            if found is not None:
-                row["shift_score"] = f"{found.shift_score:.3g}"
-                row["shift_verdict"] = "unlike the training data" if found.shift_warning else "fits"
-                if found.shift_warning:
-                    row["warnings"] = "; ".join(filter(None, [row["warnings"], *found.messages]))
-        manifest.record(source, digest, model.spec.ref, target)
-        row["status"] = "done"
-    except (ZooError, OSError, ValueError, MemoryError) as e:
-        row["status"], row["error"] = "failed", one_line(e)
-
-
-def one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())[:500] or type(e).__name__
-
-
-def write_summary(path: Path, rows: list[dict]) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    with open(partial, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(partial, path)

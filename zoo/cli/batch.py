@@ -46,8 +46,9 @@ def run_folder(model, args) -> int:
 
 
 def run_cluster(model, args) -> int:
-    """``--cluster SPEC``: one image in chunks into an OME-Zarr, or several spread over Dask workers."""
-    from ..api.distributed import predict_distributed
+    """``--cluster SPEC``: one image in chunks into an OME-Zarr, or several spread over Dask workers
+    (``zoo.api.predict(model, ..., client=SPEC)``: the workers load the model that was loaded here)."""
+    from .. import api
     from ..errors import InputError
 
     unsupported = [flag for flag, given in (("--uncertainty", args.uncertainty), ("--ensemble", args.ensemble),
@@ -65,11 +66,10 @@ def run_cluster(model, args) -> int:
         raise InputError(f"{model.spec.ref} predicts one image per call; got {len(args.inputs)}")
     bar = _files_bar(model.spec.name) if several else (lambda done, total, path: None)
     try:
-        result = predict_distributed(args.ref, args.inputs if several else args.inputs[0], args.output,
-                                     client=args.cluster, registry=args.registry, runtime=args.runtime,
-                                     device=args.device, axes=args.axes, overwrite=args.overwrite, tile=args.tile,
-                                     batch_size=args.batch_size, blend=args.blend, raw=args.raw, on_file=bar,
-                                     **scale_options(args))
+        result = api.predict(model, list(args.inputs) if several else args.inputs[0], out=args.output,
+                             cluster=args.cluster, axes=args.axes, overwrite=args.overwrite, tile=args.tile,
+                             batch_size=args.batch_size, blend=args.blend, raw=args.raw, on_file=bar,
+                             **scale_options(args))
     finally:
         bar(None, None, None)
     if several:

@@ -3,7 +3,7 @@
 Each file is one task: the worker reads and hashes it, skips it when the manifest's entry (sent
 with the task) says it is finished, otherwise predicts it and writes its output itself (under
 a temporary name, renamed when complete), exactly as single-process folder mode does
-(:func:`zoo.api.batch.predict_one`). The client only appends the manifest's lines and writes
+(:func:`zoo.folders.predict_one`). The client only appends the manifest's lines and writes
 ``summary.csv``; a re-run, after an interruption too, skips what is finished (a worker also
 leaves each finished file's entry in a hidden receipt beside the output, which the client
 folds into the manifest, so that files finished after the client was killed are kept).
@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ..api.batch import (SUMMARY, BatchReport, Manifest, expand_inputs, new_row, note_rows, one_line, output_names,
-                         predict_one, read_input, write_summary)
 from ..errors import InputError, ZooError
+from ..folders import (SUMMARY, BatchReport, Manifest, expand_inputs, new_row, note_rows, one_line, output_names,
+                       predict_one, read_input, write_summary)
 
 
 class _Held(Manifest):

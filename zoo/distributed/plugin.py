@@ -19,13 +19,19 @@ except ImportError:        # dask not installed: the class still imports, client
 
 
 def plugin_name(ref: str, registry: str | None, runtime: str, device: str) -> str:
-    """A name per (model, registry, runtime, device): a second model does not replace the first."""
-    key = "|".join(map(str, (ref, registry, runtime, device)))
+    """A name per (model, registry, runtime, device): a second model does not replace the first.
+    A package folder's name changes with its ``zoo.yaml``, so that an edited folder is loaded anew."""
+    spec = Path(ref) / "zoo.yaml" if Path(ref).is_dir() else Path(ref)
+    stamp = (spec.stat().st_mtime_ns, spec.stat().st_size) if spec.suffix in (".yaml", ".yml") and spec.is_file() else ""
+    key = "|".join(map(str, (ref, registry, runtime, device, stamp)))
     return f"zoo-model-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 
 class ModelPlugin(WorkerPlugin):
-    """Loads ``ref`` on a worker when it starts (see the module docstring)."""
+    """Loads ``ref`` on a worker when it starts (see the module docstring). Registering it again
+    under its name is a no-op (``idempotent``): workers keep the model between calls."""
+
+    idempotent = True
 
     def __init__(self, ref: str | Path, registry: str | Path | None = None, runtime: str = "onnx",
                  device: str = "auto"):
