@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def load(ref: str | Path, runtime: str = "onnx", device: str = "auto", registry=None):
+def load(ref: str | Path, runtime: str = "auto", device: str = "auto", registry=None):
     """A ready :class:`zoo.model.Model` for ``NAME[@VERSION]``, ``REGISTRY_URL/NAME[@VERSION]``
     (``hf://ORG/...``, ``https://host/root/...``), a package folder/zoo.yaml, or a package archive
     (``PKG.zip``, ``https://host/PKG.zip``, unpacked safely into the cache), or a bioimage.io

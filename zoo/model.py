@@ -31,7 +31,7 @@ class Model:
     """The registry ``zoo.load`` found the package through (or the default one): error messages name
     other packages in it that fit the input (it answers ``names_taking(n_channels)``)."""
 
-    def __init__(self, spec: specs.Spec, root: str | Path, runtime: str = "onnx", device: str = "auto",
+    def __init__(self, spec: specs.Spec, root: str | Path, runtime: str = "auto", device: str = "auto",
                  verified: bool = False):
         if spec.kind != "package":
             raise InputError(f"{spec.name} is a blueprint (no weights); train it first with `zoo train`")
@@ -224,7 +224,7 @@ def runtimes_of(spec: specs.Spec) -> tuple[str, ...]:
     return ("onnx",) if spec.graph_only else ("torch", "onnx")
 
 
-def from_path(path: str | Path, runtime: str = "onnx", device: str = "auto") -> Model:
+def from_path(path: str | Path, runtime: str = "auto", device: str = "auto") -> Model:
     path = Path(path)
     root = path if path.is_dir() else path.parent
     return Model(specs.load(path), root, runtime=runtime, device=device)

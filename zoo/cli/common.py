@@ -36,7 +36,8 @@ def progress(label: str):
 
 
 def runtime_options(p: argparse.ArgumentParser, device_help: str = "auto, cpu, cuda or cuda:N (default auto)") -> None:
-    p.add_argument("--runtime", choices=["onnx", "torch"], default="onnx")
+    p.add_argument("--runtime", choices=["auto", "onnx", "torch"], default="auto",
+                   help="auto (default): the fastest here, measured once per package and machine and cached")
     p.add_argument("--device", default="auto", help=device_help)
 
 

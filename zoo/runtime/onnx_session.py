@@ -57,11 +57,14 @@ def checked_bytes(path: str | Path) -> bytes:
     return data
 
 
-def open_session(path: str | Path, options=None, providers=None):
-    """An ONNX Runtime session over the checked bytes of ``path``."""
+def open_session(path: str | Path, options=None, providers=None, transform=None):
+    """An ONNX Runtime session over the checked bytes of ``path``; ``transform`` (bytes -> bytes)
+    rewrites the checked graph in memory first (the file is never changed)."""
     import onnxruntime as ort
 
     data = checked_bytes(path)
+    if transform is not None:
+        data = transform(data)
     try:
         return ort.InferenceSession(data, sess_options=options, providers=providers or ["CPUExecutionProvider"])
     except Exception as e:   # ORT raises its own Fail/InvalidGraph/InvalidArgument types

@@ -18,6 +18,11 @@ from .onnx_session import open_session
 
 log = logging.getLogger("zoo.runtime")
 
+DEFAULT_REWRITES = ("split_concat", "upsample_conv")
+"""The in-memory graph rewrites the ONNX runner applies unless told otherwise (see
+:mod:`zoo.runtime.graph_rewrite`; both are exact up to float rounding, tested on every standard
+package's test tensors)."""
+
 
 class Runner(Protocol):
     name: str
@@ -88,7 +93,7 @@ class TorchRunner:
         self._converted: set[int] = set()
 
     @classmethod
-    def from_package(cls, spec, root: Path, device: str = "auto") -> "TorchRunner":
+    def from_package(cls, spec, root: Path, device: str = "auto", channels_last: bool = True) -> "TorchRunner":
         from .. import architectures
         from ..errors import InputError
         from ..package import readers
@@ -98,7 +103,7 @@ class TorchRunner:
                              "runtime='onnx' (the default; `--runtime onnx` on the command line)")
         network = architectures.get(spec.architecture_id).build_network(spec.architecture_params)
         readers.load_weights(network, Path(root) / spec.weights.safetensors.file)
-        return cls(fold_batch_norm(network.eval()), device)
+        return cls(fold_batch_norm(network.eval()), device, channels_last=channels_last)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         torch = self._torch
@@ -118,39 +123,75 @@ class TorchRunner:
         return torch_bytes_per_pixel(self.network, probe)
 
 
+ARENA_MIN_FREE = 3 << 30
+"""ONNX Runtime's memory arena is on where at least this much memory is free (it holds a tile's
+activations between calls: about the tile budget of :mod:`zoo.runtime.memory`, 768 MiB at most)."""
+
+
+def arena_allowed(on_gpu: bool = False) -> bool:
+    """Whether the memory budget allows ONNX Runtime's CPU arena (``ZOO_ORT_ARENA=0|1`` decides)."""
+    forced = os.environ.get("ZOO_ORT_ARENA")
+    if forced in ("0", "1"):
+        return forced == "1"
+    from .memory import available_cpu_bytes
+
+    return available_cpu_bytes() >= ARENA_MIN_FREE
+
+
 class OnnxRunner:
     """Runs an ONNX graph with ONNX Runtime (CUDA/TensorRT providers when present).
 
-    On CPU the memory arena is off: it keeps the largest tile's activations (and im2col
-    buffers) for good, which costs about half again the peak memory of a tile for no speed."""
+    The graph is rewritten in memory at load (:mod:`zoo.runtime.graph_rewrite`: skip
+    connections' Concat split into two convolutions and an Add, and, where chosen, nearest
+    upsampling + 3x3 convolution as one transposed convolution); the package's file is never
+    changed. ``rewrites=()`` runs the graph as published.
+
+    On CPU the memory arena is on where the free memory allows it (:func:`arena_allowed`):
+    without it every call maps and unmaps each activation and the page faults cost 10-15% on
+    the U-Nets; with it the largest tile's activations stay allocated between calls."""
 
     name = "onnx"
 
-    def __init__(self, path: Path, device: str = "auto", threads: int | None = None):
+    def __init__(self, path: Path, device: str = "auto", threads: int | None = None,
+                 rewrites=DEFAULT_REWRITES, arena: bool | None = None):
         import onnxruntime as ort
+
+        from .graph_rewrite import rewrite
 
         providers = devices.onnx_providers(device)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.enable_cpu_mem_arena = False
+        on_cpu = providers == ["CPUExecutionProvider"]
+        self.arena = arena_allowed() if arena is None else bool(arena)
+        options.enable_cpu_mem_arena = self.arena if on_cpu else True
         if threads or os.environ.get("ZOO_THREADS"):
             options.intra_op_num_threads = int(threads or os.environ["ZOO_THREADS"])
         options.log_severity_level = 3
         self.path = Path(path)
-        self.session = open_session(path, options, providers)
+        self.rewrites = tuple(rewrites)
+        self.rewritten: dict[str, int] = {}
+
+        def transform(data: bytes) -> bytes:
+            out, self.rewritten = rewrite(data, self.rewrites)
+            return out
+
+        self.session = open_session(path, options, providers, transform=transform if self.rewrites else None)
         self.provider = self.session.get_providers()[0]
         self.on_gpu = self.provider != "CPUExecutionProvider"
         self._input = self.session.get_inputs()[0].name
         self._inputs = [i.name for i in self.session.get_inputs()]
-        log.info("ONNX Runtime provider: %s (of %s)", self.provider, ", ".join(self.session.get_providers()))
+        log.info("ONNX Runtime provider: %s (of %s); graph rewrites %s; arena %s", self.provider,
+                 ", ".join(self.session.get_providers()),
+                 ", ".join(f"{k} x{v}" for k, v in self.rewritten.items()) or "none",
+                 "on" if options.enable_cpu_mem_arena else "off")
 
     @classmethod
-    def from_package(cls, spec, root: Path, device: str = "auto") -> "OnnxRunner":
+    def from_package(cls, spec, root: Path, device: str = "auto", **settings) -> "OnnxRunner":
         if spec.weights.onnx is None:
             from ..errors import NotFoundError
 
             raise NotFoundError(f"{spec.ref} has no ONNX weights; use runtime='torch'")
-        return cls(Path(root) / spec.weights.onnx.file, device)
+        return cls(Path(root) / spec.weights.onnx.file, device, **settings)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(batch, dtype=np.float32)
@@ -211,16 +252,23 @@ class TorchScriptRunner:
 
 
 RUNTIMES = {"torch": TorchRunner, "onnx": OnnxRunner, "torchscript": TorchScriptRunner}
+CHOICES = ("auto", "onnx", "torch")
+"""What a user may ask for: ``auto`` (the default) is the fastest for the package on this machine,
+chosen by :mod:`zoo.runtime.calibration` and cached."""
 
 
-def create(spec, root: Path, runtime: str = "onnx", device: str = "auto") -> Runner:
+def create(spec, root: Path, runtime: str = "auto", device: str = "auto") -> Runner:
     """The runner of ``runtime`` for a package. An imported TorchScript module runs only as
-    TorchScript: ``onnx`` (the default) and ``torch`` name it for such a package."""
-    if runtime not in RUNTIMES:
+    TorchScript: ``auto``, ``onnx`` and ``torch`` name it for such a package."""
+    if runtime not in RUNTIMES and runtime != "auto":
         from ..errors import InputError
 
-        raise InputError(f"unknown runtime '{runtime}': expected one of {', '.join(RUNTIMES)}")
+        raise InputError(f"unknown runtime '{runtime}': expected one of {', '.join(CHOICES)}")
     weights = spec.weights
     if weights is not None and weights.torchscript is not None and weights.onnx is None:
         runtime = "torchscript"
+    if runtime == "auto":
+        from .calibration import choose_runner
+
+        return choose_runner(spec, root, device, RUNTIMES)
     return RUNTIMES[runtime].from_package(spec, root, device)
