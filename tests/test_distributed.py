@@ -26,6 +26,11 @@ from conftest import REPO, synthetic_nuclei  # noqa: E402
 DENOISER, SEGMENTER = "n2v-w2s", "unet-dsb-2d"
 
 
+def _load(ref):
+    """The model as the workers load a reference (ONNX Runtime): the same runtime on both sides."""
+    return zoo.load(ref, runtime="onnx")
+
+
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
     """One ZOO_HOME for the module: the workers, started with it, pull into their cache there."""
@@ -58,7 +63,7 @@ def test_an_ome_zarr_in_chunks_equals_the_single_process_prediction(client, tmp_
 
     image = synthetic_nuclei(shape=(300, 260), n=40, seed=5)[0]
     source = _zarr(tmp_path / "in.zarr", image)
-    model = zoo.load(DENOISER)
+    model = _load(DENOISER)
     plans, _ = model.predictor.plan_tiles(image.shape, 128, 4)
     assert min(Grid.of(plans, 100).shape) >= 2                   # seams along both axes
     single = model.predict_file(source, tmp_path / "single.zarr", tile=128, batch_size=4)
@@ -83,7 +88,7 @@ def test_a_time_lapse_and_a_volume_in_chunks_equal_one_process(client, tmp_path,
         ref, tile, chunk = "care-synth-3d", 64, 40
         image = labelled_nuclei((32, 80, 80), n=12, seed=1)[0]
     source = _zarr(tmp_path / "in.zarr", image, axes)
-    zoo.load(ref).predict_file(source, tmp_path / "single.zarr", tile=tile, batch_size=2)
+    _load(ref).predict_file(source, tmp_path / "single.zarr", tile=tile, batch_size=2)
     predict_distributed(ref, source, tmp_path / "dask.zarr", client=client, tile=tile, batch_size=2, chunk=chunk)
     got, want = _read(tmp_path / "dask.zarr"), _read(tmp_path / "single.zarr")
     assert got.shape == image.shape and np.abs(got - want).max() <= 1e-5 * max(1.0, np.abs(want).max())
@@ -106,7 +111,7 @@ def _seam_discs(shape, bounds, radius=7):
 def test_instances_on_every_seam_are_one_object_each(client, tmp_path):
     from zoo.api.distributed import predict_distributed
 
-    model = zoo.load(SEGMENTER)
+    model = _load(SEGMENTER)
     shape = (256, 256)
     plans, _ = model.predictor.plan_tiles(shape, 160, 4)
     grid = Grid.of(plans, 96)
@@ -135,7 +140,7 @@ def test_a_folder_over_two_workers_gives_the_folder_mode_outputs_and_resumes(cli
     for k in range(4):
         tifffile.imwrite(raw / f"f{k}.tif", actin[40 * k:40 * k + 96, :112])
     (raw / "broken.tif").write_bytes(b"II*\x00" + b"\x00" * 40)
-    single = zoo.predict(DENOISER, [raw], out=tmp_path / "single")
+    single = zoo.predict(_load(DENOISER), [raw], out=tmp_path / "single")
     report = predict_distributed(DENOISER, [raw], tmp_path / "dask", client=client)
     statuses = {Path(r["file"]).name: r["status"] for r in report.rows}
     assert statuses == {f"f{k}.tif": "done" for k in range(4)} | {"broken.tif": "failed"}
@@ -155,9 +160,9 @@ def test_the_command_line_takes_a_cluster(client, tmp_path, capsys):
     image = synthetic_nuclei(shape=(200, 180), n=20, seed=1)[0]
     source = _zarr(tmp_path / "in.zarr", image)
     code = main(["predict", DENOISER, str(source), "-o", str(tmp_path / "out.zarr"), "--tile", "128",
-                 "--cluster", client.scheduler.address])
+                 "--runtime", "onnx", "--cluster", client.scheduler.address])
     assert code == 0, capsys.readouterr()
-    want = zoo.load(DENOISER).predict(image, tile=128)
+    want = _load(DENOISER).predict(image, tile=128)
     np.testing.assert_allclose(_read(tmp_path / "out.zarr"), want, atol=1e-4)
     raw = tmp_path / "raw"
     raw.mkdir()
@@ -210,7 +215,7 @@ def test_a_worker_killed_mid_run_leaves_a_complete_equal_output(client, tmp_path
 
     image = synthetic_nuclei(shape=(512, 384), n=60, seed=7)[0]
     source = _zarr(tmp_path / "in.zarr", image)
-    model = zoo.load(DENOISER)
+    model = _load(DENOISER)
     model.predict_file(source, tmp_path / "single.zarr", tile=128, batch_size=4)
     pids = client.run(os.getpid)
     killed = []
@@ -260,7 +265,7 @@ def test_a_killed_client_leaves_no_output_and_a_rerun_resumes(client, tmp_path, 
         predict_distributed(DENOISER, source, target, client=client, **options)
     resumed = int(re.search(r"(\d+) finished before", caplog.text).group(1))
     assert resumed >= kept
-    want = zoo.load(DENOISER).predict_file(source, tmp_path / "single.zarr", tile=128, batch_size=4)
+    want = _load(DENOISER).predict_file(source, tmp_path / "single.zarr", tile=128, batch_size=4)
     assert want == image.shape
     got, want = _read(target), _read(tmp_path / "single.zarr")
     assert np.abs(got - want).max() <= 1e-5 * max(1.0, np.abs(want).max())
@@ -299,8 +304,9 @@ def test_a_folder_rerun_after_the_client_was_killed_redoes_nothing_finished(clie
 
 
 def _chunk_tasks(stream) -> int:
-    return sum(t["key"][0].startswith("predict_chunk") if isinstance(t["key"], tuple) else
-               str(t["key"]).startswith("predict_chunk") for t in stream.data)
+    """How many chunks the workers finished (wrote) while ``stream`` recorded."""
+    return sum(str(t["key"][0] if isinstance(t["key"], tuple) else t["key"]).startswith("finish-")
+               for t in stream.data)
 
 
 def test_the_api_predicts_an_array_and_files_on_the_cluster_it_is_given(client, tmp_path):
@@ -313,7 +319,7 @@ def test_the_api_predicts_an_array_and_files_on_the_cluster_it_is_given(client, 
 
     from zoo.api.distributed import worker_ref
 
-    model = zoo.load(DENOISER)
+    model = _load(DENOISER)
     assert worker_ref(model) == {"model_ref": model.spec.ref, "registry": None, "runtime": "onnx", "device": "auto"}
     loose = zoo.load(shutil.copytree(model.root, tmp_path / "package"))
     assert worker_ref(loose)["model_ref"] == str(tmp_path / "package")
@@ -344,8 +350,42 @@ def test_the_api_starts_a_local_cluster_for_one_call(home, tmp_path):
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     image = synthetic_nuclei(shape=(160, 150), n=15, seed=2)[0]
     got = zoo.predict(DENOISER, image, cluster="local:1", tile=96, scratch=tmp_path)
-    want = zoo.load(DENOISER).predict(image, tile=96)
+    want = _load(DENOISER).predict(image, tile=96)
     assert np.abs(got - want).max() <= 1e-5 * max(1.0, np.abs(want).max())
     assert not list(tmp_path.iterdir())                          # the staged files are gone
     started = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
     assert not [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.mark.parametrize("size, core, halo, blend, per_chunk", [(8192, 684, 32, 8, 3), (300, 44, 32, 8, 2),
+                                                               (1000, 64, 16, 32, 2), (77, 16, 8, 4, 1),
+                                                               (5000, 128, 8, 64, 5)])
+def test_every_tile_is_run_by_exactly_one_chunk_and_reaches_only_its_neighbours(size, core, halo, blend, per_chunk):
+    """No seam runs a tile twice (issue 25.6): the chunks' own tiles partition the plan's tiles in
+    2D; what a chunk's tiles add beyond its region lies in a neighbouring chunk, and with its
+    own region covers every pixel those tiles keep (a core with no interior, core == 2 blend, too)."""
+    from zoo.distributed.chunks import Grid, extent, owned_tiles, spills
+    from zoo.runtime.tiling import AxisPlan
+
+    plan = AxisPlan(size=size, core=core, halo=halo, blend=blend, n=-(-size // core))
+    plans = (plan, AxisPlan(size=size // 2 + 1, core=core, halo=halo, blend=blend, n=-(-(size // 2 + 1) // core)))
+    grid = Grid.of(plans, per_chunk * core)
+    assert max(grid.shape) >= 2
+    seen = []
+    for index in grid.indices():
+        region = grid.region(index)
+        owned = [owned_tiles(p, lo, hi) for p, (lo, hi) in zip(plans, region)]
+        assert all(len(t) >= 1 for t in owned)
+        seen += [(a, b) for a in owned[0] for b in owned[1]]
+        ext = extent(plans, region)
+        covered = np.zeros([e1 - e0 for e0, e1 in ext], int)
+        covered[tuple(slice(lo - e0, hi - e0) for (lo, hi), (e0, _) in zip(region, ext))] += 1
+        for offset, where in spills(plans, region):
+            neighbour = tuple(i + o for i, o in zip(index, offset))
+            assert all(0 <= n < s for n, s in zip(neighbour, grid.shape))
+            target = grid.region(neighbour)
+            for (t0, t1), w, (e0, _) in zip(target, where, ext):
+                assert t0 <= w.start + e0 and w.stop + e0 <= t1       # the piece lies inside that neighbour
+            covered[where] += 1
+        assert (covered == 1).all()
+    assert sorted(seen) == [(a, b) for a in range(plans[0].n) for b in range(plans[1].n)]

@@ -3,16 +3,24 @@
 The image is tiled by the Predictor's one global plan (:class:`zoo.runtime.tiling.AxisPlan`:
 cores, blend, halo), exactly as a single process tiles it. Chunks are blocks of whole tiles,
 cut at seams inside a core's unblended interior (where one tile alone decides every pixel), on
-multiples of the output's Zarr chunk. A worker runs every tile whose kept range touches its
-chunk (one tile per seam is run by both neighbours), adds them with the global plan's ramps in
-the single process's order, and writes its chunk straight into the output OME-Zarr: no two
-chunks write one Zarr chunk and nothing is gathered on the client. Normalisation statistics are
-measured once per image on the client (as :mod:`zoo.runtime.stream` does) and passed to every
-chunk, so the result equals the single-process streamed prediction.
+multiples of the output's Zarr chunk. Every tile is run once, by the chunk its core starts in:
+
+1. :func:`accumulate` runs a chunk's own tiles and adds them with the global plan's ramps; the
+   part of their sum that falls into a neighbouring chunk (the seam tile's far side: a strip a
+   little wider than the blend) is saved as a small ``.npy`` piece in the partial output;
+2. :func:`finish` adds the pieces its neighbours left for it, applies the pixel ops and writes
+   its chunk straight into the output OME-Zarr. The client submits it once those neighbours
+   are done (:func:`run_owned`).
+
+No two chunks write one Zarr chunk, no tile is run twice and no pixel passes through the
+client. Normalisation statistics are measured once per image on the client (as
+:mod:`zoo.runtime.stream` does) and passed to every chunk, so the result equals the
+single-process streamed prediction (to float rounding: a pixel near a seam sums the same
+tiles in another order).
 
 The output is written under a hidden partial name; a worker marks each chunk done after writing
-it, so a re-run after the client died resumes (same input, model and plan), and the output
-appears under its name only when complete.
+it, so a re-run after the client died resumes (same input, model and plan; pieces already saved
+are used again), and the output appears under its name only when complete.
 """
 from __future__ import annotations
 
@@ -36,6 +44,7 @@ from ..runtime.tiling import AxisPlan, read_tile
 
 MAX_BLOCK = 512            # the output's Zarr chunks along a spatial axis are at most this
 DONE = ".zoo-done"         # inside the partial output: one empty file per finished chunk
+PIECES = ".zoo-pieces"     # inside the partial output: what a chunk's tiles add to a neighbour
 STATE_KEY = "bioimage-zoo-dask"
 
 
@@ -43,15 +52,16 @@ def axis_bounds(plan: AxisPlan, tiles_per_chunk: int) -> tuple[tuple[int, ...], 
     """(chunk boundaries ``0 < ... < size`` along one axis, the output's Zarr chunk there).
 
     A seam lies in tile ``i``'s interior ``[i*core + blend, (i+1)*core - blend]`` (one tile
-    decides every pixel there), on a multiple of the Zarr chunk; a core with no interior
-    (core == 2 blend) is cut at its start instead (two tiles then run on both sides)."""
+    decides every pixel there; never the last tile's, so that every chunk owns a tile), on a
+    multiple of the Zarr chunk; a core with no interior (core == 2 blend) is cut at its start
+    instead (two tiles then reach across it)."""
     interior = plan.core - 2 * plan.blend
-    if interior >= 1:
+    if interior >= 1:       # tile i's core starts before its seam: a chunk after it owns tile i + 1 on
         block = min(MAX_BLOCK, 1 << (interior.bit_length() - 1))      # a multiple lies in every interior
-        seams = (-(-(i * plan.core + plan.blend) // block) * block for i in range(plan.n))
+        seams = [-(-(i * plan.core + plan.blend) // block) * block for i in range(plan.n - 1)]
     else:
         block = min(MAX_BLOCK, plan.core & -plan.core)                 # the largest power of two dividing it
-        seams = (i * plan.core for i in range(plan.n))
+        seams = [i * plan.core for i in range(plan.n)]
     bounds = [0]
     for i, seam in enumerate(seams):
         if i and i % tiles_per_chunk == 0 and bounds[-1] < seam < plan.size:
@@ -63,6 +73,33 @@ def tiles_for(plan: AxisPlan, lo: int, hi: int) -> range:
     """The tiles whose kept range (prediction they contribute) touches ``[lo, hi)``."""
     touching = [i for i in range(plan.n) if plan.kept(i)[0] < hi and plan.kept(i)[1] > lo]
     return range(touching[0], touching[-1] + 1)
+
+
+def owned_tiles(plan: AxisPlan, lo: int, hi: int) -> range:
+    """The tiles whose core starts in ``[lo, hi)``: each tile belongs to one chunk."""
+    return range(-(-lo // plan.core), min(plan.n, -(-hi // plan.core)))
+
+
+def extent(plans: Sequence[AxisPlan], region) -> tuple[tuple[int, int], ...]:
+    """The range a chunk's own tiles contribute to: its region and the strips beyond its seams."""
+    out = []
+    for plan, (lo, hi) in zip(plans, region):
+        tiles = owned_tiles(plan, lo, hi)
+        out.append((min(lo, plan.kept(tiles[0])[0]), max(hi, plan.kept(tiles[-1])[1])))
+    return tuple(out)
+
+
+def spills(plans: Sequence[AxisPlan], region) -> list[tuple[tuple[int, ...], tuple[slice, ...]]]:
+    """(offset of the neighbour, where in the chunk's :func:`extent` its piece lies) for every
+    neighbour the chunk's tiles reach (offsets -1, 0, 1 per axis, not all 0)."""
+    ext = extent(plans, region)
+    ranges = [{-1: (e0, lo), 0: (lo, hi), 1: (hi, e1)} for (lo, hi), (e0, e1) in zip(region, ext)]
+    found = []
+    for offset in itertools.product((-1, 0, 1), repeat=len(plans)):
+        if any(offset) and all(r[o][1] > r[o][0] for r, o in zip(ranges, offset)):
+            found.append((offset, tuple(slice(r[o][0] - e0, r[o][1] - e0) for r, o, (e0, _) in
+                                        zip(ranges, offset, ext))))
+    return found
 
 
 @dataclass(frozen=True)
@@ -126,9 +163,10 @@ def open_input(source: str):
     return _opened(source, stamp)
 
 
-def blended(model, job: Job, region: Sequence[tuple[int, int]]) -> np.ndarray:
+def blended(model, job: Job, region: Sequence[tuple[int, int]], tiles=None) -> np.ndarray:
     """The network's outputs over ``region`` of image ``job.b`` (``c, *region``, before the pixel
-    ops): every tile touching it, with the global plan's ramps, summed in raster order."""
+    ops): ``tiles`` (default: every tile touching it), with the global plan's ramps, summed in
+    raster order."""
     image, inp, plans = open_input(job.source), model.spec.inputs[0], job.plans
     network = model.predictor.network()
 
@@ -137,7 +175,9 @@ def blended(model, job: Job, region: Sequence[tuple[int, int]]) -> np.ndarray:
         check_finite(piece)
         return np.repeat(piece, job.repeat, axis=0) if job.repeat > 1 else piece
 
-    tiles = itertools.product(*(tiles_for(p, lo, hi) for p, (lo, hi) in zip(plans, region)))
+    if tiles is None:
+        tiles = itertools.product(*(tiles_for(p, lo, hi) for p, (lo, hi) in zip(plans, region)))
+    tiles = iter(tiles)
     acc = None
     while batch := list(itertools.islice(tiles, job.batch_size)):
         x = np.stack([read_tile(read, job.b, plans, [i * p.core for i, p in zip(index, plans)])
@@ -194,14 +234,54 @@ def mark_done(job: Job) -> None:
     (Path(job.partial) / DONE / job.key).touch()
 
 
-def predict_chunk(job: Job) -> float:
-    """Worker task: predict one chunk and write it; returns the seconds it took."""
+def piece_path(job: Job, target: Sequence[int], source: Sequence[int]) -> Path:
+    """Where chunk ``source`` leaves what its tiles add to chunk ``target`` (of image ``job.b``)."""
+    name = "-".join(map(str, (job.b, *target))) + "--" + "-".join(map(str, source))
+    return Path(job.partial) / PIECES / f"{name}.npy"
+
+
+def accumulate(job: Job) -> np.ndarray:
+    """Worker task, step 1: run the chunk's own tiles; save the pieces its neighbours need and
+    return the sum over its own region (``c, *region``, before the pixel ops)."""
+    from .plugin import model_on_worker
+
+    model = model_on_worker(job.name)
+    ext = extent(job.plans, job.region)
+    tiles = itertools.product(*(owned_tiles(p, lo, hi) for p, (lo, hi) in zip(job.plans, job.region)))
+    acc = blended(model, job, ext, tiles)
+    for offset, where in spills(job.plans, job.region):
+        target = tuple(i + o for i, o in zip(job.index, offset))
+        path = piece_path(job, target, job.index)
+        partial = path.with_name(f".{path.stem}.partial.npy")
+        np.save(partial, acc[(slice(None),) + where])
+        partial.replace(path)                   # whole or absent: a reader never sees half of it
+    own = tuple(slice(lo - e0, hi - e0) for (lo, hi), (e0, _) in zip(job.region, ext))
+    return np.ascontiguousarray(acc[(slice(None),) + own])
+
+
+def finish(job: Job, own: np.ndarray, sources: Sequence[tuple[int, ...]]) -> float:
+    """Worker task, step 2: add the pieces chunks ``sources`` left for this one to ``own`` (in
+    raster order of the chunks), apply the pixel ops, write the chunk and mark it done; returns
+    the seconds it took. A chunk already marked done is left as it is (a task run again)."""
     from .plugin import model_on_worker
 
     started = time.perf_counter()
+    if (Path(job.partial) / DONE / job.key).exists():
+        return 0.0
     model = model_on_worker(job.name)
-    write(job, pixel_outputs(model, job, blended(model, job, job.region)))
+    values = np.zeros_like(own)
+    parts = sorted([(tuple(s), piece_path(job, job.index, s)) for s in sources] + [(tuple(job.index), None)])
+    for source, path in parts:
+        piece = own if path is None else np.load(path, allow_pickle=False)
+        where = [slice(None)]
+        for size, n, i, s in zip(own.shape[1:], piece.shape[1:], job.index, source):
+            where.append(slice(0, n) if s < i else slice(size - n, size) if s > i else slice(None))
+        values[tuple(where)] += piece
+    write(job, pixel_outputs(model, job, values))
     mark_done(job)
+    for source, path in parts:
+        if path is not None:
+            path.unlink(missing_ok=True)
     return time.perf_counter() - started
 
 
@@ -232,23 +312,62 @@ def open_partial(partial: Path, shape, dtype, axes: str, chunks, print_: str) ->
     create_omezarr(partial, shape, dtype, axes, chunks=chunks)
     zarr.open_group(str(partial), mode="r+").attrs[STATE_KEY] = {"fingerprint": print_}
     (partial / DONE).mkdir()
+    (partial / PIECES).mkdir()
     return set()
 
 
-def run(client, jobs: list, task: Callable, progress: Callable[[int, int], None] | None = None) -> list:
-    """Submit ``task`` over ``jobs`` and wait for all; results in order. A failed task stops the
-    run (the others are cancelled) with its error."""
+def sources_of(jobs: Sequence[Job]) -> dict[str, list[Job]]:
+    """For each chunk (by key), the chunks whose tiles add to it, in raster order."""
+    where = {(j.b, j.index): j for j in jobs}
+    found: dict[str, list[Job]] = {j.key: [] for j in jobs}
+    for job in jobs:
+        for offset, _ in spills(job.plans, job.region):
+            target = where[(job.b, tuple(i + o for i, o in zip(job.index, offset)))]
+            found[target.key].append(job)
+    return found
+
+
+def run_owned(client, jobs: Sequence[Job], done: set[str], progress: Callable[[int, int], None] | None = None) -> None:
+    """Steps 1 and 2 for every chunk of ``jobs`` not in ``done``: each chunk's :func:`accumulate`
+    (and those of the neighbours whose pieces for it are missing), then its :func:`finish` as
+    soon as its own and its neighbours' are complete, ahead of further chunks (so that a worker
+    holds a chunk's sum or two at a time, whatever the image's size). Sums stay on the workers.
+    A failed task stops the run with its error."""
     from distributed import as_completed
 
-    futures = client.map(task, jobs, pure=False)
-    where = {f.key: k for k, f in enumerate(futures)}
-    results: list = [None] * len(jobs)
+    sources = sources_of(jobs)
+    todo = {j.key: j for j in jobs if j.key not in done}
+    needed = set(todo) | {s.key for t in todo.values() for s in sources[t.key]
+                          if not piece_path(t, t.index, s.index).exists()}
+    accs = {j.key: client.submit(accumulate, j, pure=False, priority=0) for j in jobs if j.key in needed}
+    waiting = {t: {s.key for s in sources[t] if s.key in accs} | {t} for t in todo}
+    dependents: dict[str, list[str]] = {k: [] for k in accs}
+    for t, keys in waiting.items():
+        for k in keys:
+            dependents[k].append(t)
+    key_of = {f.key: k for k, f in accs.items()}
+    finishes: list = []
+    pending = as_completed(list(accs.values()))
+    count = 0
     try:
-        for done, future in enumerate(as_completed(futures), start=1):
-            results[where[future.key]] = future.result()
-            if progress:
-                progress(done, len(jobs))
+        for future in pending:
+            if future.status != "finished":
+                future.result()                 # raises the task's error
+            if future.key not in key_of:        # a finish
+                count += 1
+                if progress:
+                    progress(count, len(todo))
+                continue
+            k = key_of.pop(future.key)
+            for t in dependents[k]:
+                waiting[t].discard(k)
+                if not waiting[t]:              # its own sum and its neighbours' pieces are ready
+                    f = client.submit(finish, todo[t], accs.pop(t), [s.index for s in sources[t]], pure=False,
+                                      priority=1)
+                    finishes.append(f)
+                    pending.add(f)
+            if k not in todo:
+                del accs[k]                     # run for its pieces only: they are on disk
     except BaseException:
-        client.cancel(futures)
+        client.cancel(list(accs.values()) + finishes)
         raise
-    return results

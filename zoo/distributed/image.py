@@ -8,6 +8,7 @@ labels). No pixel of the output passes through the client.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 from pathlib import Path
@@ -22,7 +23,8 @@ from . import chunks
 
 log = logging.getLogger("zoo.distributed")
 
-DEFAULT_CHUNK = {2: (2048, 8), 3: (256, 4)}   # a chunk's side by spatial dimensions: (pixels, tiles), the larger
+DEFAULT_CHUNK = {2: 2048, 3: 256}      # a chunk's side (pixels, whole tiles) by spatial dimensions
+CHUNKS_PER_SLOT = 4                    # at least this many chunks per worker thread where the image allows
 MAX_OBJECT_SIZE = 128                  # instance models: overlap between chunks, as the stream's bands
 
 
@@ -31,11 +33,25 @@ def partial_path(target: Path) -> Path:
     return target.with_name(f".{target.name}.partial-dask")
 
 
-def default_chunk(plans) -> list[int]:
-    """A chunk's side per axis: each seam runs one row of tiles twice (once per neighbour), so
-    chunks are many tiles wide (8 in 2D: about 27% more tiles run than one process runs)."""
-    pixels, tiles = DEFAULT_CHUNK.get(len(plans), (256, 4))
-    return [max(pixels, tiles * p.core) for p in plans]
+def default_chunk(plans, slots: int = 1) -> list[int]:
+    """A chunk's side per axis: about :data:`DEFAULT_CHUNK` pixels (so a worker's memory does not
+    grow with the image), fewer tiles a side where the image would otherwise give fewer than
+    :data:`CHUNKS_PER_SLOT` chunks per worker thread (``slots``). No tile runs twice whatever the
+    size (:func:`zoo.distributed.chunks.run_owned`), so small chunks cost only their tasks."""
+    pixels = DEFAULT_CHUNK.get(len(plans), 256)
+    tiles = [max(1, min(round(pixels / p.core), p.n)) for p in plans]
+    while math.prod(-(-p.n // t) for p, t in zip(plans, tiles)) < CHUNKS_PER_SLOT * slots and max(tiles) > 1:
+        widest = max(range(len(tiles)), key=lambda a: tiles[a])
+        tiles[widest] -= 1
+    return [t * p.core for p, t in zip(plans, tiles)]
+
+
+def slots_of(client) -> int:
+    """Worker threads of ``client``'s cluster (1 when it cannot tell)."""
+    try:
+        return max(1, sum(client.nthreads().values()))
+    except Exception:          # noqa: BLE001 - a scheduler that answers differently: one slot
+        return 1
 
 
 def _output_kind(model, frozen: dict, n_spatial: int) -> tuple[int, np.dtype]:
@@ -74,7 +90,7 @@ def predict_image(client, model, name: str, source: str | Path, target: str | Pa
     layout, repeat = layout_for(image.shape, axes or stated, model.spec.inputs[0])
     plans, batch_size = predictor.plan_tiles(layout.spatial_shape, tile, batch_size, blend)
     frozen = [_frozen_statistics(model, layout, image, b) for b in range(layout.n_images)]
-    grid = chunks.Grid.of(plans, chunk or default_chunk(plans))
+    grid = chunks.Grid.of(plans, chunk or default_chunk(plans, slots_of(client)))
     instances = opnames.makes_instances(model.spec) and not raw
     channels, dtype = (1, np.dtype(np.int32)) if instances else _output_kind(model, frozen[0], len(plans))
     out_layout = layout.output(channels)
@@ -96,10 +112,11 @@ def predict_image(client, model, name: str, source: str | Path, target: str | Pa
 
             label(client, jobs, grid, min(max_object_size, *layout.spatial_shape), progress)
         else:
-            chunks.run(client, [j for j in jobs if j.key not in done], chunks.predict_chunk, progress)
+            chunks.run_owned(client, jobs, done, progress)
     except Exception:            # an error: nothing kept (an interrupted client keeps its chunks to resume)
         shutil.rmtree(partial, ignore_errors=True)
         raise
     shutil.rmtree(partial / chunks.DONE, ignore_errors=True)
+    shutil.rmtree(partial / chunks.PIECES, ignore_errors=True)
     replace_output(partial, target, overwrite, source)
     return out_layout.shape
