@@ -116,6 +116,10 @@ RULES = [
     ("zoo.trust.check", ("zoo.model", "zoo.trainers", "zoo.api"), "the shift check runs under the model"),
     ("zoo.opnames", ("zoo.",), "op names sit beside the spec"),
     ("zoo.tasks", ("zoo.",), "the task table sits beside the spec"),
+    ("zoo.napari", ("zoo.runtime", "zoo.model", "zoo.registry", "zoo.trainers", "zoo.package", "zoo.loading",
+                    "zoo.cli", "zoo.serve", "zoo.trust", "zoo.segmentation", "pytorch_lightning", "torch"),
+     "the napari plugin is a face: it goes through zoo.api"),
+    ("zoo.api", ("zoo.napari",), "the api knows no napari"),
 ]
 
 

@@ -18,10 +18,13 @@ from .exchange import bump, export, import_model, serve
 from .predicting import (FilePrediction, check_shift, classify, measure, predict_file, predict_tensors_files,
                          prediction_figure)
 from .recommending import recommend
-from .sharing import Pulled, Validated, pull, publish, registry, registry_and_ref, reproduce_test_tensors, validate
+from .sharing import (Pulled, Validated, lineage, pull, publish, registry, registry_and_ref, reproduce_test_tensors,
+                      search, validate)
+from .uncertainty import predict_uncertain
 from .training import blueprint_path, compare, evaluate, finetune, train
 
 __all__ = ["registry", "load", "pull", "publish", "validate", "predict", "predict_file", "check_shift",
            "prediction_figure", "measure", "classify", "train", "finetune", "evaluate", "compare", "export",
            "import_model", "bump", "serve", "Pulled", "Validated", "FilePrediction", "registry_and_ref",
-           "reproduce_test_tensors", "blueprint_path", "predict_tensors_files", "predict_files", "BatchReport", "recommend", "predict_distributed"]
+           "reproduce_test_tensors", "blueprint_path", "predict_tensors_files", "predict_files", "BatchReport", "recommend", "predict_distributed",
+           "search", "lineage", "predict_uncertain"]

@@ -70,6 +70,27 @@ def pull(ref: str, registry=None, sha256: str | None = None, weights: str | None
     return Pulled(spec, path, reg.bytes_moved, "copied" if isinstance(reg, LocalRegistry) else "downloaded")
 
 
+def search(text: str | None = None, task: str | None = None, tag: str | None = None,
+           architecture: str | None = None, axes: str | None = None, registry=None) -> list[dict]:
+    """The index rows of ``registry`` (a registry, its URL or folder; the local one for None) that
+    match every criterion given, best first: words of ``text`` in the name, description or tags,
+    the task (or its family, ``segmentation``), a tag, the architecture id, the input axes
+    (``bcyx``). Each row holds ``name``, ``version``, ``task``, ``description``, ``tags`` ..."""
+    from ..registry.remote import search as matching
+
+    return matching(_as_registry(registry).entries(), text=text or None, task=task or None, tag=tag or None,
+                    architecture=architecture or None, axes=axes or None)
+
+
+def lineage(ref: str | Path, registry=None) -> list:
+    """The package ``ref`` (a reference or a package folder) followed by the packages it was
+    fine-tuned from, each checked against ``registry``: a list of :class:`zoo.lineage.Link`
+    (``ref``, ``sha256``, ``status``: package, verified, missing or mismatch)."""
+    from ..lineage import chain
+
+    return chain(_as_registry(registry), ref)
+
+
 def reproduce_test_tensors(spec, root: Path) -> dict[str, float]:
     """Each runtime that can run the package reproduces its test tensors; returns runtime -> max
     error as a multiple of the tolerance (a ReproducibilityError says where it fails)."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from .sharing import as_model
 
@@ -16,21 +17,46 @@ def blueprint_path(name: str | Path, dims: int = 2) -> Path:
     return architectures.get(str(name)).blueprint_path(dims)
 
 
-def train(blueprint: str | Path, data: str | Path, out: str | Path, *, dims: int = 2, **options) -> Path:
+def train(blueprint: str | Path, data: str | Path, out: str | Path, *, dims: int = 2,
+          on_step: Callable[[int, int, dict], None] | None = None, **options) -> Path:
     """Train a blueprint (a file, or an architecture id and ``dims``) on ``data`` and write a
     package to ``out``; the blueprint's task picks the trainer (dense or classifier), see
-    :func:`zoo.trainers.fit.fit` for the options."""
+    :func:`zoo.trainers.fit.fit` for the options. ``on_step``: see :func:`finetune`."""
     from ..trainers.fit import fit
 
-    return fit(blueprint_path(blueprint, dims), data, out, **options)
+    return fit(blueprint_path(blueprint, dims), data, out, **_with_step_hook(options, on_step))
 
 
-def finetune(parent, data: str | Path, out: str | Path, **options) -> Path:
+def finetune(parent, data: str | Path, out: str | Path, *,
+             on_step: Callable[[int, int, dict], None] | None = None, **options) -> Path:
     """Fine-tune the package ``parent`` on a few of your own images and write the child to
-    ``out``, with its lineage (see :func:`zoo.trainers.finetune.finetune` for the options)."""
+    ``out``, with its lineage (see :func:`zoo.trainers.finetune.finetune` for the options).
+
+    ``on_step(step, max_steps, losses)`` is called after every training step (``losses``: the
+    latest ``train_loss`` and ``val_loss`` logged, as floats) from the thread that trains: a
+    progress bar or a live loss curve. An exception it raises stops the training at once and
+    propagates (a cancel button); the package is not written then."""
     from ..trainers.finetune import finetune as run
 
-    return run(parent, data, out, **options)
+    return run(parent, data, out, **_with_step_hook(options, on_step))
+
+
+def _with_step_hook(options: dict, on_step) -> dict:
+    """``options`` with a Lightning callback that calls ``on_step`` after each training step."""
+    if on_step is None:
+        return options
+    import pytorch_lightning as pl
+
+    class StepHook(pl.Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+            losses = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ("train_loss", "val_loss")}
+            if "train_loss" not in losses and outputs is not None:
+                loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+                if loss is not None:
+                    losses["train_loss"] = float(loss)
+            on_step(int(trainer.global_step), int(trainer.max_steps), losses)
+
+    return {**options, "callbacks": [*options.get("callbacks", ()), StepHook()]}
 
 
 def evaluate(model, data: str | Path, target: str | Path, out: str | Path, axes: str | None = None) -> dict:
