@@ -32,7 +32,7 @@ class Model:
     other packages in it that fit the input (it answers ``names_taking(n_channels)``)."""
 
     def __init__(self, spec: specs.Spec, root: str | Path, runtime: str = "auto", device: str = "auto",
-                 verified: bool = False):
+                 verified: bool = False, precision: str | None = None):
         if spec.kind != "package":
             raise InputError(f"{spec.name} is a blueprint (no weights); train it first with `zoo train`")
         if not spec.graph_only:
@@ -43,7 +43,7 @@ class Model:
         if not verified:
             files.verify(spec, self.root)
         self.device = device
-        self.predictor = Predictor(spec, runners.create(spec, self.root, runtime, device))
+        self.predictor = Predictor(spec, runners.create(spec, self.root, runtime, device, precision))
         self.runtime = self.predictor.runner.name
 
     @classmethod
@@ -224,7 +224,7 @@ def runtimes_of(spec: specs.Spec) -> tuple[str, ...]:
     return ("onnx",) if spec.graph_only else ("torch", "onnx")
 
 
-def from_path(path: str | Path, runtime: str = "auto", device: str = "auto") -> Model:
+def from_path(path: str | Path, runtime: str = "auto", device: str = "auto", precision: str | None = None) -> Model:
     path = Path(path)
     root = path if path.is_dir() else path.parent
-    return Model(specs.load(path), root, runtime=runtime, device=device)
+    return Model(specs.load(path), root, runtime=runtime, device=device, precision=precision)

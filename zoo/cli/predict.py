@@ -5,7 +5,7 @@ import json
 import sys
 from pathlib import Path
 
-from .common import load, progress, runtime_options
+from .common import load, progress, registry_of, runtime_options
 
 
 def cmd_predict(args) -> int:
@@ -18,7 +18,8 @@ def cmd_predict(args) -> int:
     for path in args.inputs:
         if not path.exists() and not (batch and any(c in str(path) for c in "*?[")):
             raise NotFoundError(f"image not found: {path}")
-    model = load(args, args.ref)
+    model = load(args, args.ref) if args.precision == "fp32" else \
+        api.load(args.ref, runtime=args.runtime, device=args.device, registry=registry_of(args), precision=args.precision)
     if args.cluster:
         from .batch import run_cluster
 
@@ -185,6 +186,9 @@ def register(sub) -> None:
                    help="models with several outputs: the one to write to -o (default: each, to OUT_<ID>; "
                         "-o/--output names the file)")
     runtime_options(p)
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"], default="fp32",
+                   help="reduced precision (default fp32): bf16/fp16 by torch autocast, int8/fp16 by ONNX Runtime; "
+                        "measured speed and quality change in docs/benchmarks/predict.md")
     p.add_argument("--axes", help="axes of the input when the file does not say, e.g. yx, cyx, yxc, tyx, tczyx "
                                   "(t, b and, for a 2D model, z are predicted one image at a time)")
     p.add_argument("--tile", type=int, help="tile size in pixels per axis, context included "

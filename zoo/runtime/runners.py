@@ -24,6 +24,23 @@ DEFAULT_REWRITES = ("split_concat", "upsample_conv")
 package's test tensors)."""
 
 
+PRECISIONS = {"torch": ("fp16", "bf16"), "onnx": ("fp16", "int8")}
+"""Reduced precisions each runtime offers (``--precision``): torch by autocast, ONNX Runtime by a
+float16 graph or static int8 quantization (see :mod:`zoo.runtime.precision`). None is the
+default: float32."""
+
+
+def check_precision(precision: str | None, runtime: str) -> None:
+    if precision in (None, "fp32"):
+        return
+    if precision not in PRECISIONS.get(runtime, ()):
+        from ..errors import InputError
+
+        offers = {r: ", ".join(p) for r, p in PRECISIONS.items()}
+        raise InputError(f"precision '{precision}' is not available with the {runtime} runtime "
+                         f"(torch: {offers['torch']}; onnx: {offers['onnx']}); choose the runtime with --runtime")
+
+
 class Runner(Protocol):
     name: str
     on_gpu: bool
@@ -80,10 +97,13 @@ class TorchRunner:
 
     name = "torch"
 
-    def __init__(self, network, device: str = "auto", channels_last: bool = True):
+    def __init__(self, network, device: str = "auto", channels_last: bool = True, precision: str | None = None):
         import torch
 
         self._torch = torch
+        check_precision(precision, self.name)
+        self.precision = precision
+        self._autocast = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision or "")
         self.device = devices.torch_device(device)
         self.on_gpu = self.device.type == "cuda"
         if not self.on_gpu:
@@ -93,7 +113,8 @@ class TorchRunner:
         self._converted: set[int] = set()
 
     @classmethod
-    def from_package(cls, spec, root: Path, device: str = "auto", channels_last: bool = True) -> "TorchRunner":
+    def from_package(cls, spec, root: Path, device: str = "auto", channels_last: bool = True,
+                     precision: str | None = None) -> "TorchRunner":
         from .. import architectures
         from ..errors import InputError
         from ..package import readers
@@ -103,7 +124,7 @@ class TorchRunner:
                              "runtime='onnx' (the default; `--runtime onnx` on the command line)")
         network = architectures.get(spec.architecture_id).build_network(spec.architecture_params)
         readers.load_weights(network, Path(root) / spec.weights.safetensors.file)
-        return cls(fold_batch_norm(network.eval()), device, channels_last=channels_last)
+        return cls(fold_batch_norm(network.eval()), device, channels_last=channels_last, precision=precision)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         torch = self._torch
@@ -115,6 +136,9 @@ class TorchRunner:
                     self.network.to(memory_format=layout)
                     self._converted.add(x.ndim)
                 x = x.contiguous(memory_format=layout)
+            if self._autocast is not None:      # reduced precision inside, float32 out
+                with torch.autocast(self.device.type, dtype=self._autocast):
+                    return np.ascontiguousarray(self.network(x).float().cpu().numpy())
             return np.ascontiguousarray(self.network(x).float().cpu().numpy())
 
     def bytes_per_pixel(self, probe: tuple[int, ...]) -> float:
@@ -144,7 +168,7 @@ class OnnxRunner:
     The graph is rewritten in memory at load (:mod:`zoo.runtime.graph_rewrite`: skip
     connections' Concat split into two convolutions and an Add, and, where chosen, nearest
     upsampling + 3x3 convolution as one transposed convolution); the package's file is never
-    changed. ``rewrites=()`` runs the graph as published.
+    changed. ``rewrites=()`` (or ``ZOO_ORT_REWRITES=none``) runs the graph as published.
 
     On CPU the memory arena is on where the free memory allows it (:func:`arena_allowed`):
     without it every call maps and unmaps each activation and the page faults cost 10-15% on
@@ -153,11 +177,14 @@ class OnnxRunner:
     name = "onnx"
 
     def __init__(self, path: Path, device: str = "auto", threads: int | None = None,
-                 rewrites=DEFAULT_REWRITES, arena: bool | None = None):
+                 rewrites=DEFAULT_REWRITES, arena: bool | None = None, precision: str | None = None,
+                 calibration_inputs=None):
         import onnxruntime as ort
 
         from .graph_rewrite import rewrite
 
+        check_precision(precision, self.name)
+        self.precision = precision
         providers = devices.onnx_providers(device)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -168,14 +195,22 @@ class OnnxRunner:
             options.intra_op_num_threads = int(threads or os.environ["ZOO_THREADS"])
         options.log_severity_level = 3
         self.path = Path(path)
+        forced = os.environ.get("ZOO_ORT_REWRITES")      # "none" or a comma list: for comparisons and bisecting
+        if forced is not None:
+            rewrites = () if forced.strip() in ("", "none") else tuple(r.strip() for r in forced.split(","))
         self.rewrites = tuple(rewrites)
         self.rewritten: dict[str, int] = {}
 
         def transform(data: bytes) -> bytes:
             out, self.rewritten = rewrite(data, self.rewrites)
+            if precision:
+                from .precision import reduce_onnx
+
+                out = reduce_onnx(out, precision, calibration_inputs)
             return out
 
-        self.session = open_session(path, options, providers, transform=transform if self.rewrites else None)
+        self.session = open_session(path, options, providers,
+                                    transform=transform if self.rewrites or precision else None)
         self.provider = self.session.get_providers()[0]
         self.on_gpu = self.provider != "CPUExecutionProvider"
         self._input = self.session.get_inputs()[0].name
@@ -191,6 +226,10 @@ class OnnxRunner:
             from ..errors import NotFoundError
 
             raise NotFoundError(f"{spec.ref} has no ONNX weights; use runtime='torch'")
+        if settings.get("precision") == "int8" and settings.get("calibration_inputs") is None:
+            from .precision import calibration_inputs
+
+            settings["calibration_inputs"] = calibration_inputs(spec, root)
         return cls(Path(root) / spec.weights.onnx.file, device, **settings)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -257,16 +296,25 @@ CHOICES = ("auto", "onnx", "torch")
 chosen by :mod:`zoo.runtime.calibration` and cached."""
 
 
-def create(spec, root: Path, runtime: str = "auto", device: str = "auto") -> Runner:
+def create(spec, root: Path, runtime: str = "auto", device: str = "auto", precision: str | None = None) -> Runner:
     """The runner of ``runtime`` for a package. An imported TorchScript module runs only as
-    TorchScript: ``auto``, ``onnx`` and ``torch`` name it for such a package."""
+    TorchScript: ``auto``, ``onnx`` and ``torch`` name it for such a package. ``precision``
+    (fp16, bf16, int8; default float32) with ``auto`` takes the runtime that offers it (torch for
+    bf16 and fp16, ONNX Runtime for int8), without calibrating."""
     if runtime not in RUNTIMES and runtime != "auto":
         from ..errors import InputError
 
         raise InputError(f"unknown runtime '{runtime}': expected one of {', '.join(CHOICES)}")
+    precision = None if precision in (None, "fp32") else precision
     weights = spec.weights
     if weights is not None and weights.torchscript is not None and weights.onnx is None:
         runtime = "torchscript"
+    if precision is not None:
+        if runtime == "auto":
+            runtime = "onnx" if precision == "int8" or spec.graph_only else "torch"
+            log.info("runtime auto: %s (offers precision %s)", runtime, precision)
+        check_precision(precision, runtime)
+        return RUNTIMES[runtime].from_package(spec, root, device, precision=precision)
     if runtime == "auto":
         from .calibration import choose_runner
 
