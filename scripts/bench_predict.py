@@ -50,12 +50,10 @@ PEER_FLOPS_PER_PIXEL = 166.5e3   # CAREamics' default N2V U-Net, forward (as the
 WORKER = r"""
 import json, os, resource, sys, time
 import numpy as np
-mode, package, size, source = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+mode, package, size, source, device = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
 import zoo
 runtime = {"ours-torch": "torch", "ours-onnx": "onnx", "ours-onnx-published": "onnx"}.get(mode, "auto")
-import torch
-torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-model = zoo.load(package, runtime=runtime, device="cpu")
+model = zoo.load(package, runtime=runtime, device=device)
 inner, calls = model.runner, {"seconds": 0.0, "pixels": 0}
 def timed(batch):
     t = time.perf_counter(); out = inner(batch)
@@ -74,6 +72,9 @@ if mode == "ours-stream":
 else:
     out = model.predict(image)
 seconds = time.perf_counter() - start
+if model.runner.on_gpu:
+    import torch
+    torch.cuda.synchronize()
 print(json.dumps({"seconds": seconds, "mpx_per_s": size * size / 1e6 / seconds,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "network_seconds": calls["seconds"], "network_pixels": calls["pixels"],
@@ -241,11 +242,11 @@ def ort_profile(onnx_path: Path, tile: int, threads: int) -> list[tuple[str, flo
     return sorted(((op, t / total) for op, t in by_op.items()), key=lambda kv: -kv[1])
 
 
-def run_ours(mode: str, package: str, size: int, source: Path, threads: int) -> dict:
+def run_ours(mode: str, package: str, size: int, source: Path, threads: int, device: str = "cpu") -> dict:
     env = thread_env(threads)
     if mode == "ours-onnx-published":
         env.update(ZOO_ORT_REWRITES="none", ZOO_ORT_ARENA="0")
-    out = subprocess.run([sys.executable, "-c", WORKER, mode, package, str(size), str(source)],
+    out = subprocess.run([sys.executable, "-c", WORKER, mode, package, str(size), str(source), device],
                          capture_output=True, text=True, env=env, cwd=REPO)
     if out.returncode != 0:
         raise SystemExit(f"{mode} failed:\n{out.stderr[-3000:]}")
@@ -288,12 +289,15 @@ def main() -> int:
     parser.add_argument("--no-peer", action="store_true", help="skip CAREamics")
     parser.add_argument("--no-limits", action="store_true", help="skip the per-layer convolution limit")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N (limits and profile: CPU only)")
     args = parser.parse_args()
+    if args.device != "cpu":
+        args.no_limits = True
 
     os.environ.update(thread_env(args.threads))     # the calibration key includes the thread setting
     import zoo
 
-    model = zoo.load(args.package, device="cpu")   # pulls it into the cache and calibrates (once) for the workers
+    model = zoo.load(args.package, device=args.device)   # pulls it into the cache and calibrates (once) for the workers
     print(f"default runtime for {model.spec.ref} here: {model.runtime}")
     onnx_path = model.root / model.spec.weights.onnx.file
     gflops = one_core_gflops()
@@ -310,7 +314,7 @@ def main() -> int:
         make_image(source, args.size)
         for _ in range(args.repeats):
             for mode in args.modes:
-                runs[mode].append(run_ours(mode, args.package, args.size, source, args.threads))
+                runs[mode].append(run_ours(mode, args.package, args.size, source, args.threads, args.device))
                 print(f"{mode}: {json.dumps(runs[mode][-1])}", flush=True)
             if not args.no_peer:
                 peer_run = run_peer(args.size, args.threads)
@@ -338,7 +342,7 @@ def main() -> int:
     peer = results.get("careamics")
     conv_rate = limits["published"]["mpx_per_s"] if limits else None
     fma_rate = fma * 1e9 / ours_flops / 1e6
-    print(f"\n{args.size}x{args.size}, {args.threads} threads, whole processes, best of {args.repeats} interleaved round(s)")
+    print(f"\n{args.size}x{args.size}, {args.device}, {args.threads} threads, whole processes, best of {args.repeats} interleaved round(s)")
     print("| contender | runtime | Mpx/s | peak RSS MB | x CAREamics speed | RSS / CAREamics | network Mpx/s (tile px) "
           "| % of conv limit | % of FMA peak | tiles |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -355,7 +359,7 @@ def main() -> int:
               f"{net:.2f} | {conv} | {100 * net / fma_rate:.0f}% | {r['tiles']} |")
 
     best = results.get("ours-onnx")
-    if best:
+    if best and args.device == "cpu":
         overhead = best["network_pixels"] / args.size ** 2
         outside = 1 - best["network_seconds"] / best["seconds"]
         print(f"\nwhere ours-onnx's time goes: network {100 * (1 - outside):.0f}% of the run, outside the network "
