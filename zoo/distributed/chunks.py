@@ -56,15 +56,15 @@ def axis_bounds(plan: AxisPlan, tiles_per_chunk: int) -> tuple[tuple[int, ...], 
     multiple of the Zarr chunk; a core with no interior (core == 2 blend) is cut at its start
     instead (two tiles then reach across it)."""
     interior = plan.core - 2 * plan.blend
-    if interior >= 1:       # tile i's core starts before its seam: a chunk after it owns tile i + 1 on
+    if interior >= 1:       # a seam in tile i's interior: tiles 0..i start before it
         block = min(MAX_BLOCK, 1 << (interior.bit_length() - 1))      # a multiple lies in every interior
-        seams = [-(-(i * plan.core + plan.blend) // block) * block for i in range(plan.n - 1)]
-    else:
+        seams = [(i + 1, -(-(i * plan.core + plan.blend) // block) * block) for i in range(plan.n - 1)]
+    else:                   # a seam at tile i's start: tiles 0..i-1 start before it
         block = min(MAX_BLOCK, plan.core & -plan.core)                 # the largest power of two dividing it
-        seams = [i * plan.core for i in range(plan.n)]
+        seams = [(i, i * plan.core) for i in range(1, plan.n)]
     bounds = [0]
-    for i, seam in enumerate(seams):
-        if i and i % tiles_per_chunk == 0 and bounds[-1] < seam < plan.size:
+    for before, seam in seams:          # ``before``: how many tiles start before the seam
+        if before % tiles_per_chunk == 0 and bounds[-1] < seam < plan.size:
             bounds.append(seam)
     return tuple(bounds) + (plan.size,), block
 

@@ -1,0 +1,271 @@
+"""Dask scaling benchmark (issue 25.6): one large OME-Zarr predicted by one process, by
+``--cluster local:1`` and by ``--cluster local:2`` (one thread per worker), at 8192^2 and 16384^2.
+
+Reproduce (on a quiet machine with at least 2 cores; about 12 minutes with the default package):
+
+    .venv/bin/python scripts/bench_dask.py [--sizes 8192 16384] [--package n2v-narrow] [--json OUT]
+
+Each mode is a fresh process (so each peak RSS is its own), with ONNX Runtime on one thread
+(``ZOO_THREADS=1``, ``OMP_NUM_THREADS=1``) in the process and in every worker:
+
+- ``single``:  ``zoo.load(pkg).predict_file(in.zarr, out.zarr)``: the single-process stream, out
+               of core, written as it goes;
+- ``local:N``: ``zoo.predict(model, in.zarr, out=out.zarr, client=...)`` on a LocalCluster of N
+               worker processes: chunks predicted and written by the workers (no tile run twice).
+
+Every mode loads the model and warms up on a small image before its clock starts; the cluster's
+start is reported apart (``startup_s``). All modes use one tile size and batch (the plan the
+single process chooses here), so they run the same tiles. Reported per size: seconds and
+throughput (Mpx/s), scaling (``local:2`` against ``local:1``; goal >= 1.8), Dask's overhead at
+``local:1`` against one process (goal <= 10%), the peak RSS of the single process, of each worker
+and of the client (goal: a worker's flat in the image's size), and each Dask output's largest
+difference from the single-process output (goal 0 or <= 1e-5 of its range). The load average
+before and after each mode is recorded: on a machine other work shares, the times are contended.
+
+``--package``: a package name, folder or archive, or ``n2v-narrow`` (default): the zoo's N2V
+blueprint with 8 base channels instead of 32 (same depth, halo and tiling), trained for 10 steps
+on synthetic nuclei into ``.bench/dask/`` the first time (about 20 s). Its network is ~7x
+cheaper than ``n2v-w2s`` (one 16384^2 pass on one thread: ~2.5 min against ~20 min), so the whole
+benchmark runs in minutes, and Dask's own costs weigh more against it than against a full-width
+network: the overhead it shows is an upper bound for the standard packages. ``--package
+n2v-w2s`` measures a standard package (about 80 minutes for both sizes).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+WORK = REPO / ".bench" / "dask"
+NARROW = "n2v-narrow"
+MODES = ("single", "local:1", "local:2")
+
+
+# ----------------------------------------------------------------------------- inputs and package
+def narrow_package(work: Path) -> Path:
+    """The N2V blueprint with 8 base channels, trained for a few steps (built once)."""
+    out = work / NARROW
+    if (out / "zoo.yaml").is_file():
+        return out
+    import tifffile
+    import yaml
+
+    from zoo.api.training import blueprint_path, train
+    from zoo.synthetic import labelled_nuclei
+
+    blueprint = yaml.safe_load(blueprint_path("n2v").read_text())
+    blueprint["architecture"]["params"]["base_channels"] = 8
+    blueprint["name"] = NARROW
+    blueprint["description"] = "N2V with 8 base channels, trained 10 steps: a cheap network for bench_dask.py"
+    data = work / "narrow-data"
+    data.mkdir(parents=True, exist_ok=True)
+    for seed in range(4):
+        tifffile.imwrite(data / f"nuclei_{seed}.tif", labelled_nuclei((128, 128), n=12, seed=seed)[0])
+    (work / f"{NARROW}.yaml").write_text(yaml.safe_dump(blueprint, sort_keys=False))
+    return Path(train(work / f"{NARROW}.yaml", data, out, max_steps=10, steps_per_epoch=5, batch_size=4, patch=32,
+                      progress=False, val_fraction=0.25, overwrite=True))
+
+
+def make_input(work: Path, size: int) -> Path:
+    """A ``size x size`` OME-Zarr (512 px chunks): the real low-SNR actin sample, mirrored."""
+    import numpy as np
+    import tifffile
+
+    from zoo.omezarr import create_omezarr
+
+    path = work / f"actin_{size}.zarr"
+    if (path / ".complete").is_file():
+        return path
+    shutil.rmtree(path, ignore_errors=True)
+    tile = tifffile.imread(REPO / "samples" / "hagen_actin_lowsnr.tif")
+    array = create_omezarr(path, (size, size), tile.dtype, "yx", chunks=(512, 512), name="actin")
+    h, w = tile.shape
+    flip = np.block([[tile, tile[:, ::-1]], [tile[::-1], tile[::-1, ::-1]]])       # seamless period 2h x 2w
+    for y in range(0, size, 1024):
+        rows = np.arange(y, min(size, y + 1024)) % (2 * h)
+        cols = np.arange(size) % (2 * w)
+        array[y:y + len(rows)] = flip[np.ix_(rows, cols)]
+    (path / ".complete").touch()
+    return path
+
+
+# ----------------------------------------------------------------------------- one mode, in its own process
+def _warm_worker(name: str, tile: int, dask_worker=None) -> None:
+    """On a worker (``client.run``): the model the plugin ``name`` holds runs once (ONNX Runtime's
+    first call is slow)."""
+    import numpy as np
+
+    image = np.random.default_rng(0).normal(100, 10, (tile, tile)).astype(np.float32)
+    dask_worker.plugins[name].model.predict(image, tile=tile)
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_mode(mode: str, package: str, source: str, target: str, tile: int, batch: int) -> dict:
+    import numpy as np
+
+    import zoo
+
+    model = zoo.load(package, runtime="onnx", device="cpu")
+    warm = np.random.default_rng(0).normal(100, 10, (tile, tile)).astype(np.float32)
+    result: dict = {"mode": mode, "load_before": os.getloadavg()[0]}
+    if mode == "single":
+        model.predict(warm, tile=tile)
+        started = time.perf_counter()
+        model.predict_file(source, target, tile=tile, batch_size=batch)
+        result["seconds"] = time.perf_counter() - started
+        result["peak_rss_mb"] = {"process": round(_peak_rss_mb(), 1)}
+    else:
+        from zoo.api.distributed import worker_ref
+        from zoo.distributed import cluster, plugin
+
+        started = time.perf_counter()
+        client = cluster.client_for(mode)
+        try:
+            how = worker_ref(model)
+            name = plugin.register(client, how["model_ref"], how.get("registry"), how["runtime"], how["device"])
+            client.run(_warm_worker, name, tile)
+            result["startup_s"] = round(time.perf_counter() - started, 2)
+            result["workers"] = len(client.nthreads())
+            result["threads_per_worker"] = sorted(set(client.nthreads().values()))
+            started = time.perf_counter()
+            zoo.predict(model, source, out=target, client=client, tile=tile, batch_size=batch)
+            result["seconds"] = time.perf_counter() - started
+            peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+            result["peak_rss_mb"] = {"workers": [round(v, 1) for v in peaks.values()],
+                                     "client": round(_peak_rss_mb(), 1)}
+        finally:
+            cluster.close(client)
+    result["load_after"] = os.getloadavg()[0]
+    return result
+
+
+# ----------------------------------------------------------------------------- the parent
+def compare(single: Path, other: Path) -> dict:
+    """The largest absolute difference between two outputs, band by band, and the output's range."""
+    import numpy as np
+
+    from zoo.omezarr import open_omezarr
+
+    a, b = open_omezarr(single)[0], open_omezarr(other)[0]
+    if a.shape != b.shape:
+        return {"shape": [list(a.shape), list(b.shape)], "max_abs_diff": None}
+    worst, top = 0.0, 0.0
+    for y in range(0, a.shape[0], 1024):
+        x, z = np.asarray(a[y:y + 1024], np.float64), np.asarray(b[y:y + 1024], np.float64)
+        worst, top = max(worst, float(np.abs(x - z).max())), max(top, float(np.abs(x).max()))
+    return {"max_abs_diff": worst, "max_abs_value": top, "relative": worst / max(top, 1e-30)}
+
+
+def child(mode: str, package: str, source: Path, target: Path, tile: int, batch: int) -> dict:
+    env = {**os.environ, "ZOO_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "OPENBLAS_NUM_THREADS": "1"}
+    command = [sys.executable, __file__, "--run-mode", mode, "--package", package, "--source", str(source),
+               "--target", str(target), "--tile", str(tile), "--batch", str(batch)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{mode} failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def summarise(size: int, runs: dict) -> dict:
+    pixels = size * size
+    row = {"size": size, "modes": runs}
+    for mode, r in runs.items():
+        r["mpx_per_s"] = round(pixels / r["seconds"] / 1e6, 3)
+    if "single" in runs and "local:1" in runs:
+        row["overhead_local1"] = round(runs["local:1"]["seconds"] / runs["single"]["seconds"] - 1, 4)
+    if "local:1" in runs and "local:2" in runs:
+        row["scaling_local2"] = round(runs["local:1"]["seconds"] / runs["local:2"]["seconds"], 3)
+    return row
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| size | mode | seconds | Mpx/s | peak RSS (MB) | max diff vs single | load avg before/after |",
+             "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        for mode, r in row["modes"].items():
+            rss = r["peak_rss_mb"]
+            rss_text = (f"{rss['process']}" if "process" in rss else
+                        f"workers {', '.join(map(str, rss['workers']))}; client {rss['client']}")
+            diff = r.get("diff", {}).get("relative")
+            lines.append(f"| {row['size']}^2 | {mode} | {r['seconds']:.1f} | {r['mpx_per_s']:.3f} | {rss_text} | "
+                         f"{'-' if diff is None else f'{diff:.1e} of range'} | "
+                         f"{r['load_before']:.2f} / {r['load_after']:.2f} |")
+    lines.append("")
+    for row in rows:
+        parts = []
+        if "overhead_local1" in row:
+            parts.append(f"overhead at local:1 {100 * row['overhead_local1']:+.1f}% (goal <= 10%)")
+        if "scaling_local2" in row:
+            parts.append(f"local:2 / local:1 {row['scaling_local2']:.2f}x (goal >= 1.8x)")
+        lines.append(f"- {row['size']}^2: " + "; ".join(parts))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--sizes", type=int, nargs="+", default=[8192, 16384])
+    p.add_argument("--modes", nargs="+", default=list(MODES), help="single, local:N ... (default: all three)")
+    p.add_argument("--package", default=NARROW, help=f"a package, or {NARROW} (default; built once)")
+    p.add_argument("--tile", type=int, default=None, help="tile size (default: the single process's plan)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--work", type=Path, default=WORK, help=f"inputs, outputs and the package (default {WORK})")
+    p.add_argument("--json", type=Path, default=None, help="results (default WORK/results.json)")
+    p.add_argument("--keep", action="store_true", help="keep the outputs")
+    p.add_argument("--run-mode", help=argparse.SUPPRESS)
+    p.add_argument("--source", help=argparse.SUPPRESS)
+    p.add_argument("--target", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.run_mode:
+        print(json.dumps(run_mode(args.run_mode, args.package, args.source, args.target, args.tile, args.batch)))
+        return 0
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    package = str(narrow_package(args.work)) if args.package == NARROW else args.package
+    import zoo
+
+    model = zoo.load(package, runtime="onnx", device="cpu")
+    rows = []
+    header = {"package": model.spec.ref, "cores": len(os.sched_getaffinity(0)), "tile": args.tile,
+              "batch": args.batch, "load_at_start": os.getloadavg()}
+    print(f"{model.spec.ref}; {header['cores']} cores; load average {header['load_at_start']}", flush=True)
+    for size in args.sizes:
+        tile = args.tile or model.predictor.plan_tiles((size, size), None, args.batch, None)[0][0].tile
+        source = make_input(args.work, size)
+        runs, outputs = {}, {}
+        for mode in args.modes:
+            target = args.work / f"out_{size}_{mode.replace(':', '')}.zarr"
+            shutil.rmtree(target, ignore_errors=True)
+            runs[mode] = child(mode, package, source, target, tile, args.batch)
+            runs[mode]["tile"] = tile
+            outputs[mode] = target
+            print(f"{size}^2 {mode}: {runs[mode]['seconds']:.1f} s, peak RSS {runs[mode]['peak_rss_mb']} MB, "
+                  f"load {runs[mode]['load_before']:.2f} -> {runs[mode]['load_after']:.2f}", flush=True)
+        if "single" in outputs:
+            for mode in outputs:
+                if mode != "single":
+                    runs[mode]["diff"] = compare(outputs["single"], outputs[mode])
+                    print(f"{size}^2 {mode}: largest difference from single {runs[mode]['diff']}", flush=True)
+        if not args.keep:
+            for target in outputs.values():
+                shutil.rmtree(target, ignore_errors=True)
+        rows.append(summarise(size, runs))
+        print(table(rows[-1:]), flush=True)
+    out = args.json or args.work / "results.json"
+    out.write_text(json.dumps({**header, "load_at_end": os.getloadavg(), "results": rows}, indent=1))
+    print(f"\n{table(rows)}\n\n{out}: results")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
