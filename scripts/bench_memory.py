@@ -93,7 +93,9 @@ def main() -> int:
     import zoo
 
     for name, _ in packages:      # pulled and calibrated (once per machine) before anything is measured
-        zoo.load(name)
+        settle = getattr(zoo.load(name).runner, "resolve", None)
+        if settle:
+            settle(sizes[0] ** 2)
     rows = []
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         tmp = Path(tmp)

@@ -297,7 +297,10 @@ def main() -> int:
     os.environ.update(thread_env(args.threads))     # the calibration key includes the thread setting
     import zoo
 
-    model = zoo.load(args.package, device=args.device)   # pulls it into the cache and calibrates (once) for the workers
+    model = zoo.load(args.package, device=args.device)   # pulls it into the cache
+    settle = getattr(model.runner, "resolve", None)
+    if settle:                                             # calibrates (once per machine) for the workers
+        settle(args.size ** 2)
     print(f"default runtime for {model.spec.ref} here: {model.runtime}")
     onnx_path = model.root / model.spec.weights.onnx.file
     gflops = one_core_gflops()

@@ -44,15 +44,19 @@ class Model:
             files.verify(spec, self.root)
         self.device = device
         self.predictor = Predictor(spec, runners.create(spec, self.root, runtime, device, precision))
-        self.runtime = self.predictor.runner.name
 
     @classmethod
     def with_runner(cls, spec: specs.Spec, runner: runners.Runner) -> "Model":
         """A model around an in-memory runner (no package folder: no test tensors, no shift check)."""
         model = cls.__new__(cls)
-        model.spec, model.root, model.runtime, model.device = spec, None, runner.name, "cpu"
+        model.spec, model.root, model.device = spec, None, "cpu"
         model.predictor = Predictor(spec, runner)
         return model
+
+    @property
+    def runtime(self) -> str:
+        """The runtime running the network now (``auto`` settles on one at the first large prediction)."""
+        return self.predictor.runner.name
 
     def __repr__(self) -> str:
         return f"Model({self.spec.ref}, runtime={self.runtime}, root={self.root})"

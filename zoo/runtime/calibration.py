@@ -1,7 +1,9 @@
 """The default runtime: the fastest runner for this package on this machine, measured once.
 
 ``runtime="auto"`` (the default of ``zoo.load`` and of every command) runs a short calibration
-the first time a package is loaded on a machine: every candidate (ONNX Runtime with the graph
+the first time a package predicts a large image on a machine (at least ``CALIBRATE_PIXELS``,
+4 Mpx: a 2048 x 2048 image, where the calibration's few seconds are a small part of the work;
+until then, and for small images, ONNX Runtime runs, which loads fastest): every candidate (ONNX Runtime with the graph
 rewrites of :mod:`zoo.runtime.graph_rewrite`, or with the Concat split alone; torch with
 channels-last or plain layout) predicts a probe tile (256 x 256 in 2D, 48^3 in 3D) after one
 warm-up call, interleaved, up to three rounds (fewer past 3 s), and the fastest by its best round wins. The choice and
@@ -32,6 +34,8 @@ import numpy as np
 log = logging.getLogger("zoo.runtime")
 
 PROBE = {2: 256, 3: 48}
+CALIBRATE_PIXELS = 1 << 22
+"""A prediction of at least this many pixels (``ZOO_CALIBRATE_PIXELS``) resolves ``auto`` by measuring."""
 ROUNDS = 3
 BUDGET_SECONDS = 3.0
 """Timed rounds stop after this long (at least one round): the calibration stays short on a busy machine."""
@@ -138,15 +142,17 @@ def candidates_for(spec) -> list[str]:
     return labels
 
 
-def measure(spec, root, device: str, labels: list[str], runtimes: dict, rounds: int = ROUNDS) -> tuple[dict, dict]:
+def measure(spec, root, device: str, labels: list[str], runtimes: dict, rounds: int = ROUNDS,
+            built: dict | None = None) -> tuple[dict, dict]:
     """(seconds of each candidate's best round on the probe, the built runners); ``runtimes``:
-    runner classes by runtime name (:data:`zoo.runtime.runners.RUNTIMES`)."""
+    runner classes by runtime name (:data:`zoo.runtime.runners.RUNTIMES`); ``built``: runners
+    already made, by label."""
     x = probe_input(spec)
-    built, best, first_error = {}, {}, None
+    ready, built, best, first_error = dict(built or {}), {}, {}, None
     for label in labels:
         runtime, settings = _settings(label)
         try:
-            runner = runtimes[runtime].from_package(spec, root, device, **settings)
+            runner = ready.get(label) or runtimes[runtime].from_package(spec, root, device, **settings)
             runner(x)                       # warm-up: session, allocator, layout conversion
         except Exception as e:   # noqa: BLE001 - a candidate that cannot run is not a candidate
             log.info("calibration: %s cannot run %s (%s)", label, spec.ref, (str(e).splitlines() or [""])[0][:200])
@@ -167,7 +173,8 @@ def measure(spec, root, device: str, labels: list[str], runtimes: dict, rounds: 
 
 
 def choose_runner(spec, root, device: str, runtimes: dict):
-    """The runner ``runtime="auto"`` gives for a package: cached, or measured now and cached
+    """The runner ``runtime="auto"`` gives for a package: the cached choice, or an
+    :class:`AutoRunner` that runs ONNX Runtime until a large prediction measures the candidates
     (``runtimes``: runner classes by name, passed in so that this module imports no runner)."""
     from . import device as devices
 
@@ -182,24 +189,80 @@ def choose_runner(spec, root, device: str, runtimes: dict):
         runtime, settings = _settings(label)
         log.info("runtime auto: %s (%s)", label, "nothing to compare" if len(labels) <= 2 else "ZOO_CALIBRATE=0")
         return runtimes[runtime].from_package(spec, root, device, **settings)
-    key = key_of(spec, device)
-    record = _read_cache().get(key)
+    record = _read_cache().get(key_of(spec, device))
     if record and record.get("choice") in labels:
         runtime, settings = _settings(record["choice"])
         log.info("runtime auto: %s for %s (calibrated %s: %s; cache %s)", record["choice"], spec.ref,
                  record.get("when", "?"), _rates(record), cache_path())
         return runtimes[runtime].from_package(spec, root, device, **settings)
+    return AutoRunner(spec, root, device, runtimes, labels)
+
+
+def calibrate_pixels() -> int:
+    try:
+        return int(os.environ.get("ZOO_CALIBRATE_PIXELS", CALIBRATE_PIXELS))
+    except ValueError:
+        return CALIBRATE_PIXELS
+
+
+class AutoRunner:
+    """``runtime="auto"`` before it is measured: ONNX Runtime (the first candidate) runs until the
+    predictor announces a prediction of at least :func:`calibrate_pixels` pixels
+    (:meth:`resolve`); then every candidate is measured, the fastest runs from there on, and the
+    choice is cached for later loads. Anything else is the current runner's."""
+
+    def __init__(self, spec, root, device: str, runtimes: dict, labels: list[str]):
+        self.spec, self.root, self.device, self.runtimes, self.labels = spec, root, device, runtimes, labels
+        runtime, settings = _settings(labels[0])
+        self.inner = runtimes[runtime].from_package(spec, root, device, **settings)
+        self.resolved = False
+        log.info("runtime auto: %s for %s until a prediction of %d px or more measures the others (%s)",
+                 labels[0], spec.ref, calibrate_pixels(), ", ".join(labels[1:]))
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.inner.on_gpu
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.inner(batch)
+
+    def bytes_per_pixel(self, probe) -> float:
+        return self.inner.bytes_per_pixel(probe)
+
+    def __getattr__(self, name):        # provider, session, rewritten, run_many ... of the runner in use
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def resolve(self, pixels: int) -> bool:
+        """Measure now if ``pixels`` are about to be predicted and it was not done; True when the
+        runner changed (the caller re-plans its tiles)."""
+        if self.resolved or pixels < calibrate_pixels():
+            return False
+        self.resolved = True
+        before = self.inner
+        self.inner = calibrate(self.spec, self.root, self.device, self.runtimes, self.labels,
+                               built={self.labels[0]: self.inner})
+        return self.inner is not before
+
+
+def calibrate(spec, root, device: str, runtimes: dict, labels: list[str], built: dict | None = None):
+    """Measure the candidates, cache and log the choice, return its runner."""
     started = time.perf_counter()
-    seconds, built = measure(spec, root, device, labels, runtimes)
+    seconds, runners = measure(spec, root, device, labels, runtimes, built=built)
     choice = min(seconds, key=seconds.get)
     pixels = int(np.prod(probe_input(spec).shape[2:]))
     record = {"choice": choice, "package": spec.ref, "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
               "probe": list(probe_input(spec).shape), "mpx_per_s": {k: pixels / 1e6 / s for k, s in seconds.items()},
               "calibration_seconds": round(time.perf_counter() - started, 2), "machine": machine(device)}
-    _write_cache(key, record)
+    _write_cache(key_of(spec, device), record)
     log.info("runtime auto: %s for %s (calibrated now in %.1f s: %s; cached in %s)", choice, spec.ref,
              record["calibration_seconds"], _rates(record), cache_path())
-    return built[choice]
+    return runners[choice]
 
 
 def _rates(record: dict) -> str:

@@ -169,6 +169,9 @@ class Predictor:
         """How an image of this spatial shape is tiled: one plan per axis, and the batch size."""
         inp = self.spec.inputs[0]
         n = len(inp.spatial_axes)
+        resolve = getattr(self.runner, "resolve", None)     # runtime auto: measured before a large prediction
+        if resolve is not None and resolve(int(np.prod(spatial))):
+            self._bytes_per_pixel = None
         halo, step, minimum = inp.halo or [0] * n, inp.shape_step or [1] * n, inp.shape_min or [1] * n
         fixed = geometry.fixed_sizes(self.spec)
         if fixed is not None:      # tiles of exactly the network's size (the last padded by reflection)
