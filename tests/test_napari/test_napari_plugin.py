@@ -81,6 +81,7 @@ def test_find_pull_run_on_a_layer_with_its_scale(make_napari_viewer, qtbot, zoo_
     assert all(r["task"].startswith("segmentation") and r["axes"] == "bcyx" for r in widget.rows)
     card = widget.card.text()
     assert "MIT" in card and "Lineage" in card and "stardist-dsb-fluo-2d" in card and "Held-out metrics" in card
+    assert "ap50 0.388" in card                      # the child's AP@0.5 on its validation images
     assert widget.cover.pixmap() is not None and not widget.cover.pixmap().isNull()
     assert widget.pull_progress.value() == widget.pull_progress.maximum()
 
@@ -131,7 +132,7 @@ def test_a_lazy_layer_is_streamed_and_a_run_can_be_cancelled(make_napari_viewer,
     import tifffile
 
     noisy = tifffile.imread(REPO / "samples" / "hagen_actin_lowsnr.tif")
-    lazy = da.from_array(np.tile(noisy, (1, 2)), chunks=(256, 256))         # 1024 x 2048, never computed whole
+    lazy = da.from_array(np.tile(noisy, (1, 2))[:512], chunks=(256, 256))   # 512 x 1024, never computed whole
     viewer = make_napari_viewer()
     layer = viewer.add_image(lazy, name="actin (dask)")
     widget = _dock(viewer)
@@ -187,7 +188,7 @@ def test_correct_then_finetune_publishes_a_child_and_shows_before_and_after(make
     widget.ft_image_combo.setCurrentText(image.name)
     widget.ft_target_combo.setCurrentText(labels.name)
     widget.ft_region_combo.setCurrentText(shapes.name)
-    widget.ft_steps.setValue(4)
+    widget.ft_steps.setValue(3)                     # a validation after step 2: on the curve at step 3
     widget.finetune_options = {"patch": 32, "batch_size": 2, "val_every": 2}
     qtbot.mouseClick(widget.ft_button, Qt.MouseButton.LeftButton)
     assert widget.busy and widget.ft_cancel.isEnabled()
@@ -196,9 +197,9 @@ def test_correct_then_finetune_publishes_a_child_and_shows_before_and_after(make
     done = widget.last_finetune
     assert done is not None, _messages()
     assert done.child.startswith("stardist-dsb-he-2d-ft@") and done.parent == "stardist-dsb-he-2d@0.1.2"
-    assert done.crops == 1 and [s for s, _ in done.losses] == [1, 2, 3, 4]
-    assert len(widget.loss_curve.train) == 4 and widget.loss_curve.val
-    assert widget.ft_progress.value() == widget.ft_progress.maximum() == 4
+    assert done.crops == 1 and [s for s, _ in done.losses] == [1, 2, 3]
+    assert len(widget.loss_curve.train) == 3 and widget.loss_curve.val
+    assert widget.ft_progress.value() == widget.ft_progress.maximum() == 3
     chain = [link.ref for link in api.lineage(done.child)]
     assert chain[:2] == [done.child, "stardist-dsb-he-2d@0.1.2"]
     assert widget.model.spec.ref == done.child                                  # the Run tab uses the child now

@@ -84,6 +84,10 @@ class LossCurve(QWidget):
             for p in points[-1:]:
                 painter.drawEllipse(p, 2, 2)
         painter.setPen(QPen(QColor(200, 200, 200), 1))
+        painter.drawText(w - m - 110, m + 14, "train")
+        painter.drawText(w - m - 60, m + 14, "validation")
+        painter.fillRect(w - m - 122, m + 7, 8, 3, QColor(255, 150, 50))
+        painter.fillRect(w - m - 72, m + 7, 8, 3, QColor(80, 160, 255))
         painter.drawText(m + 4, m + 14, f"loss {hi:.3g}")
         painter.drawText(m + 4, h - m - 4, f"{lo:.3g}")
         painter.end()
@@ -598,7 +602,7 @@ class ZooWidget(QWidget):
         corners = np.concatenate([np.asarray(s)[:, -2:] for s in shapes.data])
         world = corners * np.asarray(shapes.scale[-2:]) + np.asarray(shapes.translate[-2:])
         pixels = (world - np.asarray(image_layer.translate[-2:])) / np.asarray(image_layer.scale[-2:])
-        (y0, x0), (y1, x1) = np.floor(pixels.min(0)).astype(int), np.ceil(pixels.max(0)).astype(int)
+        (y0, x0), (y1, x1) = np.floor(pixels.min(0) + 0.5).astype(int), np.floor(pixels.max(0) + 0.5).astype(int) + 1
         return int(y0), int(y1), int(x0), int(x1)
 
     def finetune(self, *, patch: int | None = None, batch_size: int | None = None, val_every: int | None = None) -> None:
@@ -706,7 +710,9 @@ class ZooWidget(QWidget):
             if not layer.name.endswith(("(before)", "(after)")):
                 layer.visible = False
         self.viewer.text_overlay.visible = True
-        self.viewer.text_overlay.text = f"left: before ({done.parent})    right: after ({done.child})"
+        self.viewer.text_overlay.position = "top_left"
+        self.viewer.text_overlay.font_size = 9
+        self.viewer.text_overlay.text = f"left: before ({done.parent})   right: after ({done.child})"
         self.viewer.reset_view()
 
     def _on_step(self, step: int, total: int, losses) -> None:
@@ -793,6 +799,30 @@ def _layer_channels(layer) -> int:
     return int(data.shape[0]) if data.ndim == 3 and data.shape[0] <= 8 else 1
 
 
+KEY_METRICS = ("ap50", "psnr", "ssim", "accuracy", "f1")
+
+
+def held_out_metrics(metrics: dict, limit: int = 6) -> list[tuple[str, float]]:
+    """The headline numbers of a package's metrics (AP@0.5, PSNR, SSIM, accuracy, F1; not the
+    baseline's or the parent's), named by their path: ``fluo ap50``, ``heldout psnr output``."""
+    found: list[tuple[str, float]] = []
+
+    def walk(value, path):
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(inner, path + [str(key)])
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and path and path[-1] != "parent":
+            named = [p for p in (path[:-1] if path[-1] == "child" else path)     # parent_vs_child: the child's
+                     if p not in ("parent_vs_child", "segmentation")]
+            name = " ".join(named).replace("_", " ")
+            if named and any(k in named[-1] for k in KEY_METRICS) and \
+                    not any(w in name for w in ("baseline", "parent", "input", "noisy", "seconds")):
+                found.append((name, float(value)))
+
+    walk(metrics, [])
+    return found[:limit]
+
+
 def card_html(spec, lineage: list) -> str:
     """A package's card: what it does, licence, held-out metrics, lineage."""
     e = html.escape
@@ -801,10 +831,9 @@ def card_html(spec, lineage: list) -> str:
     lines.append(f"<b>Licence</b> {e(spec.license or '?')}" + (f"; <b>authors</b> {e(authors)}" if authors else ""))
     inp = spec.inputs[0]
     lines.append(f"<b>Input</b> {e(inp.axes)}, channels {e(', '.join(inp.channels or ['1']))}")
-    metrics = (spec.training.metrics if spec.training else None) or {}
-    flat = [(k, v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    if flat:
-        lines.append("<b>Held-out metrics</b> " + ", ".join(f"{e(k)} {v:.3g}" for k, v in flat[:8]))
+    shown = held_out_metrics((spec.training.metrics if spec.training else None) or {})
+    if shown:
+        lines.append("<b>Held-out metrics</b> " + ", ".join(f"{e(k)} {v:.3g}" for k, v in shown))
     data = (spec.training.data or {}).get("description") if spec.training else None
     if data:
         lines.append(f"<b>Trained on</b> {e(data)}")
