@@ -30,10 +30,14 @@ from zoo.nn.transfer import load_transferable
 from zoo.package import build, readers
 from zoo.spec import Spec, TensorSpec, Training
 
+from .data import StepData
 from .dispatch import Trainer
 from .loop import add_shift_check, train
 from .options import TrainingOptions
-from .runlog import attach_curves, run_folder
+from .checkpoints import open_run
+from .fit import refuse_existing, run_and_resume, run_identity
+from .runlog import attach_curves
+from .selection import choose
 from .parent import child_spec, data_channels, load_parent, record_comparison, train_child
 from .policy import FinetunePolicy, parent_config
 
@@ -106,23 +110,35 @@ def class_weights(labels: Sequence[int], n_classes: int) -> list[float]:
 
 class CropDataset(Dataset):
     """Normalised images placed on the canvas; with ``augment``: flips, quarter turns, a scale
-    jitter of +-10%, a shift of up to an eighth of the canvas and a small intensity jitter."""
+    jitter of +-10%, a shift of up to an eighth of the canvas and a small intensity jitter.
+
+    Training reads sample positions from a :class:`zoo.trainers.data.StepSampler`: position
+    ``i`` is image ``permutation(epoch)[i % n]`` with ``epoch = i // n`` (a new shuffle each pass
+    over the images) augmented from its own random stream (seed, i), so that a resumed run sees
+    what the uninterrupted one would have seen."""
 
     def __init__(self, images: Sequence[np.ndarray], labels: Sequence[int], scale: float, size: Sequence[int],
                  augment: bool, seed: int = 0):
         self.images, self.labels = list(images), list(labels)
-        self.scale, self.size, self.augment = scale, list(size), augment
-        self.rng = np.random.default_rng(seed)
+        self.scale, self.size, self.augment, self.seed = scale, list(size), augment, seed
         self._fixed = None if augment else [centre_fit(rescale(x, scale), self.size) for x in self.images]
+        self._order: tuple[int, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.images)
 
+    def _image_at(self, i: int) -> int:
+        epoch, j = divmod(int(i), len(self.images))
+        if self._order is None or self._order[0] != epoch:
+            self._order = (epoch, np.random.default_rng((self.seed, 2, epoch)).permutation(len(self.images)))
+        return int(self._order[1][j])
+
     def __getitem__(self, i: int):
         if self._fixed is not None:
             return torch.from_numpy(self._fixed[i]), self.labels[i]
-        rng = self.rng
-        x = rescale(self.images[i], self.scale * float(rng.uniform(0.9, 1.1)))
+        rng = np.random.default_rng((self.seed, 1, int(i)))
+        k = self._image_at(i)
+        x = rescale(self.images[k], self.scale * float(rng.uniform(0.9, 1.1)))
         if rng.random() < 0.5:
             x = x[..., ::-1]
         x = np.rot90(x, int(rng.integers(4)), axes=(-2, -1))
@@ -130,20 +146,24 @@ class CropDataset(Dataset):
         x = centre_fit(np.roll(centre_fit(x, [s + 2 * abs(d) for s, d in zip(self.size, shift)]), shift, (-2, -1)),
                        self.size)
         x = x * np.float32(rng.uniform(0.9, 1.1)) + np.float32(rng.uniform(-0.05, 0.05))
-        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), self.labels[i]
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), self.labels[k]
 
 
-class ClassificationDataModule(pl.LightningDataModule):
+class ClassificationDataModule(StepData, pl.LightningDataModule):
     def __init__(self, train: CropDataset, val: CropDataset, batch_size: int, seed: int):
         super().__init__()
         self.train, self.val, self.batch_size, self.seed = train, val, batch_size, seed
+        self.steps_per_epoch = max(1, len(train) // batch_size)
 
     def train_dataloader(self):
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self.train, batch_size=self.batch_size, shuffle=True, drop_last=True, generator=generator)
+        return self.step_loader(self.train, self.batch_size)
 
     def val_dataloader(self):
         return DataLoader(self.val, batch_size=64)
+
+    def selection_items(self):
+        """The validation examples that score the weights: (canvas, class index) pairs."""
+        return [(self.val[i][0].numpy(), int(self.val.labels[i])) for i in range(len(self.val))]
 
 
 def _canvas(inp: TensorSpec) -> tuple[float, list[int]]:
@@ -214,12 +234,22 @@ def _training(spec: Spec, data: Data, source: dict, run, module, config: dict, m
               "fingerprint": fingerprint_files([e.path for e in data.pool]), "n_train": len(data.train),
               "n_validation": len(data.val)},
         statistics=intensity_statistics([read_raw(e.path, spec.inputs[0]) for e in data.train[:200]]),
-        metrics={"val_loss": run.val_loss, **metrics},
+        metrics={**run.metrics(), **metrics},
         config={**config, **run.record(), **module.hparams_for_record(),
                 "split": {"by": group_column or "file", "val_fraction": val_fraction},
                 "class_counts": {c: sum(e.label == c for e in data.train) for c in data.classes},
                 "augmentation": "flips, quarter turns, scale +-10%, shift, intensity +-10%"},
         parent=parent)
+
+
+def _data_identity(split: Data, labels) -> dict:
+    """The data a classifier's run trains on, as a resume checks it: its images and labels."""
+    files = [e.path for e in split.pool] + ([Path(labels)] if labels else [])
+    import hashlib
+
+    assignment = hashlib.sha256("\n".join(f"{e.path.name}\t{e.label}\t{e.group}" for e in split.pool).encode())
+    return {"fingerprint": fingerprint_files(files) + ":" + assignment.hexdigest()[:16],
+            "n_train": len(split.train), "n_validation": len(split.val)}
 
 
 def _write(spec: Spec, network, out, training: Training, data: Data, test_split: str | None, **naming) -> Path:
@@ -239,25 +269,35 @@ def fit_classifier(blueprint: str | Path | Spec, data: str | Path, out: str | Pa
                    description: str | None = None, batch_size: int = 32, max_steps: int = 1500, lr: float | None = None,
                    val_every: int = 100, seed: int = 0, progress: bool = True, data_description: str | None = None,
                    data_source: str | None = None, data_license: str | None = None, overwrite: bool = False,
-                   run_dir=None, max_time=None, **lightning) -> Path:
+                   run_dir=None, max_time=None, resume=None, checkpoint_every: int | None = None,
+                   select: str = "metric", **lightning) -> Path | None:
     """Train a classifier; return the package path. With ``split_column``, only rows whose split
     is ``train_split`` train (and select the weights); rows of ``test_split`` are scored at the
     end, by the written package, into its metrics and model card. The weights kept are those
-    with the lowest validation loss, checked every ``val_every`` steps."""
+    with the best macro-F1 on the validation images (``select="loss"``: the lowest validation
+    loss), checked every ``val_every`` steps. Checkpoints and resume as for :func:`zoo.trainers.fit.fit`."""
     split = split_examples(data, labels, group_column, split_column, train_split, test_split, val_fraction, seed)
     spec = blueprint if isinstance(blueprint, Spec) else specs.load(blueprint)
     spec = prepare(spec, split.classes, data_channels(read_image(split.pool[0].path), spec.inputs[0]), canvas, scale)
     options = TrainingOptions(max_steps=max_steps, batch_size=batch_size, seed=seed, val_every=val_every,
                               progress=progress, lightning=lightning)
+    refuse_existing(out, overwrite)
     pl.seed_everything(options.seed, workers=True, verbose=False)
     index = {c: i for i, c in enumerate(split.classes)}
     weights = class_weights([index[e.label] for e in split.train], len(split.classes))
     module = architectures.get(spec.architecture_id).training_module()(
         spec, class_weights=weights, **({"lr": lr} if lr is not None else {}))
-    run_dir = run_folder(out, run_dir)
-    run = train(module, datamodule(spec, split, options.batch_size, options.seed), options.max_steps,
-                progress=options.progress, val_check_interval=options.validate_every, check_val_every_n_epoch=None,
-                run_dir=run_dir, max_time=max_time, **options.lightning)
+    dm = datamodule(spec, split, options.batch_size, options.seed)
+    selection, items = choose(spec, dm, select, classifier=True)
+    run_dir, resume = run_and_resume(out, run_dir, resume)
+    identity = run_identity(spec, "fit_classifier", _data_identity(split, labels), options,
+                            module=module.hparams_for_record(), select=selection.monitor)
+    plan = open_run(run_dir, identity, checkpoint_every or options.validate_every, resume, overwrite)
+    run = train(module, dm, options.max_steps, progress=options.progress, val_every=options.validate_every,
+                run_dir=run_dir, max_time=max_time, plan=plan, selection=selection, selection_items=items,
+                seed=options.seed, **options.lightning)
+    if not run.writes:
+        return None
     training = _training(spec, split, {"description": data_description, "source": data_source,
                                        "license": data_license}, run, module,
                          {"max_steps": options.max_steps, "batch_size": options.batch_size, "seed": options.seed},
@@ -297,7 +337,8 @@ def finetune_from(parent: tuple[Spec, Path, str], data: str | Path, out: str | P
                   split_column: str | None = None, train_split: str = "train", test_split: str | None = None,
                   val_fraction: float = 0.15, name: str | None = None, version: str = "0.1.0",
                   description: str | None = None, evaluate: bool = True, overwrite: bool = False, run_dir=None,
-                  max_time=None) -> Path:
+                  max_time=None, resume=None, checkpoint_every: int | None = None,
+                  select: str = "metric") -> Path | None:
     """:func:`finetune_classifier` of a loaded parent (:func:`zoo.trainers.parent.load_parent`):
     ``options.batch_size`` None takes the parent's."""
     parent_spec, parent_root, parent_sha = parent
@@ -306,6 +347,7 @@ def finetune_from(parent: tuple[Spec, Path, str], data: str | Path, out: str | P
                            options.seed)
     channels = data_channels(read_image(split.pool[0].path), parent_spec.inputs[0])
     spec = prepare(child_spec(parent_spec, channels, {}), split.classes, channels, None, None)
+    refuse_existing(out, overwrite)
     pl.seed_everything(options.seed, workers=True, verbose=False)
     index = {c: i for i, c in enumerate(split.classes)}
     module = architectures.get(spec.architecture_id).training_module()(
@@ -320,11 +362,17 @@ def finetune_from(parent: tuple[Spec, Path, str], data: str | Path, out: str | P
     if options.batch_size is None:
         options = replace(options, batch_size=int(parent_config(parent_spec).get("batch_size", 32)))
     dm = datamodule(spec, split, options.batch_size, options.seed)
+    selection, items = choose(spec, dm, select, classifier=True)
+    run_dir, resume = run_and_resume(out, run_dir, resume)
+    identity = run_identity(spec, "finetune_classifier", _data_identity(split, labels), options, parent=parent_sha,
+                            policy=policy.record(), select=selection.monitor)
+    plan = open_run(run_dir, identity, checkpoint_every or options.validate_every, resume, overwrite)
     # the same classes: fine-tuning must beat the parent; a new head has nothing to beat
-    run_dir = run_folder(out, run_dir)
     run, _, freezing = train_child(module, dm, policy, options, None if new_head else initial,
-                                   val_check_interval=options.validate_every, check_val_every_n_epoch=None,
-                                   run_dir=run_dir, max_time=max_time)
+                                   selection=selection, selection_items=items, val_every=options.validate_every,
+                                   run_dir=run_dir, max_time=max_time, plan=plan)
+    if not run.writes:
+        return None
     record = policy.record()
     record.pop("unfreeze_every", None)             # a classifier's record has never named it
     record = {**record, "patience": options.patience, "parent_classes": list(parent_spec.outputs[0].channels or []),

@@ -39,6 +39,8 @@ class PatchDataset(Dataset):
     its pixels above the image's 80th percentile; up to 8 draws), so that sparse images do not
     train on background alone. With ``fixed=True`` (validation) positions are drawn once.
     ``weights``: how often each image is drawn (default: equally often).
+    Sample ``i`` is drawn from its own random stream (seed, i): any index is valid, and training
+    reads the indices a :class:`StepSampler` gives.
     """
 
     def __init__(self, images: list[np.ndarray | tuple[np.ndarray, ...]], patch: Sequence[int], length: int,
@@ -82,17 +84,14 @@ class PatchDataset(Dataset):
     def _cut(self, image: np.ndarray, corner: tuple[int, ...]) -> np.ndarray:
         return image[(slice(None),) + tuple(slice(c, c + p) for c, p in zip(corner, self.patch))]
 
-    def _stream(self) -> np.random.Generator:
-        """A random stream per process (each DDP rank and data-loader worker draws different patches)."""
-        if self._rng is None:
-            worker = torch.utils.data.get_worker_info()
-            dist = torch.distributed
-            rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-            self._rng = np.random.default_rng((self.seed, rank, worker.id if worker else 0))
-        return self._rng
+    def _stream(self, i: int) -> np.random.Generator:
+        """The random stream of sample ``i``: a function of the seed and the sample's position in
+        the run (:class:`StepSampler` gives every rank and step its own positions), so that a
+        resumed run draws the patches the uninterrupted one would have drawn."""
+        return np.random.default_rng((self.seed, int(i)))
 
     def __getitem__(self, i: int):
-        rng = self._stream()
+        rng = self._stream(i)
         k, corner = self._fixed[i] if self._fixed else self._draw(rng)
         patches = tuple(self._cut(image, corner) for image in self.images[k])
         if self.augment:
@@ -125,7 +124,66 @@ def mixed_weights(n_own: int, rehearsal: Rehearsal | None) -> list[float] | None
     return [(1 - rehearsal.fraction) / n_own] * n_own + [rehearsal.fraction / n] * n
 
 
-class RestorationDataModule(pl.LightningDataModule):
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of processes (0, 1 outside distributed training)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class StepSampler(torch.utils.data.Sampler):
+    """The training samples of a whole run, step by step: on rank ``r`` of ``world``, step ``s``
+    reads the sample positions ``(s * world + r) * batch_size + j``. The data a step sees is thus
+    a function of the step alone, and a run resumed at step ``start`` (:meth:`StepData.plan`)
+    reads exactly what the uninterrupted run read from there on. Lightning sees one epoch of
+    ``steps`` batches; validation runs every N steps (``val_check_interval``)."""
+
+    def __init__(self, batch_size: int, steps: int, start: int = 0):
+        super().__init__()
+        self.batch_size, self.steps, self.start = batch_size, steps, start
+
+    def __iter__(self):
+        rank, world = rank_and_world()
+        start, self.start = self.start, 0          # a resume offsets the first pass only
+        for step in range(start, self.steps):
+            base = (step * world + rank) * self.batch_size
+            yield from range(base, base + self.batch_size)
+
+    def __len__(self) -> int:
+        return self.steps * self.batch_size
+
+
+class StepLoader(DataLoader):
+    """A data loader over a :class:`StepSampler`. Lightning treats it as resumable (it has a
+    state): where it resumes is the checkpoint's step, which :meth:`StepData.plan` hands over."""
+
+    def state_dict(self) -> dict:
+        return {"sampler": "step"}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class StepData:
+    """What a data module needs to feed a run step by step: ``plan(steps, start)`` before
+    fitting, then ``step_loader(dataset)`` in ``train_dataloader`` (unplanned: one pass of
+    ``steps_per_epoch`` steps)."""
+
+    total_steps: int | None = None
+    start_step: int = 0
+
+    def plan(self, steps: int, start: int = 0) -> None:
+        """The run's length in steps, and the step a resumed run starts from."""
+        self.total_steps, self.start_step = int(steps), int(start)
+
+    def step_loader(self, dataset, batch_size: int) -> DataLoader:
+        return StepLoader(dataset, batch_size=batch_size,
+                          sampler=StepSampler(batch_size, self.total_steps or getattr(self, "steps_per_epoch", 1),
+                                              self.start_step), num_workers=0)
+
+
+class RestorationDataModule(StepData, pl.LightningDataModule):
     """Patches of normalised images for image-to-image training: images alone (self-supervised)
     or (image, target) pairs. Targets are normalised with the input's own ops, per image."""
 
@@ -161,9 +219,18 @@ class RestorationDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         ds = PatchDataset(self.train_images, self.patch, self.steps_per_epoch * self.batch_size,
                           augment=True, seed=self.seed, foreground=self.foreground, weights=self.weights)
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=False, num_workers=0)
+        return self.step_loader(ds, self.batch_size)
+
+    def _validation_patches(self) -> PatchDataset:
+        return PatchDataset(self.val_images, self.patch, self.val_patches, augment=False,
+                            seed=self.seed + 10_000, fixed=True)
 
     def val_dataloader(self) -> DataLoader:
-        ds = PatchDataset(self.val_images, self.patch, self.val_patches, augment=False,
-                          seed=self.seed + 10_000, fixed=True)
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=False, num_workers=0)
+        return DataLoader(self._validation_patches(), batch_size=self.batch_size, shuffle=False, num_workers=0)
+
+    def selection_items(self) -> list[tuple[np.ndarray, np.ndarray]] | None:
+        """The validation patches with their targets (PSNR), or None without targets."""
+        if not self.val_images or not isinstance(self.val_images[0], tuple):
+            return None
+        ds = self._validation_patches()
+        return [tuple(ds._cut(a, corner) for a in self.val_images[k]) for k, corner in ds._fixed]

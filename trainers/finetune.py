@@ -26,12 +26,15 @@ from zoo.spec import Spec, Training
 
 from . import dispatch
 from .data import Rehearsal
-from .fit import data_record, make_datamodule, pair_targets, sample_image, split_files
+from .checkpoints import open_run
+from .fit import (data_record, make_datamodule, pair_targets, refuse_existing, run_and_resume, run_identity,
+                  sample_image, split_files)
 from .loop import add_shift_check
 from .options import TrainingOptions
-from .runlog import attach_curves, run_folder
+from .runlog import attach_curves
 from .parent import child_spec, data_channels, load_parent, record_comparison, train_child
 from .policy import FinetunePolicy, parent_config
+from .selection import choose
 
 log = logging.getLogger("zoo.trainers")
 
@@ -73,7 +76,9 @@ def finetune(parent, data: str | Path | None, out: str | Path, *, target: str | 
              data_description: str | None = None, data_source: str | None = None, data_license: str | None = None,
              sample: str | Path | None = None, overwrite: bool = False, callbacks: Sequence = (),
              labels: str | Path | None = None, group_column: str | None = None, split_column: str | None = None,
-             train_split: str = "train", test_split: str | None = None, run_dir=None, max_time=None, **lightning) -> Path:
+             train_split: str = "train", test_split: str | None = None, run_dir=None, max_time=None,
+             resume=None, checkpoint_every: int | None = None, select: str = "metric", device: str | None = None,
+             **lightning) -> Path | None:
     """Fine-tune the package ``parent`` on ``data`` (and ``target``); return the child package's path.
 
     The one way in for fine-tuning, whatever the task: the parent's architecture names its
@@ -100,14 +105,21 @@ def finetune(parent, data: str | Path | None, out: str | Path, *, target: str | 
         in the channels it declares) and the classical baseline on the validation images; the
         numbers land in the child's ``training.metrics`` (``finetune_report``, ``parent_vs_child``)
         and a warning is logged when the child scores below either.
+    run_dir, max_time, resume, checkpoint_every, select, device: as for
+        :func:`zoo.trainers.fit.fit` (the parent's weights compete by the selection's metric).
     """
+    from .fit import device_options
+
+    if device is not None:
+        lightning["accelerator"], lightning["devices"] = device_options(device, lightning.get("accelerator", "auto"),
+                                                                        lightning.get("devices", "auto"))
     given = dict(locals())
     policy = FinetunePolicy(freeze, unfreeze_every, lr, lr_scale, warmup, layer_decay)
     options = TrainingOptions(max_steps=max_steps, batch_size=batch_size, seed=seed, val_every=val_every,
                               patience=patience, progress=progress, lightning=lightning)
     loaded = load_parent(parent, registry)
     trainer = dispatch.trainer_for(loaded[0])
-    common = ("parent", "data", "out", "registry", "lightning", "freeze", "unfreeze_every", "lr", "lr_scale",
+    common = ("parent", "data", "out", "registry", "lightning", "device", "device_options", "freeze", "unfreeze_every", "lr", "lr_scale",
               "warmup", "layer_decay", "max_steps", "batch_size", "seed", "val_every", "patience", "progress")
     task_options = {k: v for k, v in given.items() if k not in common}
     return dispatch.call(trainer.finetune, trainer, loaded[0].ref, task_options, dispatch.defaults_of(finetune),
@@ -118,7 +130,8 @@ def finetune_dense(parent: tuple[Spec, Path, str], data, out, policy: FinetunePo
                    target=None, train_files=None, val_files=None, val_fraction: float = 0.15, name=None,
                    version: str = "0.1.0", description=None, channels=None, params=None, rehearsal=None, patch=None,
                    evaluate: bool = True, data_description=None, data_source=None, data_license=None, sample=None,
-                   overwrite: bool = False, callbacks: Sequence = (), run_dir=None, max_time=None) -> Path:
+                   overwrite: bool = False, callbacks: Sequence = (), run_dir=None, max_time=None, resume=None,
+                   checkpoint_every: int | None = None, select: str = "metric") -> Path | None:
     """Restoration and segmentation: patches of the user's images (and targets), the parent's
     patch and batch size unless given, rehearsal of the parent's data (see :func:`finetune`)."""
     import pytorch_lightning as pl
@@ -134,6 +147,9 @@ def finetune_dense(parent: tuple[Spec, Path, str], data, out, policy: FinetunePo
     if params:
         _output_names(spec)
 
+    refuse_existing(out, overwrite)
+    record_data = data_record(train_files, val_files, pairs, data, data_description, data_source, data_license)
+
     pl.seed_everything(options.seed, workers=True, verbose=False)
     module = arch.training_module()(spec)
     _check_outputs(spec, module.network)
@@ -145,10 +161,18 @@ def finetune_dense(parent: tuple[Spec, Path, str], data, out, policy: FinetunePo
     options = replace(options, batch_size=options.batch_size or parent_config(parent_spec).get("batch_size", 8))
     datamodule = make_datamodule(module, train_files, val_files, pairs, patch, options.batch_size,
                                  options.validate_every, options.seed, rehearsal)
+    selection, items = choose(spec, datamodule, select)
+    run_dir, resume = run_and_resume(out, run_dir, resume)
+    identity = run_identity(spec, "finetune", record_data, options, parent=parent_sha, patch=patch,
+                            policy=policy.record(), select=selection.monitor,
+                            rehearsal=[p.name for p in rehearsal.files] if rehearsal else None)
+    plan = open_run(run_dir, identity, checkpoint_every or options.validate_every, resume, overwrite)
     # fine-tuning must beat the parent
-    run_dir = run_folder(out, run_dir)
     run, parent_val_loss, freezing = train_child(module, datamodule, policy, options, initial, callbacks,
-                                                 run_dir=run_dir, max_time=max_time)
+                                                 selection=selection, selection_items=items, run_dir=run_dir,
+                                                 max_time=max_time, val_every=options.validate_every, plan=plan)
+    if not run.writes:
+        return None
     if run.selected_step == 0:
         log.warning("fine-tuning never beat the parent's validation loss (%.4g): the package keeps the parent's "
                     "weights (adapted to the new inputs)", parent_val_loss)
@@ -159,9 +183,9 @@ def finetune_dense(parent: tuple[Spec, Path, str], data, out, policy: FinetunePo
               "transfer": transfer.to_dict(), "trainable_stages": freezing.history,
               **({"rehearsal": {"fraction": rehearsal.fraction, "images": len(rehearsal.files)}} if rehearsal else {})}
     training = Training(
-        data=data_record(train_files, val_files, pairs, data, data_description, data_source, data_license),
+        data=record_data,
         statistics=datamodule.statistics(),
-        metrics={"val_loss": run.val_loss, "parent_val_loss": parent_val_loss},
+        metrics={**run.metrics(), "parent_val_loss": parent_val_loss},
         config={"max_steps": options.max_steps, "patch": patch, "batch_size": options.batch_size,
                 "seed": options.seed, **run.record(), **module.hparams_for_record(), "finetune": record,
                 "validation_files": [p.name for p in val_files]},

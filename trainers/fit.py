@@ -22,6 +22,7 @@ from . import dispatch
 from .data import Rehearsal, RestorationDataModule
 from .loop import add_shift_check, train
 from .options import TrainingOptions
+from .checkpoints import open_run
 from .runlog import attach_curves, run_folder
 
 log = logging.getLogger("zoo.trainers")
@@ -40,7 +41,9 @@ def fit(blueprint: str | Path | Spec, data: str | Path | None, out: str | Path, 
         callbacks: Sequence = (), labels: str | Path | None = None, group_column: str | None = None,
         split_column: str | None = None, train_split: str = "train", test_split: str | None = None,
         canvas: int | None = None, scale: float | None = None, val_every: int | None = None,
-        pixel_size: float | dict | None = None, run_dir: str | Path | None = None, max_time=None) -> Path:
+        pixel_size: float | dict | None = None, run_dir: str | Path | None = None, max_time=None,
+        resume: str | Path | bool | None = None, checkpoint_every: int | None = None, select: str = "metric",
+        device: str | None = None) -> Path | None:
     """Train ``blueprint`` on the images in ``data`` (or explicit file lists); return the package path.
 
     A classifier's blueprint is trained by :func:`zoo.trainers.classification.fit_classifier`
@@ -61,13 +64,27 @@ def fit(blueprint: str | Path | Spec, data: str | Path | None, out: str | Path, 
     the images' metadata, when they state one.
     ``run_dir``: the run folder (default ``OUT.run`` beside the package): metrics.csv,
     TensorBoard events where installed, training_curves.png (also shown in the package's card).
-    ``max_time``: a time budget (``timedelta``); the run stops when it is spent.
+    ``max_time``: a time budget (``timedelta``) for this session; the run stops when it is spent
+    (and can be resumed).
+    ``checkpoint_every``: steps between checkpoints in ``run_dir/checkpoints`` (default: every
+    validation); one is also written when training ends.
+    ``resume``: continue the run in this run folder (True: the default ``OUT.run``) from its
+    latest checkpoint: same blueprint, data and settings, else a clear error
+    (:mod:`zoo.trainers.checkpoints`).
+    ``select``: ``metric`` keeps the weights that score best by the task's metric on the
+    validation split (AP@0.5, macro-F1, PSNR: :mod:`zoo.trainers.selection`), ``loss`` those with
+    the lowest validation loss; recorded in ``training.config.selection``.
+    ``device``: ``cpu``, ``cuda`` (``cuda:N``) or ``mps``, the same for every architecture (sets
+    ``accelerator`` and ``devices``).
+    Under several processes (``strategy="ddp"``) only rank 0 writes the package, after the
+    others have finished; the other ranks return None.
     """
     given = dict(locals())
     spec = blueprint if isinstance(blueprint, Spec) else specs.load(blueprint)
     trainer = dispatch.trainer_for(spec)
+    accelerator, devices = device_options(device, accelerator, devices)
     lightning = {"accelerator": accelerator, "devices": devices, "precision": precision, "strategy": strategy}
-    options = {k: v for k, v in given.items() if k not in ("blueprint", "data", "out", *dispatch.LIGHTNING)}
+    options = {k: v for k, v in given.items() if k not in ("blueprint", "data", "out", "device", *dispatch.LIGHTNING)}
     return dispatch.call(trainer.fit, trainer, spec.ref, options, dispatch.defaults_of(fit), spec, data, out,
                          **lightning)
 
@@ -77,17 +94,22 @@ def fit_dense(spec: Spec, data, out, *, target=None, train_files=None, val_files
               max_steps: int = 1000, steps_per_epoch: int = 200, lr=None, seed: int = 0, progress=True,
               module_options=None, data_description=None, data_source=None, data_license=None, sample=None,
               overwrite: bool = False, callbacks: Sequence = (), pixel_size=None, run_dir=None, max_time=None,
-              **lightning) -> Path:
+              resume=None, checkpoint_every: int | None = None, select: str = "metric", val_every: int | None = None,
+              **lightning) -> Path | None:
     """Restoration and segmentation: patches of the images (and targets), by-image validation,
-    one validation every ``steps_per_epoch`` steps (see :func:`fit` for the options)."""
+    one validation every ``steps_per_epoch`` (or ``val_every``) steps (see :func:`fit` for the options)."""
     import pytorch_lightning as pl
 
-    options = TrainingOptions(max_steps=max_steps, batch_size=batch_size, seed=seed, val_every=steps_per_epoch,
-                              progress=progress, lightning=lightning)
+    from .selection import choose
+
+    options = TrainingOptions(max_steps=max_steps, batch_size=batch_size, seed=seed,
+                              val_every=val_every or steps_per_epoch, progress=progress, lightning=lightning)
 
     arch = architectures.get(spec.architecture_id)
     train_files, val_files = split_files(data, train_files, val_files, val_fraction, options.seed)
     pairs = pair_targets(arch, target, train_files, val_files)
+    refuse_existing(out, overwrite)
+    record = data_record(train_files, val_files, pairs, data, data_description, data_source, data_license)
 
     pl.seed_everything(options.seed, workers=True, verbose=False)
     module_kwargs = dict(module_options or {})
@@ -96,13 +118,20 @@ def fit_dense(spec: Spec, data, out, *, target=None, train_files=None, val_files
     module = arch.training_module()(spec, **module_kwargs)
     datamodule = make_datamodule(module, train_files, val_files, pairs, patch, options.batch_size,
                                  options.validate_every, options.seed)
-    run_dir = run_folder(out, run_dir)
+    selection, items = choose(spec, datamodule, select)
+    run_dir, resume = run_and_resume(out, run_dir, resume)
+    identity = run_identity(spec, "fit", record, options, patch=patch, module=module.hparams_for_record(),
+                            select=selection.monitor)
+    plan = open_run(run_dir, identity, checkpoint_every or options.validate_every, resume, overwrite)
     run = train(module, datamodule, options.max_steps, callbacks, progress=options.progress, run_dir=run_dir,
-                max_time=max_time, **options.lightning)
+                max_time=max_time, val_every=options.validate_every, plan=plan, selection=selection,
+                selection_items=items, seed=options.seed, **options.lightning)
+    if not run.writes:
+        return None
     training = Training(
-        data=data_record(train_files, val_files, pairs, data, data_description, data_source, data_license),
+        data=record,
         statistics=datamodule.statistics(),
-        metrics={"val_loss": run.val_loss},
+        metrics=run.metrics(),
         config={"max_steps": options.max_steps, "patch": patch, "batch_size": options.batch_size,
                 "seed": options.seed, "precision": options.lightning["precision"], **run.record(),
                 **module.hparams_for_record(), "validation_files": [p.name for p in val_files]},
@@ -121,6 +150,65 @@ def fit_dense(spec: Spec, data, out, *, target=None, train_files=None, val_files
 
 
 # ---------------------------------------------------------------------------- shared by fit and finetune
+def device_options(device: str | None, accelerator: str = "auto", devices="auto") -> tuple[str, object]:
+    """Lightning's (accelerator, devices) for ``device``: ``cpu``, ``cuda`` / ``cuda:N`` or ``mps``;
+    None keeps ``accelerator`` and ``devices``. A device this machine lacks is a clear error."""
+    if device is None:
+        return accelerator, devices
+    import torch
+
+    kind, _, index = str(device).lower().partition(":")
+    if kind == "cpu":
+        return "cpu", devices
+    if kind in ("cuda", "gpu"):
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {device}: this machine has no CUDA device that torch {torch.__version__} "
+                             "can use; train with --device cpu (or install a CUDA build of torch)")
+        return "gpu", [int(index)] if index else devices
+    if kind == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise InputError(f"--device mps: Apple's Metal (MPS) is not available here (torch {torch.__version__}); "
+                             "train with --device cpu")
+        return "mps", devices
+    raise InputError(f"--device takes cpu, cuda (cuda:N) or mps, got {device!r}")
+
+
+def refuse_existing(out, overwrite: bool) -> None:
+    """A package already at ``out`` is refused before training, not after it (rank 0 only)."""
+    from .checkpoints import local_rank
+
+    out = Path(out)
+    if local_rank() == 0 and not overwrite and (out / specs.SPEC_FILE).is_file():
+        raise InputError(f"{out} already holds a package; choose another --out or pass --overwrite")
+
+
+def run_and_resume(out, run_dir, resume) -> tuple[Path, bool]:
+    """The run folder and whether to resume it: ``resume`` may name the folder (then ``run_dir``,
+    if given, must be the same) or be True (the default ``OUT.run``, or ``run_dir``)."""
+    if resume in (None, False):
+        return run_folder(out, run_dir), False
+    if resume is True:
+        return run_folder(out, run_dir), True
+    if run_dir is not None and Path(run_dir).resolve() != Path(resume).resolve():
+        raise InputError(f"--resume {resume} and --run-dir {run_dir} name two run folders; a resumed run goes on "
+                         "in its own folder: give --resume alone")
+    return Path(resume), True
+
+
+def run_identity(spec: Spec, trainer: str, record: dict, options: TrainingOptions, parent: str | None = None,
+                 **more) -> dict:
+    """What a resume must share with its run (see :func:`zoo.trainers.checkpoints.check_identity`)."""
+    import json
+
+    identity = {"architecture": spec.architecture_id, "architecture_params": dict(spec.architecture_params),
+                "trainer": trainer, "parent": parent, "data": record["fingerprint"],
+                "n_images": record.get("n_train", 0) + record.get("n_validation", 0),
+                "max_steps": options.max_steps, "batch_size": options.batch_size, "seed": options.seed,
+                "val_every": options.validate_every, "precision": str(options.lightning.get("precision", "32-true")),
+                **more}
+    return json.loads(json.dumps(identity, default=str))     # plain JSON, as the pointer stores it
+
+
 def split_files(data, train_files, val_files, val_fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
     """Training and validation images: explicit lists, or a by-image split of the folder ``data``."""
     if train_files is None:

@@ -29,10 +29,11 @@ class TrainingOptions:
         """Steps between validations, never more than the run."""
         return min(self.val_every, self.max_steps)
 
-    def early_stopping(self) -> list:
-        """Lightning's early stopping on the validation loss, or nothing without ``patience``."""
+    def early_stopping(self, monitor: str = "val_loss", mode: str = "min") -> list:
+        """Lightning's early stopping on the selection's metric (default the validation loss), or
+        nothing without ``patience``."""
         if not self.patience:
             return []
         from pytorch_lightning.callbacks import EarlyStopping
 
-        return [EarlyStopping("val_loss", patience=self.patience, mode="min")]
+        return [EarlyStopping(monitor, patience=self.patience, mode=mode)]

@@ -16,7 +16,7 @@ from zoo.runtime import layout
 from zoo.spec import Spec
 
 from .callbacks import KeepBest
-from .loop import Run, train, validation_loss
+from .loop import Run, train, validation_scores
 from .options import TrainingOptions
 from .policy import FinetunePolicy
 
@@ -94,17 +94,26 @@ def child_spec(parent: Spec, channels: int, params: dict) -> Spec:
 
 
 def train_child(module, datamodule, policy: FinetunePolicy, options: TrainingOptions, parent_state: dict | None,
-                callbacks=(), **trainer) -> tuple[Run, float | None, object]:
+                callbacks=(), selection=None, selection_items=None, **trainer) -> tuple[Run, float | None, object]:
     """Train a child under ``policy`` (resolved by :meth:`FinetunePolicy.apply`) and ``options``
     (early stopping with their patience); return (run, the parent's validation loss, the freezing
     callback with its history). With ``parent_state`` (the parent's weights adapted to the child),
-    those weights are scored first and fine-tuning must beat them: when it never does, the child
-    keeps them (``selected_step`` 0). ``trainer``: further options of Lightning's Trainer."""
-    parent_val_loss = validation_loss(module, datamodule, options.lightning) if parent_state is not None else None
+    those weights are scored first (by ``selection``'s metric, default the validation loss) and
+    fine-tuning must beat them: when it never does, the child keeps them (``selected_step`` 0).
+    ``trainer``: further options of :func:`zoo.trainers.loop.train` and Lightning's Trainer."""
+    from .selection import Selection
+
+    selection = selection or Selection()
+    parent_scores = validation_scores(module, datamodule, options.lightning, selection, selection_items) \
+        if parent_state is not None else None
+    parent_val_loss = parent_scores["val_loss"] if parent_scores else None
     freezing = policy.freezing()
-    keep = KeepBest("val_loss", best=parent_val_loss, state=parent_state) if parent_state is not None else None
-    run = train(module, datamodule, options.max_steps, [freezing, *options.early_stopping(), *callbacks],
-                progress=options.progress, keep_best=keep, **trainer, **options.lightning)
+    keep = KeepBest(selection.monitor, best=parent_scores[selection.monitor], state=parent_state, mode=selection.mode,
+                    loss=parent_val_loss) if parent_scores is not None else None
+    run = train(module, datamodule, options.max_steps,
+                [freezing, *options.early_stopping(selection.monitor, selection.mode), *callbacks],
+                progress=options.progress, keep_best=keep, selection=selection, selection_items=selection_items,
+                seed=options.seed, **trainer, **options.lightning)
     return run, parent_val_loss, freezing
 
 

@@ -23,12 +23,16 @@ def run_folder(out: str | Path, run_dir: str | Path | None = None) -> Path:
     return Path(run_dir) if run_dir is not None else out.parent / f"{out.name}.run"
 
 
-def loggers(run_dir: Path) -> list:
-    """Lightning loggers writing into ``run_dir``: CSV, and TensorBoard where it is installed."""
+def loggers(run_dir: Path, keep: bool = False) -> list:
+    """Lightning loggers writing into ``run_dir``: CSV, and TensorBoard where it is installed.
+    ``keep``: a resumed run appends to the run's ``metrics.csv`` (Lightning's CSV logger deletes it)."""
     from pytorch_lightning.loggers import CSVLogger
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    found = [CSVLogger(str(run_dir), name="", version="")]
+    csv_logger = CSVLogger(str(run_dir), name="", version="")
+    if keep:
+        csv_logger._experiment = _AppendingWriter(csv_logger.log_dir)
+    found = [csv_logger]
     try:
         from pytorch_lightning.loggers import TensorBoardLogger
         import tensorboard  # noqa: F401  (TensorBoardLogger needs it or tensorboardX)
@@ -37,6 +41,20 @@ def loggers(run_dir: Path) -> list:
     except ImportError:
         pass
     return found
+
+
+def _AppendingWriter(log_dir: str):
+    """Lightning's CSV writer that keeps an existing ``metrics.csv`` and its columns."""
+    from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+
+    class AppendingWriter(ExperimentWriter):
+        def _check_log_dir_exists(self) -> None:
+            path = Path(self.metrics_file_path)
+            if path.is_file():
+                with open(path, newline="") as f:
+                    self.metrics_keys = sorted(next(csv.reader(f), []))
+
+    return AppendingWriter(log_dir)
 
 
 def read_metrics(run_dir: Path) -> dict[str, list[tuple[int, float]]]:

@@ -21,7 +21,7 @@ from zoo.images import intensity_statistics, normalise, read_raw
 from zoo.spec import TensorSpec
 
 from .base import ZooModule
-from .data import PatchDataset, Rehearsal, mixed_weights
+from .data import PatchDataset, Rehearsal, StepData, mixed_weights
 
 # How a target channel transforms with the image (see ``transform_targets``):
 #   ("scalar",)            a value per pixel (probability, class, weight)
@@ -75,7 +75,7 @@ class SegmentationPatches(PatchDataset):
         return 0.5                                           # the last array is the object mask
 
     def __getitem__(self, i: int):
-        rng = self._stream()
+        rng = self._stream(i)
         k_image, corner = self._fixed[i] if self._fixed else self._draw(rng)
         image, targets, _ = (self._cut(a, corner) for a in self.images[k_image])
         if self.augment:
@@ -99,7 +99,7 @@ def read_labels(path: Path, spatial_shape: tuple[int, ...]) -> np.ndarray:
     return labels.astype(np.int32)
 
 
-class SegmentationDataModule(pl.LightningDataModule):
+class SegmentationDataModule(StepData, pl.LightningDataModule):
     """Patches of normalised images with their architecture's targets, computed from label
     images (``targets(labels) -> C, *spatial`` float32)."""
 
@@ -117,6 +117,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.raw_train = [read_raw(p, tensor) for p in train_files]
         self.train_images = [self._example(x, tensor, t, targets) for x, t in zip(self.raw_train, train_targets)]
         self.val_images = [self._example(read_raw(p, tensor), tensor, t, targets) for p, t in zip(val_files, val_targets)]
+        self.val_label_paths = list(val_targets)
         if rehearsal is not None:
             if rehearsal.targets is None:
                 raise InputError("rehearsal images for segmentation need their label images")
@@ -135,12 +136,21 @@ class SegmentationDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         ds = SegmentationPatches(self.train_images, self.roles, self.patch, self.steps_per_epoch * self.batch_size,
                                  augment=True, seed=self.seed, foreground=self.foreground, weights=self.weights)
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=False, num_workers=0)
+        return self.step_loader(ds, self.batch_size)
+
+    def _validation_patches(self) -> SegmentationPatches:
+        return SegmentationPatches(self.val_images, self.roles, self.patch, self.val_patches, augment=False,
+                                   seed=self.seed + 10_000, fixed=True, foreground=self.foreground)
 
     def val_dataloader(self) -> DataLoader:
-        ds = SegmentationPatches(self.val_images, self.roles, self.patch, self.val_patches, augment=False,
-                                 seed=self.seed + 10_000, fixed=True, foreground=self.foreground)
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=False, num_workers=0)
+        return DataLoader(self._validation_patches(), batch_size=self.batch_size, shuffle=False, num_workers=0)
+
+    def selection_items(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The validation patches with their label images cut at the same place (AP@0.5)."""
+        ds = self._validation_patches()
+        labels = [read_labels(p, image.shape[1:])[None] for p, (image, _, _) in zip(self.val_label_paths,
+                                                                                       self.val_images)]
+        return [(ds._cut(self.val_images[k][0], corner), ds._cut(labels[k], corner)[0]) for k, corner in ds._fixed]
 
 
 class SegmentationModule(ZooModule):

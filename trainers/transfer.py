@@ -94,3 +94,9 @@ class Freezing(pl.Callback):
         set_trainable(module.network, count)
         if not self.history or self.history[-1][1] != count:
             self.history.append((trainer.global_step, count))
+
+    def state_dict(self) -> dict:
+        return {"history": [list(h) for h in self.history]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history = [tuple(h) for h in state.get("history", [])]

@@ -12,7 +12,18 @@ def _run_options(p) -> None:
     p.add_argument("--run-dir", type=Path, help="the run folder: metrics.csv, TensorBoard events where installed, "
                                                 "training_curves.png (default: OUT.run beside the package)")
     p.add_argument("--max-time", type=max_time, metavar="BUDGET",
-                   help="stop when this much time is spent, keeping the best weights: e.g. 2h, 90m, 1d12h, 01:30:00")
+                   help="stop when this much time is spent in this session, keeping the best weights (the run can be "
+                        "resumed): e.g. 2h, 90m, 1d12h, 01:30:00")
+    p.add_argument("--checkpoint-every", type=int, metavar="STEPS",
+                   help="steps between checkpoints in RUN_DIR/checkpoints (default: every validation); one is also "
+                        "written when training ends")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR from its last checkpoint (optimiser, schedule, random and data "
+                        "state): give the command that started it, plus --resume")
+    p.add_argument("--select", choices=["metric", "loss"], default="metric",
+                   help="keep the weights with the best task metric on the validation split (AP@0.5 for instance "
+                        "models, macro-F1 for classifiers, PSNR for restoration with targets; default) or the lowest "
+                        "validation loss")
 
 
 def max_time(text: str):
@@ -37,12 +48,19 @@ def cmd_train(args) -> int:
                      version=args.version, val_fraction=args.val_fraction, patch=args.patch,
                      batch_size=args.batch_size, max_steps=args.max_steps, lr=args.lr, seed=args.seed,
                      accelerator=args.accelerator, devices=args.devices, precision=args.precision,
-                     strategy=args.strategy, progress=sys.stderr.isatty(), overwrite=args.overwrite,
+                     strategy=args.strategy, progress=True if sys.stderr.isatty() else "lines", overwrite=args.overwrite,
                      labels=args.labels, group_column=args.group_column, split_column=args.split_column,
                      train_split=args.train_split, test_split=args.test_split, canvas=args.canvas, scale=args.scale,
-                     pixel_size=args.pixel_size, run_dir=args.run_dir, max_time=args.max_time)
-    print(f"package written: {path} (publish it with `zoo push {path}`)")
+                     pixel_size=args.pixel_size, run_dir=args.run_dir, max_time=args.max_time,
+                     val_every=args.val_every, **_run_args(args))
+    if path is not None:              # under DDP, ranks other than 0 write nothing
+        print(f"package written: {path} (publish it with `zoo push {path}`)")
     return 0
+
+
+def _run_args(args) -> dict:
+    return {"resume": args.resume, "checkpoint_every": args.checkpoint_every, "select": args.select,
+            "device": args.device}
 
 
 def cmd_finetune(args) -> int:
@@ -71,7 +89,9 @@ def cmd_finetune(args) -> int:
                         seed=args.seed, registry=registry_of(args),
                         progress=True if sys.stderr.isatty() else "lines", overwrite=args.overwrite,
                         accelerator=args.accelerator, devices=args.devices, precision=args.precision,
-                        run_dir=args.run_dir, max_time=args.max_time)
+                        strategy=args.strategy, run_dir=args.run_dir, max_time=args.max_time, **_run_args(args))
+    if path is None:                  # under DDP, ranks other than 0 write nothing
+        return 0
     from .. import spec as specs
 
     training = specs.load(path).training
@@ -137,9 +157,15 @@ def _data_options(p: argparse.ArgumentParser, default_name: str) -> None:
 
 def _lightning_options(p: argparse.ArgumentParser) -> None:
     """Options that pass straight to Lightning, and --overwrite, for train and finetune."""
+    p.add_argument("--device", choices=["cpu", "cuda", "mps"],
+                   help="where to train, the same for every architecture (default: Lightning's --accelerator auto)")
     p.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu")
-    p.add_argument("--devices", default="auto", help="Lightning devices, e.g. 1, 2 or auto")
-    p.add_argument("--precision", default="32-true", help="Lightning precision, e.g. 32-true, 16-mixed")
+    p.add_argument("--devices", default="auto", help="Lightning devices, e.g. 1, 2 or auto (2 with --strategy ddp: two "
+                                                     "processes)")
+    p.add_argument("--precision", default="32-true", help="Lightning precision: 32-true, bf16-mixed (CPU and recent "
+                                                          "GPUs), 16-mixed (GPU)")
+    p.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp (several processes; only rank 0 "
+                                                      "writes the package)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
 
 
@@ -170,11 +196,12 @@ def register(sub) -> None:
                                                       "(default: from their metadata, where they state it)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-steps", type=int, default=1000)
+    p.add_argument("--val-every", type=int, metavar="STEPS",
+                   help="steps between validations (default: 200 for dense models, 100 for classifiers)")
     _run_options(p)
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int, default=0)
     _lightning_options(p)
-    p.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp")
     g = p.add_argument_group("classifier", "labelled images: class folders under --data, or a CSV")
     g.add_argument("--labels", type=Path, help="CSV with columns file (relative to --data) and label")
     g.add_argument("--group-column", help="CSV column grouping images that must stay on one side of the split "
