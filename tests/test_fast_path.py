@@ -37,14 +37,16 @@ def test_rewritten_graph_reproduces_every_standard_package(name):
     new, counts = graph_rewrite.rewrite(data)
     spec = zoo.load(root, runtime="onnx", device="cpu").spec
     if spec.task == "classification":
-        assert counts == {"split_concat": 0, "upsample_conv": 0} and new == data
+        assert not any(counts.values()) and new == data
         return
-    assert counts["upsample_conv"] >= 2 and counts["split_concat"] >= 1, counts
+    inp_axes = spec.inputs[0].spatial_axes
+    upsampled = counts["upsample_subpixel"] if len(inp_axes) == 2 else counts["upsample_conv"]
+    assert upsampled >= 2 and counts["split_concat"] >= 1, (inp_axes, counts)
     inp = spec.inputs[0]
     x = ops.apply(inp.preprocessing, np.load(root / "test" / "input.npy").astype(np.float32), {}, inp.name,
                   ops.PREPROCESSING)
     before, after = session(data), session(new)
-    assert {o.op_type for o in _nodes(new)} >= {"ConvTranspose"}
+    assert {o.op_type for o in _nodes(new)} >= ({"DepthToSpace"} if len(inp_axes) == 2 else {"ConvTranspose"})
     assert sum(n.op_type == "Concat" for n in _nodes(new)) == sum(n.op_type == "Concat" for n in _nodes(data)) - \
         counts["split_concat"]
     feeds = {before.get_inputs()[0].name: x}
@@ -90,14 +92,19 @@ def _unet_like(dims: int, mode: str = "nearest", concat_users: int = 1, scale: f
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
 
 
-@pytest.mark.parametrize("dims", [2, 3])
-def test_rewrites_are_exact_in_2d_and_3d(dims):
+@pytest.mark.parametrize("dims,which,ops", [
+    (2, graph_rewrite.REWRITES, ["MaxPool", "Conv", "Conv", "DepthToSpace", "Slice", "Conv", "Add"]),
+    (2, ("split_concat", "upsample_conv"), ["MaxPool", "Conv", "ConvTranspose", "Conv", "Add"]),
+    (3, graph_rewrite.REWRITES, ["MaxPool", "Conv", "ConvTranspose", "Conv", "Add"]),
+    (2, ("split_concat",), ["MaxPool", "Conv", "Resize", "Conv", "Conv", "Add"])])
+def test_rewrites_are_exact_in_2d_and_3d(dims, which, ops):
     data = _unet_like(dims)
-    new, counts = graph_rewrite.rewrite(data)
-    assert counts == {"split_concat": 1, "upsample_conv": 1}
-    assert [n.op_type for n in _nodes(new)] == ["MaxPool", "Conv", "ConvTranspose", "Conv", "Add"]
-    x = np.random.default_rng(1).random((2, 2) + (12,) * dims, dtype=np.float32)
+    new, counts = graph_rewrite.rewrite(data, which)
+    assert counts["split_concat"] == 1 and sum(counts.values()) == (1 if len(which) == 1 else 2)
+    assert [n.op_type for n in _nodes(new)] == ops
+    x = np.random.default_rng(1).random((2, 2) + (12, 14, 10)[:dims], dtype=np.float32)
     y0, y1 = session(data).run(None, {"x": x})[0], session(new).run(None, {"x": x})[0]
+    assert y0.shape == y1.shape
     assert np.abs(y0 - y1).max() < 1e-5 * max(1.0, float(np.abs(y0).max()))
 
 
@@ -107,7 +114,8 @@ def test_patterns_that_are_not_exact_are_left_alone():
     assert counts["split_concat"] == 0 and "Concat" in [n.op_type for n in _nodes(new)]
     for data in (_unet_like(2, mode="linear"), _unet_like(2, scale=3.0)):
         new, counts = graph_rewrite.rewrite(data)
-        assert counts["upsample_conv"] == 0 and "Resize" in [n.op_type for n in _nodes(new)]
+        assert counts["upsample_conv"] == counts["upsample_subpixel"] == 0
+        assert "Resize" in [n.op_type for n in _nodes(new)]
         x = np.random.default_rng(2).random((1, 2, 12, 12), dtype=np.float32)
         np.testing.assert_allclose(session(data).run(None, {"x": x})[0], session(new).run(None, {"x": x})[0],
                                    rtol=1e-5, atol=1e-5)
@@ -118,7 +126,7 @@ def test_the_runner_rewrites_in_memory_and_leaves_the_package_file(tiny_package)
     digest = hashlib.sha256(onnx_file.read_bytes()).hexdigest()
     fast = OnnxRunner(onnx_file, "cpu")
     plain = OnnxRunner(onnx_file, "cpu", rewrites=())
-    assert fast.rewritten["split_concat"] >= 1 and fast.rewritten["upsample_conv"] >= 1 and plain.rewritten == {}
+    assert fast.rewritten["split_concat"] >= 1 and fast.rewritten["upsample_subpixel"] >= 1 and plain.rewritten == {}
     x = np.random.default_rng(0).random((2, 1, 48, 64), dtype=np.float32)
     np.testing.assert_allclose(fast(x), plain(x), rtol=1e-5, atol=1e-5)
     assert hashlib.sha256(onnx_file.read_bytes()).hexdigest() == digest
@@ -154,7 +162,7 @@ def test_default_runtime_is_calibrated_once_logged_and_cached(tiny_package, tmp_
     assert len(records) == 1
     record = next(iter(records.values()))
     rates = record["mpx_per_s"]
-    assert set(rates) == {"onnx", "onnx-split-only", "torch", "torch-nchw"}
+    assert set(rates) == {"onnx", "onnx-convtranspose", "onnx-split-only", "torch", "torch-nchw"}
     assert record["choice"] == max(rates, key=rates.get)
     assert model.runtime == calibration._settings(record["choice"])[0]
     assert any("runtime auto: " + record["choice"] in r.getMessage() and "calibrated now" in r.getMessage()

@@ -3,13 +3,14 @@
 ``runtime="auto"`` (the default of ``zoo.load`` and of every command) runs a short calibration
 the first time a package predicts a large image on a machine (at least ``CALIBRATE_PIXELS``,
 4 Mpx: a 2048 x 2048 image, where the calibration's few seconds are a small part of the work;
-until then, and for small images, ONNX Runtime runs, which loads fastest): every candidate (ONNX Runtime with the graph
-rewrites of :mod:`zoo.runtime.graph_rewrite`, or with the Concat split alone; torch with
-channels-last or plain layout) predicts a probe tile (256 x 256 in 2D, 48^3 in 3D) after one
-warm-up call, interleaved, up to three rounds (fewer past 3 s), and the fastest by its best round wins. The choice and
-the measurements go to a small JSON cache keyed by the package's weights (their sha256) and the
+until then, and for small images, ONNX Runtime runs, which loads fastest). Every candidate
+(ONNX Runtime with the graph rewrites of :mod:`zoo.runtime.graph_rewrite`: sub-pixel or
+transposed convolutions, or the Concat split alone; torch channels-last or NCHW) predicts a
+probe tile (256 x 256 in 2D, 48^3 in 3D) after one warm-up call, interleaved, up to three
+rounds (fewer past 3 s), and the fastest by its best round wins. The choice and the
+measurements go to a small JSON cache keyed by the package's weights (their sha256) and the
 machine (CPU model, cores this process may use, thread setting, device, ONNX Runtime and torch
-versions), so that later loads build the chosen runner alone and start as fast as before.
+versions), so that later loads build the chosen runner alone.
 Every choice is logged (``zoo.runtime``, INFO) with where it came from.
 
 The cache lives in ``$ZOO_CALIBRATION`` (a file), else ``$XDG_CACHE_HOME/bioimage-zoo-calibration.json``
@@ -109,6 +110,7 @@ def _write_cache(key: str, record: dict) -> None:
 # a candidate: (label, runtime, settings for its from_package)
 CANDIDATES = (
     ("onnx", "onnx", {}),
+    ("onnx-convtranspose", "onnx", {"rewrites": ("split_concat", "upsample_conv")}),
     ("onnx-split-only", "onnx", {"rewrites": ("split_concat",)}),
     ("torch", "torch", {}),
     ("torch-nchw", "torch", {"channels_last": False}),
@@ -136,7 +138,7 @@ def candidates_for(spec) -> list[str]:
     weights = spec.weights
     labels = []
     if weights is not None and weights.onnx is not None:
-        labels += ["onnx", "onnx-split-only"]
+        labels += ["onnx", "onnx-convtranspose", "onnx-split-only"]
     if weights is not None and weights.safetensors is not None and not spec.graph_only:
         labels += ["torch", "torch-nchw"]
     return labels
@@ -184,10 +186,10 @@ def choose_runner(spec, root, device: str, runtimes: dict):
     if forced in ("onnx", "torch"):
         log.info("runtime auto: %s (ZOO_RUNTIME)", forced)
         return runtimes[forced].from_package(spec, root, device)
-    if len(labels) <= 2 or os.environ.get("ZOO_CALIBRATE", "1") == "0":
+    if len(labels) <= 3 or os.environ.get("ZOO_CALIBRATE", "1") == "0":      # ONNX graphs alone: the default rewrites
         label = labels[0] if labels else "onnx"
         runtime, settings = _settings(label)
-        log.info("runtime auto: %s (%s)", label, "nothing to compare" if len(labels) <= 2 else "ZOO_CALIBRATE=0")
+        log.info("runtime auto: %s (%s)", label, "nothing to compare" if len(labels) <= 3 else "ZOO_CALIBRATE=0")
         return runtimes[runtime].from_package(spec, root, device, **settings)
     record = _read_cache().get(key_of(spec, device))
     if record and record.get("choice") in labels:

@@ -18,7 +18,7 @@ from .onnx_session import open_session
 
 log = logging.getLogger("zoo.runtime")
 
-DEFAULT_REWRITES = ("split_concat", "upsample_conv")
+DEFAULT_REWRITES = ("split_concat", "upsample_subpixel", "upsample_conv")
 """The in-memory graph rewrites the ONNX runner applies unless told otherwise (see
 :mod:`zoo.runtime.graph_rewrite`; both are exact up to float rounding, tested on every standard
 package's test tensors)."""
