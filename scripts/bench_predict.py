@@ -60,7 +60,7 @@ def timed(batch):
     calls["seconds"] += time.perf_counter() - t; calls["pixels"] += int(np.prod(batch.shape[2:])) * batch.shape[0]
     return out
 model._runner = timed
-timed.on_gpu, timed.bytes_per_pixel = inner.on_gpu, inner.bytes_per_pixel
+timed.on_gpu, timed.bytes_per_pixel, timed.name = inner.on_gpu, inner.bytes_per_pixel, inner.name
 import tifffile
 image = tifffile.imread(source)
 model.predict(image[:256, :256])                       # warm-up: sessions, allocator, caches
@@ -277,6 +277,54 @@ def make_image(path: Path, size: int) -> None:
     tifffile.imwrite(path, np.tile(sample, (reps, reps))[:size, :size])
 
 
+PRECISION = r"""
+import json, sys, time, numpy as np, tifffile, zoo
+from zoo.restoration.metrics import normalized_psnr
+from zoo.segmentation.metrics import evaluate
+restore, segment, samples = sys.argv[1], sys.argv[2], sys.argv[3]
+noisy, clean = tifffile.imread(f"{samples}/hagen_actin_lowsnr.tif"), tifffile.imread(f"{samples}/hagen_actin_highsnr.tif")
+nuclei, truth = tifffile.imread(f"{samples}/dsb_fluo_nuclei.tif"), tifffile.imread(f"{samples}/dsb_fluo_nuclei_labels.tif")
+rows = []
+for package, quality in ((restore, lambda m: normalized_psnr(m.predict(noisy), clean)),
+                         (segment, lambda m: next(r["ap"] for r in evaluate([truth], [m.predict(nuclei)]) if r["threshold"] == 0.5))):
+    for runtime, precision in (("onnx", None), ("torch", None), ("torch", "bf16"), ("torch", "fp16"), ("onnx", "int8"), ("onnx", "fp16")):
+        model = zoo.load(package, runtime=runtime, device="cpu", precision=precision)
+        tol = model.spec.test
+        x = np.random.default_rng(0).random((1, model.spec.inputs[0].n_channels, 512, 512), dtype=np.float32)
+        model.runner(x); best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter(); model.runner(x); best = min(best, time.perf_counter() - start)
+        try:
+            worst = model.test(); within = True
+        except Exception as e:
+            worst, within = None, False
+        rows.append({"package": package, "runtime": runtime, "precision": precision or "fp32",
+                     "mpx_per_s": 512 * 512 / 1e6 / best, "quality": float(quality(model)),
+                     "within_test_tolerance": within, "tolerance": {"rtol": tol.rtol, "atol": tol.atol}})
+        print(json.dumps(rows[-1]), flush=True)
+"""
+
+
+def precision_report(threads: int, restore: str = "n2v-w2s", segment: str = "stardist-dsb-fluo-2d") -> list[dict]:
+    """Speed (network on a 512^2 tile) and quality (PSNR on Hagen's actin pair; AP@0.5 on the DSB
+    fluorescence sample) of every precision, against float32 in the same run."""
+    out = subprocess.run([sys.executable, "-c", PRECISION, restore, segment, str(REPO / "samples")],
+                         capture_output=True, text=True, env=thread_env(threads), cwd=REPO)
+    if out.returncode != 0:
+        raise SystemExit(f"precision report failed:\n{out.stderr[-3000:]}")
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    print("\n| package | runtime | precision | network Mpx/s (512^2) | x fp32 same runtime | quality | change | "
+          "test tensors within tolerance |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        base = next(b for b in rows if b["package"] == r["package"] and b["runtime"] == r["runtime"] and b["precision"] == "fp32")
+        unit = "dB PSNR" if r["package"] == restore else "AP@0.5"
+        print(f"| {r['package']} | {r['runtime']} | {r['precision']} | {r['mpx_per_s']:.3f} | "
+              f"{r['mpx_per_s'] / base['mpx_per_s']:.2f} | {r['quality']:.3f} {unit} | {r['quality'] - base['quality']:+.3f} | "
+              f"{'yes' if r['within_test_tolerance'] else 'no'} |")
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--package", default="n2v-w2s")
@@ -290,7 +338,14 @@ def main() -> int:
     parser.add_argument("--no-limits", action="store_true", help="skip the per-layer convolution limit")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N (limits and profile: CPU only)")
+    parser.add_argument("--precision-report", action="store_true",
+                        help="only the reduced-precision table: speed and PSNR / AP change of fp16, bf16, int8")
     args = parser.parse_args()
+    if args.precision_report:
+        rows = precision_report(args.threads)
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=2))
+        return 0
     if args.device != "cpu":
         args.no_limits = True
 

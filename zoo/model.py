@@ -44,19 +44,21 @@ class Model:
             files.verify(spec, self.root)
         self.device = device
         self.predictor = Predictor(spec, runners.create(spec, self.root, runtime, device, precision))
+        self._runtime = self.predictor.runner.name
 
     @classmethod
     def with_runner(cls, spec: specs.Spec, runner: runners.Runner) -> "Model":
         """A model around an in-memory runner (no package folder: no test tensors, no shift check)."""
         model = cls.__new__(cls)
-        model.spec, model.root, model.device = spec, None, "cpu"
+        model.spec, model.root, model.device, model._runtime = spec, None, "cpu", runner.name
         model.predictor = Predictor(spec, runner)
         return model
 
     @property
     def runtime(self) -> str:
-        """The runtime running the network now (``auto`` settles on one at the first large prediction)."""
-        return self.predictor.runner.name
+        """The runtime running the network now (``auto`` settles on one at the first large prediction;
+        a runner swapped in without a name keeps the loaded one's)."""
+        return getattr(self.predictor.runner, "name", self._runtime)
 
     def __repr__(self) -> str:
         return f"Model({self.spec.ref}, runtime={self.runtime}, root={self.root})"

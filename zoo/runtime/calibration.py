@@ -40,7 +40,7 @@ CALIBRATE_PIXELS = 1 << 22
 ROUNDS = 3
 BUDGET_SECONDS = 3.0
 """Timed rounds stop after this long (at least one round): the calibration stays short on a busy machine."""
-CACHE_VERSION = 1
+CACHE_VERSION = 2    # 2: sub-pixel and transposed-convolution candidates
 
 
 def cache_path() -> Path:
