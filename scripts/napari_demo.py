@@ -142,7 +142,7 @@ def main(argv=None) -> int:
 
     wait(halfway_shot, timeout=3600)
     done = widget.last_finetune
-    step(f"Fine-tune on my corrections: {done.child} ({done.steps} steps, {done.seconds:.0f} s), before | after", 1)
+    step(f"Fine-tune on my corrections: {done.child} ({done.steps} steps, {done.seconds:.0f} s), before and after shown", 1)
     viewer.layers["corrected part"].visible = False
     shot("finetune.png")
 
