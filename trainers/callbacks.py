@@ -160,7 +160,7 @@ class ValidationLog(pl.Callback):
 
     def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if not trainer.sanity_checking:
-            self._line(trainer, ("train_loss", "val_loss"))
+            self._line(trainer, ("train_loss", *(k for k in trainer.callback_metrics if k.startswith("val_"))))
 
     def _line(self, trainer: pl.Trainer, keys: tuple[str, ...]) -> None:
         import time

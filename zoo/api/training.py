@@ -18,17 +18,19 @@ def blueprint_path(name: str | Path, dims: int = 2) -> Path:
 
 
 def train(blueprint: str | Path, data: str | Path, out: str | Path, *, dims: int = 2,
-          on_step: Callable[[int, int, dict], None] | None = None, **options) -> Path:
+          on_step: Callable[[int, int, dict], None] | None = None, **options) -> Path | None:
     """Train a blueprint (a file, or an architecture id and ``dims``) on ``data`` and write a
     package to ``out``; the blueprint's task picks the trainer (dense or classifier), see
-    :func:`zoo.trainers.fit.fit` for the options. ``on_step``: see :func:`finetune`."""
+    :func:`zoo.trainers.fit.fit` for the options (``resume``, ``checkpoint_every``, ``select``,
+    ``device``, ``max_time`` ...; docs/training.md). ``on_step``: see :func:`finetune`. Under
+    several processes (DDP) only rank 0 writes the package; the other ranks return None."""
     from ..trainers.fit import fit
 
     return fit(blueprint_path(blueprint, dims), data, out, **_with_step_hook(options, on_step))
 
 
 def finetune(parent, data: str | Path, out: str | Path, *,
-             on_step: Callable[[int, int, dict], None] | None = None, **options) -> Path:
+             on_step: Callable[[int, int, dict], None] | None = None, **options) -> Path | None:
     """Fine-tune the package ``parent`` on a few of your own images and write the child to
     ``out``, with its lineage (see :func:`zoo.trainers.finetune.finetune` for the options).
 
