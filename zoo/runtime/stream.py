@@ -178,7 +178,7 @@ def predict_file(model, source: str | Path, target: str | Path, axes: str | None
             done = [ops.apply(pixel_ops, part[b:b + 1], {**frozen[b], "scale": dict(frozen[b]["frozen"])},
                               out.name, ops.POSTPROCESSING) for b in range(part.shape[0])]
             sink.write(region[:-1] + (columns,), np.concatenate(done))
-        sink.release()
+            sink.release()     # dirty output pages of a few columns at a time, not a band's
         _release(image)
 
     sink = _Sink(target, layout, overwrite, source, pixel_size)

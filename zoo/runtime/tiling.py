@@ -130,30 +130,42 @@ def read_tile(read: Reader, b: int, plans: Sequence[AxisPlan], corner: Sequence[
 
 
 class _Band:
-    """Weighted sum of tile outputs over a range of the first spatial axis."""
+    """Weighted sum of tile outputs over a range of the first spatial axis.
 
-    def __init__(self, shape: tuple[int, ...]):
+    The buffer is allocated at its final height (``rows``: a row of tiles and the seam below
+    it) instead of growing by a new array and a copy as tiles arrive, which held two bands at
+    once. A flush hands the writer a view of the finished rows (it may keep it) and moves the
+    pending seam rows into a fresh buffer."""
+
+    def __init__(self, shape: tuple[int, ...], rows: int = 0):
         self.shape = shape       # (b, c_out, first-axis length, *rest)
         self.lo = 0
+        self.valid = 0           # rows lo .. lo + valid hold sums
+        self.rows = min(max(rows, 1), shape[2])
         self.data: np.ndarray | None = None
 
     def add(self, b: int, region: Region, values: np.ndarray) -> None:
         hi = region[0].stop
-        if self.data is None or self.lo + self.data.shape[2] < hi:
+        if self.data is None:
+            self.data = np.zeros(self.shape[:2] + (max(self.rows, hi - self.lo),) + self.shape[3:], np.float32)
+        elif self.data.shape[2] < hi - self.lo:     # a plan taller than announced: grow (rare)
             grown = np.zeros(self.shape[:2] + (hi - self.lo,) + self.shape[3:], np.float32)
-            if self.data is not None:
-                grown[:, :, :self.data.shape[2]] = self.data
+            grown[:, :, :self.valid] = self.data[:, :, :self.valid]
             self.data = grown
         local = (slice(region[0].start - self.lo, hi - self.lo),) + region[1:]
         self.data[(b, slice(None)) + local] += values
+        self.valid = max(self.valid, hi - self.lo)
 
     def flush(self, until: int, write: Writer) -> None:
         if self.data is None or until <= self.lo:
             return
         n = until - self.lo
         write((slice(self.lo, until),) + tuple(slice(0, s) for s in self.shape[3:]), self.data[:, :, :n])
-        self.data = self.data[:, :, n:].copy() if n < self.data.shape[2] else None
-        self.lo = until
+        left = max(self.valid - n, 0)
+        fresh = np.zeros_like(self.data) if left or until < self.shape[2] else None
+        if left:
+            fresh[:, :, :left] = self.data[:, :, n:n + left]
+        self.data, self.valid, self.lo = fresh, left, until
 
 
 def _jobs(plans: Sequence[AxisPlan], n_images: int) -> Iterator[tuple[int, int, tuple[int, ...]]]:
@@ -215,8 +227,9 @@ def run_tiles(run: Callable[[np.ndarray], np.ndarray], read: Reader, write: Writ
             raise ZooError(f"the network returned shape {pred.shape} for tiles of shape {tiles.shape}: tiled "
                            f"prediction needs outputs of the same batch and spatial size as the input (times the "
                            f"zoom): {expected}")
-        if band is None:
-            band = _Band((n_images, pred.shape[1]) + out_spatial)
+        if band is None:     # one row of tiles (kept rows) and the seam below the one before
+            band = _Band((n_images, pred.shape[1]) + out_spatial,
+                         _zoomed(plans[0].core + 2 * plans[0].blend, zooms[0]) + 1)
         for k, (_, b, index) in enumerate(chunk):
             region, crop, weight = [], [], np.ones((1,) * len(plans), np.float32)
             for axis, (i, plan_, z) in enumerate(zip(index, plans, zooms)):
