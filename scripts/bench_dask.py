@@ -14,7 +14,9 @@ Each mode is a fresh process (so each peak RSS is its own), with ONNX Runtime on
                worker processes: chunks predicted and written by the workers (no tile run twice).
 
 Every mode loads the model and warms up on a small image before its clock starts; the cluster's
-start is reported apart (``startup_s``). All modes use one tile size and batch (the plan the
+start is reported apart (``startup_s``). Besides the wall time, each mode's CPU seconds (the
+process; for Dask the client, with the scheduler in it, and every worker) are counted: on a
+machine that other work shares they show Dask's own cost where the wall time cannot. All modes use one tile size and batch (the plan the
 single process chooses here), so they run the same tiles. Reported per size: seconds and
 throughput (Mpx/s), scaling (``local:2`` against ``local:1``; goal >= 1.8), Dask's overhead at
 ``local:1`` against one process (goal <= 10%), the peak RSS of the single process, of each worker
@@ -110,6 +112,12 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _cpu_s() -> float:
+    """CPU seconds (user + system) this process has used, all its threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_mode(mode: str, package: str, source: str, target: str, tile: int, batch: int) -> dict:
     import numpy as np
 
@@ -120,9 +128,10 @@ def run_mode(mode: str, package: str, source: str, target: str, tile: int, batch
     result: dict = {"mode": mode, "load_before": os.getloadavg()[0]}
     if mode == "single":
         model.predict(warm, tile=tile)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), _cpu_s()
         model.predict_file(source, target, tile=tile, batch_size=batch)
         result["seconds"] = time.perf_counter() - started
+        result["cpu_s"] = round(_cpu_s() - cpu, 2)
         result["peak_rss_mb"] = {"process": round(_peak_rss_mb(), 1)}
     else:
         from zoo.api.distributed import worker_ref
@@ -137,9 +146,14 @@ def run_mode(mode: str, package: str, source: str, target: str, tile: int, batch
             result["startup_s"] = round(time.perf_counter() - started, 2)
             result["workers"] = len(client.nthreads())
             result["threads_per_worker"] = sorted(set(client.nthreads().values()))
-            started = time.perf_counter()
+            workers_cpu = client.run(_cpu_s)
+            started, cpu = time.perf_counter(), _cpu_s()
             zoo.predict(model, source, out=target, client=client, tile=tile, batch_size=batch)
             result["seconds"] = time.perf_counter() - started
+            client_cpu = _cpu_s() - cpu             # the client, and the LocalCluster's scheduler in it
+            spent = {w: c - workers_cpu.get(w, 0.0) for w, c in client.run(_cpu_s).items()}
+            result["cpu_s"] = round(client_cpu + sum(spent.values()), 2)
+            result["cpu_s_parts"] = {"client": round(client_cpu, 2), "workers": [round(v, 2) for v in spent.values()]}
             peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
             result["peak_rss_mb"] = {"workers": [round(v, 1) for v in peaks.values()],
                                      "client": round(_peak_rss_mb(), 1)}
@@ -184,28 +198,31 @@ def summarise(size: int, runs: dict) -> dict:
         r["mpx_per_s"] = round(pixels / r["seconds"] / 1e6, 3)
     if "single" in runs and "local:1" in runs:
         row["overhead_local1"] = round(runs["local:1"]["seconds"] / runs["single"]["seconds"] - 1, 4)
+        row["cpu_overhead_local1"] = round(runs["local:1"]["cpu_s"] / runs["single"]["cpu_s"] - 1, 4)
     if "local:1" in runs and "local:2" in runs:
         row["scaling_local2"] = round(runs["local:1"]["seconds"] / runs["local:2"]["seconds"], 3)
     return row
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| size | mode | seconds | Mpx/s | peak RSS (MB) | max diff vs single | load avg before/after |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| size | mode | seconds | Mpx/s | CPU s | peak RSS (MB) | max diff vs single | load avg before/after |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in rows:
         for mode, r in row["modes"].items():
             rss = r["peak_rss_mb"]
             rss_text = (f"{rss['process']}" if "process" in rss else
                         f"workers {', '.join(map(str, rss['workers']))}; client {rss['client']}")
             diff = r.get("diff", {}).get("relative")
-            lines.append(f"| {row['size']}^2 | {mode} | {r['seconds']:.1f} | {r['mpx_per_s']:.3f} | {rss_text} | "
+            lines.append(f"| {row['size']}^2 | {mode} | {r['seconds']:.1f} | {r['mpx_per_s']:.3f} | {r['cpu_s']:.1f} | "
+                         f"{rss_text} | "
                          f"{'-' if diff is None else f'{diff:.1e} of range'} | "
                          f"{r['load_before']:.2f} / {r['load_after']:.2f} |")
     lines.append("")
     for row in rows:
         parts = []
         if "overhead_local1" in row:
-            parts.append(f"overhead at local:1 {100 * row['overhead_local1']:+.1f}% (goal <= 10%)")
+            parts.append(f"overhead at local:1 {100 * row['overhead_local1']:+.1f}% in time (goal <= 10%), "
+                         f"{100 * row['cpu_overhead_local1']:+.1f}% in CPU seconds")
         if "scaling_local2" in row:
             parts.append(f"local:2 / local:1 {row['scaling_local2']:.2f}x (goal >= 1.8x)")
         lines.append(f"- {row['size']}^2: " + "; ".join(parts))
