@@ -117,6 +117,14 @@ def test_user_errors_are_plain_notifications(make_napari_viewer, qtbot, zoo_home
     _search_and_pull(qtbot, widget, "fluorescence", "stardist-dsb-fluo-2d")     # a grey model ...
     qtbot.mouseClick(widget.run_button, Qt.MouseButton.LeftButton)              # ... on an RGB image
     _wait_idle(qtbot, widget)
+    import tifffile
+
+    actin = tifffile.imread(REPO / "samples" / "hagen_actin_lowsnr.tif")[:512, :512]
+    viewer.add_image(actin, name="actin")                                       # ... on noisy actin filaments
+    widget.layer_combo.setCurrentText("actin")
+    qtbot.mouseClick(widget.run_button, Qt.MouseButton.LeftButton)
+    _wait_idle(qtbot, widget)
+    assert "unlike the training data" in widget.verdict_label.text()
     widget.registry_edit.setCurrentText("http://127.0.0.1:9/zoo")
     qtbot.mouseClick(widget.search_button, Qt.MouseButton.LeftButton)           # a registry out of reach (no network)
     said = _messages(start)
@@ -124,6 +132,7 @@ def test_user_errors_are_plain_notifications(make_napari_viewer, qtbot, zoo_home
     assert any("No model yet" in m for _, m in said), said
     assert any(s == "error" and "single-channel" in m and "stardist-dsb-he-2d" in m for s, m in said), said
     assert any(s == "error" and "cannot reach the server" in m for s, m in said), said
+    assert any(s == "warning" and "unlike the training data" in m and "noisier" in m for s, m in said), said
     assert "Traceback" not in text and 'File "' not in text
 
 
