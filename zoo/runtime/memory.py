@@ -113,21 +113,46 @@ class TileChoice:
     reason: str
 
 
+BAND_COPIES = 2
+"""The stitching band (a row of tiles across the whole image, float32, every output channel) is
+held about twice at a flush (the finished rows in the writer, the pending seam in a fresh buffer)."""
+
+
+def _side(n: int, budget: float, live: float, band_per_row: float) -> int:
+    """The largest tile side ``s`` with ``s**n * live + s * band_per_row <= budget``."""
+    if band_per_row <= 0:
+        return max(int((budget / live) ** (1 / n)), 1)
+    lo, hi = 1, max(int((budget / live) ** (1 / n)), 1)
+    while lo < hi:                       # monotone in s: bisect
+        mid = (lo + hi + 1) // 2
+        if mid ** n * live + mid * band_per_row <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
 def choose(spatial: Sequence[int], bytes_per_pixel: float, margins: Sequence[int], on_gpu: bool,
-           available: int | None = None) -> TileChoice:
-    """The largest tile (and, on GPU, batch) whose activations fit the memory share."""
+           available: int | None = None, out_channels: int = 0) -> TileChoice:
+    """The largest tile (and, on GPU, batch) whose activations, and the stitching band of a row of
+    such tiles across the image (``out_channels`` float32 channels; 0: not counted), fit the
+    memory share. Counting the band keeps a wide image's memory within the same budget as a
+    narrow one's: its tiles get shorter instead of its band growing with the width."""
     n = len(spatial)
     if available is None:
         # ONNX Runtime on CUDA without a CUDA torch cannot ask the device: assume a small GPU
         available = (available_gpu_bytes() or GPU_ASSUMED_FREE) if on_gpu else available_cpu_bytes()
     budget = available * GPU_SHARE if on_gpu else min(available * CPU_SHARE, CPU_CAP)
-    pixels = max(budget / max(bytes_per_pixel * LIVE_FRACTION, 1.0), 1.0)
-    side = max(int(pixels ** (1 / n)), 1)
+    live = max(bytes_per_pixel * LIVE_FRACTION, 1.0)
+    pixels = max(budget / live, 1.0)
+    band_per_row = BAND_COPIES * 4 * out_channels * math.prod(spatial[1:]) if n > 1 else 0
+    side = _side(n, budget, live, band_per_row)
     # no need for tiles larger than the image (plus its margins) on any axis
     tile = [min(side, MAX_TILE[n] if n in MAX_TILE else side, s + 2 * m) for s, m in zip(spatial, margins)]
     batch = 1
     if on_gpu:
         batch = int(max(1, min(GPU_MAX_BATCH, pixels // max(math.prod(tile), 1))))
     reason = (f"{bytes_per_pixel * LIVE_FRACTION / 1024:.2f} KiB/pixel, {budget / 2**20:.0f} MiB budget of "
-              f"{available / 2**20:.0f} MiB free")
+              f"{available / 2**20:.0f} MiB free" +
+              (f", band {band_per_row * tile[0] / 2**20:.0f} MiB" if band_per_row else ""))
     return TileChoice(tile=tile, batch_size=batch, reason=reason)

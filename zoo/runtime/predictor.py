@@ -185,7 +185,8 @@ class Predictor:
         if tile is None or batch_size is None:
             margins = [tiling.plan_axis(s, 1 << 30, h, st, m, blend).margin
                        for s, h, st, m in zip(spatial, halo, step, minimum)]
-            choice = memory.choose(spatial, self.bytes_per_pixel(), margins, on_gpu=self.runner.on_gpu)
+            choice = memory.choose(spatial, self.bytes_per_pixel(), margins, on_gpu=self.runner.on_gpu,
+                                   out_channels=sum(out.n_channels or 1 for out in self.spec.outputs))
             log.info("tiles %s, batch %d (%s)", "x".join(map(str, choice.tile)), choice.batch_size, choice.reason)
             tile = choice.tile if tile is None else tile
             batch_size = choice.batch_size if batch_size is None else batch_size
