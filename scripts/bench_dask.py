@@ -138,7 +138,7 @@ def run_mode(mode: str, package: str, source: str, target: str, tile: int, batch
         from zoo.distributed import cluster, plugin
 
         started = time.perf_counter()
-        client = cluster.client_for(mode)
+        client = cluster.client_for(mode, threads=1)             # one thread per worker, whatever the cores
         try:
             how = worker_ref(model)
             name = plugin.register(client, how["model_ref"], how.get("registry"), how["runtime"], how["device"])

@@ -346,7 +346,7 @@ def run_owned(client, jobs: Sequence[Job], done: set[str], progress: Callable[[i
         for k in keys:
             dependents[k].append(t)
     key_of = {f.key: k for k, f in accs.items()}
-    finishes: list = []
+    finishes: dict = {}                         # running finishes by key (a result released once seen)
     pending = as_completed(list(accs.values()))
     count = 0
     try:
@@ -354,6 +354,7 @@ def run_owned(client, jobs: Sequence[Job], done: set[str], progress: Callable[[i
             if future.status != "finished":
                 future.result()                 # raises the task's error
             if future.key not in key_of:        # a finish
+                finishes.pop(future.key, None)
                 count += 1
                 if progress:
                     progress(count, len(todo))
@@ -364,10 +365,10 @@ def run_owned(client, jobs: Sequence[Job], done: set[str], progress: Callable[[i
                 if not waiting[t]:              # its own sum and its neighbours' pieces are ready
                     f = client.submit(finish, todo[t], accs.pop(t), [s.index for s in sources[t]], pure=False,
                                       priority=1)
-                    finishes.append(f)
+                    finishes[f.key] = f
                     pending.add(f)
             if k not in todo:
                 del accs[k]                     # run for its pieces only: they are on disk
     except BaseException:
-        client.cancel(list(accs.values()) + finishes)
+        client.cancel(list(accs.values()) + list(finishes.values()))
         raise

@@ -26,10 +26,15 @@ FORMS = "local, local:N, cuda, cuda:N, tcp://HOST:PORT or a scheduler file (SCHE
 WORKER_ENV = {"ZOO_THREADS": "1"}    # a task's network on one core: the worker's threads run tasks side by side
 # Workers started here: glibc's malloc left to its defaults (Dask's nannies set MALLOC_TRIM_THRESHOLD_,
 # which also fixes the mmap threshold: every tile-sized array is then mapped, faulted in and unmapped
-# again, +31% CPU time on the same tiles), and no statistical profiler sampling every thread's stack
-# each 10 ms (it feeds the dashboard, which is off; about 1% of a core per worker).
+# again, +31% CPU time on the same tiles), no statistical profiler sampling every thread's stack
+# each 10 ms (it feeds the dashboard, which is off), and the event loops' health checks (20 ms) and
+# system monitors (500 ms) less often: an idle local:1 took 2.8% of a core in the client (with the
+# scheduler) and 1.8% in the worker, 1.0% and 0.6% so.
 WORKER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
-                 "distributed.worker.profile.enabled": False}
+                 "distributed.worker.profile.enabled": False,
+                 "distributed.admin.tick.interval": "1s",
+                 "distributed.admin.system-monitor.interval": "2s"}
+# Set from the cluster's start to its close (a nanny restarting a killed worker reads them then).
 _STARTED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()    # client -> the cluster it owns
 
 
@@ -41,8 +46,9 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def local_shape(n_workers: int | None, n_cores: int | None = None) -> tuple[int, int]:
-    """(workers, threads per worker) for ``local[:N]``: workers x threads <= cores."""
+def local_shape(n_workers: int | None, n_cores: int | None = None, threads: int | None = None) -> tuple[int, int]:
+    """(workers, threads per worker) for ``local[:N]``: workers x threads <= cores (``threads``:
+    fewer per worker than that, e.g. 1 to compare ``local:1`` with one single-threaded process)."""
     n_cores = n_cores or cores()
     n = n_cores if n_workers is None else n_workers
     if n < 1:
@@ -50,7 +56,10 @@ def local_shape(n_workers: int | None, n_cores: int | None = None) -> tuple[int,
     if n > n_cores:
         raise InputError(f"--cluster local:{n}: this machine gives {n_cores} core(s), so at most local:{n_cores} "
                          "(one thread each); ask a remote scheduler (tcp://HOST:PORT) for more")
-    return n, max(1, n_cores // n)
+    most = max(1, n_cores // n)
+    if threads is not None and not 1 <= threads <= most:
+        raise InputError(f"{threads} thread(s) per worker: local:{n} on {n_cores} core(s) allows 1 to {most}")
+    return n, most if threads is None else threads
 
 
 def visible_gpus() -> list[str]:
@@ -88,8 +97,9 @@ def parse(spec: str) -> tuple[str, object]:
     raise InputError(f"--cluster {text!r}: expected {FORMS}")
 
 
-def client_for(spec: str, timeout: float = 30.0):
-    """A connected ``dask.distributed.Client`` for ``spec`` (see the module docstring)."""
+def client_for(spec: str, timeout: float = 30.0, threads: int | None = None):
+    """A connected ``dask.distributed.Client`` for ``spec`` (see the module docstring); ``threads``:
+    threads per worker of a cluster started here (default: cores // workers)."""
     try:
         import dask
         from distributed import Client
@@ -101,14 +111,23 @@ def client_for(spec: str, timeout: float = 30.0):
     if kind == "local":
         from distributed import LocalCluster
 
-        n, threads = local_shape(arg)
-        with dask.config.set(WORKER_CONFIG):
+        n, threads = local_shape(arg, threads=threads)
+        settings = dask.config.set(WORKER_CONFIG)
+        try:
             cluster = LocalCluster(n_workers=n, threads_per_worker=threads, processes=True, dashboard_address=None,
                                    host="127.0.0.1", silence_logs=logging.WARNING, env=WORKER_ENV)
-        return _owned(Client(cluster), cluster)
+        except BaseException:
+            settings.__exit__(None, None, None)
+            raise
+        return _owned(Client(cluster), cluster, settings)
     if kind == "cuda":
-        with dask.config.set(WORKER_CONFIG):
-            return _owned(*_cuda_client(arg))
+        settings = dask.config.set(WORKER_CONFIG)
+        try:
+            client, cluster = _cuda_client(arg, threads)
+        except BaseException:
+            settings.__exit__(None, None, None)
+            raise
+        return _owned(client, cluster, settings)
     try:
         if kind == "file":
             return Client(scheduler_file=str(arg), timeout=timeout)
@@ -119,7 +138,7 @@ def client_for(spec: str, timeout: float = 30.0):
                          "is it running (dask scheduler) and reachable from here?") from None
 
 
-def _cuda_client(n: int | None):
+def _cuda_client(n: int | None, threads: int | None = None):
     """One worker per GPU (dask-cuda when installed; else CUDA_VISIBLE_DEVICES per worker)."""
     from distributed import Client
 
@@ -134,17 +153,18 @@ def _cuda_client(n: int | None):
     try:
         from dask_cuda import LocalCUDACluster
     except ImportError:
-        cluster = _env_cluster(gpus)
+        cluster = _env_cluster(gpus, threads)
     else:
-        cluster = LocalCUDACluster(CUDA_VISIBLE_DEVICES=",".join(gpus), dashboard_address=None, host="127.0.0.1")
+        cluster = LocalCUDACluster(CUDA_VISIBLE_DEVICES=",".join(gpus), dashboard_address=None, host="127.0.0.1",
+                                   **({"threads_per_worker": threads} if threads else {}))
     return Client(cluster), cluster
 
 
-def _env_cluster(gpus: list[str]):
+def _env_cluster(gpus: list[str], threads: int | None = None):
     """Worker processes (nannies), one per GPU, each started with its own CUDA_VISIBLE_DEVICES."""
     from distributed import Nanny, Scheduler, SpecCluster
 
-    threads = max(1, cores() // len(gpus))
+    threads = threads or max(1, cores() // len(gpus))
     workers = {f"gpu-{gpu}": {"cls": Nanny, "options": {"nthreads": threads, "env": {**WORKER_ENV, **env},
                                                      "host": "127.0.0.1"}}
                for gpu, env in zip(gpus, gpu_worker_env(gpus))}
@@ -152,14 +172,17 @@ def _env_cluster(gpus: list[str]):
     return SpecCluster(workers=workers, scheduler=scheduler, silence_logs=logging.WARNING)
 
 
-def _owned(client, cluster):
-    _STARTED[client] = cluster
+def _owned(client, cluster, settings=None):
+    _STARTED[client] = (cluster, settings)
     return client
 
 
 def close(client) -> None:
-    """Close ``client``, and its cluster when :func:`client_for` started one."""
-    cluster = _STARTED.pop(client, None)
+    """Close ``client``, and its cluster when :func:`client_for` started one (and Dask's settings
+    for the workers it started go back to what they were)."""
+    cluster, settings = _STARTED.pop(client, (None, None))
     client.close()
     if cluster is not None:
         cluster.close()
+    if settings is not None:
+        settings.__exit__(None, None, None)
