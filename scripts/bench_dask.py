@@ -1,7 +1,7 @@
 """Dask scaling benchmark (issue 25.6): one large OME-Zarr predicted by one process, by
 ``--cluster local:1`` and by ``--cluster local:2`` (one thread per worker), at 8192^2 and 16384^2.
 
-Reproduce (on a quiet machine with at least 2 cores; about 12 minutes with the default package):
+Reproduce (on a quiet machine with at least 2 cores; about 6 minutes with the default package):
 
     .venv/bin/python scripts/bench_dask.py [--sizes 8192 16384] [--package n2v-narrow] [--json OUT]
 

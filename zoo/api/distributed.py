@@ -78,7 +78,7 @@ def predict_distributed(model_ref: str | Path, inputs, out: str | Path, client=N
 
 
 def worker_ref(model) -> dict:
-    """How the workers load ``model`` (a reference, or a Model): ``ref``, ``registry``, ``runtime``
+    """How the workers load ``model`` (a reference, or a Model): ``model_ref``, ``registry``, ``runtime``
     and ``device`` for :func:`predict_distributed`.
 
     A Model pulled through a registry is loaded there by its ``name@version`` (each worker pulls
