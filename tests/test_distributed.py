@@ -401,7 +401,7 @@ def test_every_tile_is_run_by_exactly_one_chunk_and_reaches_only_its_neighbours(
 
 def test_workers_started_here_keep_mallocs_defaults_and_run_no_profiler(client):
     """Dask's nannies set MALLOC_TRIM_THRESHOLD_, which fixes glibc's mmap threshold: every tile-sized
-    array is then mapped and unmapped again (+31% CPU on the same tiles, measured); and each worker's
+    array is then mapped and unmapped again (+17% CPU on the same tiles, measured); and each worker's
     profiler samples every stack 10 ms apart for a dashboard that is off."""
     import dask
 

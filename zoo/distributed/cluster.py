@@ -26,10 +26,10 @@ FORMS = "local, local:N, cuda, cuda:N, tcp://HOST:PORT or a scheduler file (SCHE
 WORKER_ENV = {"ZOO_THREADS": "1"}    # a task's network on one core: the worker's threads run tasks side by side
 # Workers started here: glibc's malloc left to its defaults (Dask's nannies set MALLOC_TRIM_THRESHOLD_,
 # which also fixes the mmap threshold: every tile-sized array is then mapped, faulted in and unmapped
-# again, +31% CPU time on the same tiles), no statistical profiler sampling every thread's stack
-# each 10 ms (it feeds the dashboard, which is off), and the event loops' health checks (20 ms) and
-# system monitors (500 ms) less often: an idle local:1 took 2.8% of a core in the client (with the
-# scheduler) and 1.8% in the worker, 1.0% and 0.6% so.
+# again: +17% CPU time on the same tiles in one process, 3 runs each), no statistical profiler
+# sampling every thread's stack each 10 ms (it feeds the dashboard, which is off), and the event
+# loops' health checks (20 ms) and system monitors (500 ms) less often: an idle local:1 took 2.8% of
+# a core in the client (with the scheduler) and 1.8% in the worker, 1.0% and 0.6% so.
 WORKER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
                  "distributed.worker.profile.enabled": False,
                  "distributed.admin.tick.interval": "1s",
