@@ -32,8 +32,8 @@ def _as_registry(value):
     return registry(value) if value is None or isinstance(value, (str, Path)) else value
 
 
-def as_model(model_or_ref, runtime: str = "onnx", device: str = "auto", registry=None):
-    """A Model as it is; a reference loaded (see :func:`zoo.load`)."""
+def as_model(model_or_ref, runtime: str = "auto", device: str = "auto", registry=None):
+    """A Model as it is; a reference loaded as :func:`zoo.load` loads it (the same default runtime)."""
     return model_or_ref if hasattr(model_or_ref, "spec") else load(model_or_ref, runtime, device, registry)
 
 
