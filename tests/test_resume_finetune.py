@@ -41,6 +41,7 @@ def test_a_stopped_finetuning_resumes_to_the_same_weights(tiny_package, image_fo
     assert specs.load(child).training.config["resumed_from_step"] == 6
 
 
+@pytest.mark.slow
 def test_a_finetuning_resume_from_a_training_run_is_refused(tiny_package, image_folder, tmp_path):
     from zoo import spec as specs
     from zoo.errors import InputError

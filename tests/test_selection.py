@@ -50,6 +50,7 @@ def _unet():
     return bp
 
 
+@pytest.mark.slow
 def test_an_instance_model_keeps_the_weights_with_the_best_ap50_and_says_so(seg_data, tmp_path):
     from zoo.trainers.fit import fit
 
