@@ -18,6 +18,21 @@ def synthetic_nuclei(shape=(96, 96), n=12, seed=0, peak=200.0, read_noise=5.0) -
     return nuclei(shape, n=n, seed=seed, peak=peak, read_noise=read_noise)
 
 
+def labelled_nuclei_folder(root: Path, n: int = 5) -> tuple[Path, Path]:
+    """``root/images`` and ``root/labels``: ``n`` synthetic 64x64 nuclei images and their labels."""
+    import tifffile
+
+    from zoo.synthetic import labelled_nuclei
+
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for i in range(n):
+        image, labels = labelled_nuclei((64, 64), n=10, seed=i, radius=(4, 7))
+        tifffile.imwrite(root / "images" / f"n{i}.tif", image)
+        tifffile.imwrite(root / "labels" / f"n{i}.tif", labels)
+    return root / "images", root / "labels"
+
+
 @pytest.fixture
 def zoo_home(tmp_path, monkeypatch) -> Path:
     """An empty local registry and cache for one test (the shipped standard zoo seeds it)."""

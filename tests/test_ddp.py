@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import tifffile
 
+from conftest import labelled_nuclei_folder
 from zoo import spec as specs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,15 +25,9 @@ def _env() -> dict:
 @pytest.fixture(scope="module")
 def seg(tmp_path_factory):
     from zoo import architectures
-    from zoo.synthetic import labelled_nuclei
 
     root = tmp_path_factory.mktemp("ddp")
-    (root / "images").mkdir()
-    (root / "labels").mkdir()
-    for i in range(5):
-        image, labels = labelled_nuclei((64, 64), n=10, seed=i, radius=(4, 7))
-        tifffile.imwrite(root / "images" / f"n{i}.tif", image)
-        tifffile.imwrite(root / "labels" / f"n{i}.tif", labels)
+    labelled_nuclei_folder(root)
     bp = specs.load(architectures.get("unet-seg").blueprint_path(2))
     bp.architecture_params.update(base_channels=8, depth=2)
     return root, specs.write(bp, root / "unet-tiny.yaml")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from conftest import labelled_nuclei_folder
 from zoo import spec as specs
 
 
@@ -30,16 +31,7 @@ def _curve(run, name: str) -> list[tuple[int, float]]:
 
 @pytest.fixture(scope="module")
 def seg_data(tmp_path_factory):
-    from zoo.synthetic import labelled_nuclei
-
-    root = tmp_path_factory.mktemp("seg")
-    (root / "images").mkdir()
-    (root / "labels").mkdir()
-    for i in range(5):
-        image, labels = labelled_nuclei((64, 64), n=10, seed=i, radius=(4, 7))
-        tifffile.imwrite(root / "images" / f"n{i}.tif", image)
-        tifffile.imwrite(root / "labels" / f"n{i}.tif", labels)
-    return root / "images", root / "labels"
+    return labelled_nuclei_folder(tmp_path_factory.mktemp("seg"))
 
 
 def _unet():
