@@ -19,7 +19,16 @@ def parser(doc: str, recipes: dict, work: str) -> argparse.ArgumentParser:
     p.add_argument("--no-publish", action="store_true")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / work,
                    help="where packages are built before publishing (kept)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue each recipe's stopped run from its last checkpoint (its run folder in --work)")
+    p.add_argument("--max-time", help="stop each training after this long (2h, 90m, 1d12h); --resume continues it")
     return p
+
+
+def session(args, out: Path) -> dict:
+    """The ``fit`` options for one recipe's training into ``out``: resume its run folder
+    (``OUT.run`` beside it) on ``--resume``, and ``--max-time``."""
+    return {"resume": out.parent / f"{out.name}.run" if args.resume else None, "max_time": args.max_time}
 
 
 def chosen(p: argparse.ArgumentParser, args, recipes: dict, all_names: list[str]) -> list[str]:

@@ -46,7 +46,8 @@ def main() -> None:
         package = fit_classifier(architectures.get("classifier").blueprint_path(), BCCD, args.work / name,
                                  labels=BCCD / "labels.csv", group_column="source_image", split_column="voc_split",
                                  train_split="train", test_split="val", name=name, version=args.version,
-                                 overwrite=True, progress=sys.stderr.isatty(), **recipe)
+                                 overwrite=True, progress=sys.stderr.isatty(),
+                                 **recipe_cli.session(args, args.work / name), **recipe)
         import zoo
 
         spec = zoo.load(package).spec

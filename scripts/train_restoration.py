@@ -136,7 +136,7 @@ RECIPES = {r.name: r for r in [
 ]}
 
 
-def build(recipe: Recipe, work: Path, max_steps: int | None, version: str) -> tuple[Path, dict]:
+def build(recipe: Recipe, work: Path, max_steps: int | None, version: str, session: dict | None = None) -> tuple[Path, dict]:
     split = recipe.split(work)
     blueprint = specs.load(architectures.get(recipe.architecture).blueprint_path(recipe.dims))
     for key, value in recipe.params.items():
@@ -151,7 +151,8 @@ def build(recipe: Recipe, work: Path, max_steps: int | None, version: str) -> tu
                   patch=recipe.patch, batch_size=recipe.batch_size, module_options=recipe.module_options,
                   progress=sys.stderr.isatty(), overwrite=True, sample=recipe.sample(work, split),
                   description=recipe.description, data_description=recipe.data_description,
-                  data_source=recipe.data_source, data_license=recipe.data_license)
+                  data_source=recipe.data_source, data_license=recipe.data_license,
+                  **(session or {}))
     seconds = time.perf_counter() - started
     model = zoo.load(package, runtime="onnx", device="cpu")
     metrics = {}
@@ -170,7 +171,9 @@ def main() -> None:
     cli = recipe_cli.parser(__doc__, RECIPES, "zoo-restoration-build")
     args = cli.parse_args()
     for name in recipe_cli.chosen(cli, args, RECIPES, [n for n in RECIPES if n != "n2v-w2s"]):
-        package, numbers = build(RECIPES[name], args.work / name, args.max_steps, args.version)
+        work = args.work / name
+        package, numbers = build(RECIPES[name], work, args.max_steps, args.version,
+                                 recipe_cli.session(args, work / RECIPES[name].name))
         print(json.dumps({"package": name, **numbers}, indent=1), flush=True)
         if not args.no_publish:
             recipe_cli.publish(package, args.store)

@@ -140,7 +140,8 @@ def split_for(recipe: Recipe, work: Path) -> Split:
     return synthetic_3d(work / "data") if recipe.dims == 3 else dsb(recipe.kinds)
 
 
-def train(recipe: Recipe, split: Split, work: Path, max_steps: int | None, version: str) -> Path:
+def train(recipe: Recipe, split: Split, work: Path, max_steps: int | None, version: str,
+          session: dict | None = None) -> Path:
     sample = split.val[0] if recipe.dims == 3 else DSB / "images" / f"{DSB_SAMPLE}.png"
     return fit(blueprint_for(recipe), None, work / recipe.name, target=split.labels, train_files=split.train,
                val_files=split.val, name=recipe.name, version=version, max_steps=max_steps or recipe.max_steps,
@@ -148,7 +149,7 @@ def train(recipe: Recipe, split: Split, work: Path, max_steps: int | None, versi
                progress=sys.stderr.isatty(), overwrite=True, sample=sample, description=recipe.description,
                data_description=recipe.data_description,
                data_source=DSB_SOURCE if recipe.dims == 2 else "bioimage-zoo synthetic data (zoo.synthetic)",
-               data_license="CC0" if recipe.dims == 2 else "MIT", callbacks=[ValidationLog()])
+               data_license="CC0" if recipe.dims == 2 else "MIT", callbacks=[ValidationLog()], **(session or {}))
 
 
 def tune_and_evaluate(package: Path, split: Split) -> dict:
@@ -181,7 +182,8 @@ def main() -> None:
         recipe, work = RECIPES[name], args.work / name
         split = split_for(recipe, work)
         started = time.perf_counter()
-        package = work / name if args.evaluate_only else train(recipe, split, work, args.max_steps, args.version)
+        package = work / name if args.evaluate_only else train(recipe, split, work, args.max_steps, args.version,
+                                                               recipe_cli.session(args, work / name))
         seconds = time.perf_counter() - started
         results = tune_and_evaluate(package, split)
         print(json.dumps({"package": name, "train_seconds": round(seconds, 1), "segmentation": results}, indent=1),
