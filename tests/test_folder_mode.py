@@ -101,3 +101,45 @@ def test_inputs_that_would_share_an_output_name_are_refused_before_any_work(fold
     (folder / "e.npy").write_bytes((folder / "c.npy").read_bytes())
     assert main(["predict", MODEL, str(folder / "e.tif"), str(folder / "e.npy"), "-o", str(tmp_path / "o")]) == 2
     assert "would both be written" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_images_side_by_side_give_what_one_at_a_time_gives(folder, tmp_path, monkeypatch):
+    """Lanes (several small images at once, one thread each) change nothing but the speed: the same
+    outputs bit for bit, rows in input order with the same shift scores, the same manifest."""
+    import zoo
+    from zoo.api.batch import default_lanes, predict_files
+    from zoo.folders import expand_inputs
+
+    monkeypatch.setenv("ZOO_THREADS", "3")
+    files, _ = expand_inputs([folder])
+    assert len(files) == 5 and default_lanes(files) == 3                # as many as the threads allowed
+    model = zoo.load(MODEL, runtime="onnx")
+    runner = model.runner
+    reports = {k: predict_files(model, [folder], tmp_path / f"lanes{k}", lanes=k) for k in (1, 3)}
+    assert model.runner is runner                                       # the lanes' runners are gone after
+    assert model._shift[1].session.get_session_options().intra_op_num_threads == 3
+    drop = ("seconds", "output")
+    one, three = ([{k: v for k, v in r.items() if k not in drop} for r in reports[k].rows] for k in (1, 3))
+    assert one == three and [r["status"] for r in one].count("done") == 4
+    for name in ("a", "b", "c", "d"):
+        assert (tmp_path / "lanes1" / f"{name}.tif").read_bytes() == (tmp_path / "lanes3" / f"{name}.tif").read_bytes()
+    manifests = [sorted((tmp_path / f"lanes{k}" / "manifest.jsonl").read_text().splitlines()) for k in (1, 3)]
+    assert manifests[0] == manifests[1]
+
+
+def test_lanes_apply_to_small_files_on_onnx_runtime_only(folder, tmp_path):
+    import zoo
+    from zoo.api.batch import LANE_FILE_BYTES, default_lanes
+
+    small = [folder / "a.tif", folder / "b.tif"]
+    assert default_lanes(small[:1]) == 1                               # one file: every thread for it
+    big = tmp_path / "big.npy"
+    np.save(big, np.zeros(LANE_FILE_BYTES // 4 + 1, np.float32))
+    assert default_lanes(small + [big]) == 1                            # a large image gets every thread
+    onnx, torch = zoo.load(MODEL, runtime="onnx"), zoo.load(MODEL, runtime="torch")
+    before = onnx.runner
+    with onnx.lanes() as on:
+        assert on and onnx.runner is not before and onnx.runner.session.get_session_options().intra_op_num_threads == 1
+    assert onnx.runner is before
+    with torch.lanes() as on:                                           # torch's threads are process-wide
+        assert not on

@@ -15,6 +15,7 @@ import csv
 import glob
 import json
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -91,6 +92,7 @@ class Manifest:
     def __init__(self, out: Path):
         self.path = out / MANIFEST
         self.entries: dict[str, dict] = {}
+        self._lock = threading.Lock()        # folder mode's lanes record from several threads
         if self.path.is_file():
             for line in self.path.read_text(errors="replace").splitlines():
                 try:
@@ -108,8 +110,8 @@ class Manifest:
     def add(self, source: Path, entry: dict) -> None:
         """Append ``entry`` (see :func:`manifest_entry`) for ``source``: one line, the last one wins."""
         entry = {"input": str(source), **entry}
-        self.entries[str(source)] = entry
-        with open(self.path, "ab+") as f:            # appended: a torn last line is closed first
+        with self._lock, open(self.path, "ab+") as f:      # appended: a torn last line is closed first
+            self.entries[str(source)] = entry
             torn = f.seek(0, os.SEEK_END) > 0 and f.seek(-1, os.SEEK_END) >= 0 and f.read(1) != b"\n"
             f.write((b"\n" if torn else b"") + json.dumps(entry).encode() + b"\n")
 

@@ -166,6 +166,31 @@ class Model:
         return check(self, x[:1], np.asarray(prediction).reshape(x.shape[2:]) if fits else None)
 
     @contextlib.contextmanager
+    def lanes(self):
+        """Within it, the network and the shift check run each call on the calling thread alone, so
+        that several threads can predict one image each at once: the fast way through many small
+        images on a CPU (folder mode). Yields False and changes nothing where that does not apply
+        (a GPU, torch, reduced precision); restores the model's runners after."""
+        single = runners.single_threaded(self.predictor.runner)
+        if single is None:
+            yield False
+            return
+        before, shift = self.predictor.runner, getattr(self, "_shift", None)
+        self.predictor.runner = single
+        if self.root is not None and self.spec.trust:
+            from .trust.check import single_threaded
+
+            self._shift = single_threaded(self)
+        try:
+            yield True
+        finally:
+            self.predictor.runner = before
+            if shift is not None:
+                self._shift = shift
+            else:
+                self.__dict__.pop("_shift", None)
+
+    @contextlib.contextmanager
     def _colour_hint(self):
         """Name the installed packages that take colour when a colour image meets a grey model."""
         try:

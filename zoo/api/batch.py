@@ -14,9 +14,13 @@ A bad file is reported and the others go on; the caller gets the failures in the
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -78,12 +82,23 @@ def predict(model, image, axes: str | None = None, out: str | Path | None = None
     return predict_scaled(model, image, axes, scale, stitch_threshold, options)
 
 
+LANE_FILE_BYTES = 16 << 20
+"""Folder mode runs images side by side, one thread each (lanes), when every file is at most this
+big: a small image keeps a pool of threads waiting more than working."""
+
+
 def predict_files(model, inputs: Iterable[str | Path], out: str | Path, *, suffix: str = ".tif",
                   axes: str | None = None, overwrite: bool = False, shift: bool = True,
-                  on_file: Callable[[int, int, Path], None] | None = None, **options) -> BatchReport:
+                  on_file: Callable[[int, int, Path], None] | None = None, lanes: int | None = None,
+                  **options) -> BatchReport:
     """``model`` over every image ``inputs`` name (files, folders, globs), into ``out``; see the
     module docstring. ``options`` go to :func:`zoo.api.predict_file` (tile, batch_size, raw,
-    progress ...). ``on_file(done, total, path)`` is called before each file."""
+    progress ...). ``on_file(done, total, path)`` is called before each file.
+
+    ``lanes``: images predicted at once, one thread each. By default as many as the threads
+    allowed (``ZOO_THREADS``, else the cores) when every file is small (:data:`LANE_FILE_BYTES`)
+    and the network runs on the CPU in ONNX Runtime; else 1, where each image gets every thread.
+    Rows, manifest and outputs are the same either way."""
     from .predicting import check_shift, predict_file
     from .sharing import as_model
 
@@ -95,26 +110,51 @@ def predict_files(model, inputs: Iterable[str | Path], out: str | Path, *, suffi
     targets = output_names(files, out, suffix)
     out.mkdir(parents=True, exist_ok=True)
     manifest, report = Manifest(out), BatchReport(out)
-    with ThreadPoolExecutor(1) as reader:
-        pending = reader.submit(read_input, files[0])
-        for k, source in enumerate(files):
-            if on_file:
-                on_file(k, len(files), source)
-            row = new_row(source, targets[source])
-            started = time.perf_counter()
-            try:
-                digest, opened = pending.result()
-            except (ZooError, OSError, ValueError) as e:
-                digest, opened, row["status"], row["error"] = None, None, "failed", one_line(e)
-            if k + 1 < len(files):
-                pending = reader.submit(read_input, files[k + 1])
-            if opened is not None:
-                predict_one(model, source, targets[source], digest, opened, manifest, row, overwrite, axes,
-                             shift, options, predict_file, check_shift)
-            row["seconds"] = f"{time.perf_counter() - started:.3f}"
-            report.rows.append(row)
+
+    def step(source: Path, reading: Callable[[], tuple]) -> dict:
+        row = new_row(source, targets[source])
+        started = time.perf_counter()
+        try:
+            digest, opened = reading()
+        except (ZooError, OSError, ValueError) as e:
+            digest, opened, row["status"], row["error"] = None, None, "failed", one_line(e)
+        if opened is not None:
+            predict_one(model, source, targets[source], digest, opened, manifest, row, overwrite, axes,
+                        shift, options, predict_file, check_shift)
+        row["seconds"] = f"{time.perf_counter() - started:.3f}"
+        return row
+
+    lanes = default_lanes(files) if lanes is None else max(1, int(lanes))
+    with contextlib.ExitStack() as stack:
+        if lanes > 1 and not stack.enter_context(model.lanes()):
+            lanes = 1
+        pool = stack.enter_context(ThreadPoolExecutor(lanes))
+        if lanes == 1:                  # one image at a time, the next one read while it runs
+            pending = pool.submit(read_input, files[0])
+            for k, source in enumerate(files):
+                if on_file:
+                    on_file(k, len(files), source)
+                reading, pending = pending.result, (pool.submit(read_input, files[k + 1]) if k + 1 < len(files)
+                                                    else None)
+                report.rows.append(step(source, reading))
+        else:                           # several at once, each read by its own lane; rows kept in order
+            window: deque = deque()
+            for k, source in enumerate(files):
+                if on_file:
+                    on_file(k, len(files), source)
+                window.append(pool.submit(step, source, partial(read_input, source)))
+                if len(window) >= 2 * lanes:
+                    report.rows.append(window.popleft().result())
+            report.rows += [f.result() for f in window]
     report.rows += note_rows(notes)
     write_summary(out / SUMMARY, report.rows)
     return report
 
 
+def default_lanes(files: list[Path]) -> int:
+    """As many lanes as threads allowed, when every file is small (see :func:`predict_files`)."""
+    if len(files) < 2 or any(not f.is_file() or f.stat().st_size > LANE_FILE_BYTES for f in files):
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = int(os.environ.get("ZOO_THREADS") or 0) or cores
+    return max(1, min(threads, len(files)))

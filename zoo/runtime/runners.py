@@ -247,6 +247,19 @@ class OnnxRunner:
         return onnx_bytes_per_pixel(self.path, probe)
 
 
+def single_threaded(runner) -> "OnnxRunner | None":
+    """A copy of a CPU ONNX Runtime runner (``runtime="auto"``'s current one included) that runs
+    each call on the calling thread alone: one intra-op thread, no pool to spin. Several threads
+    can then each run one image at once through it (an ONNX Runtime session is safe to share),
+    which on many small images wastes none of the time a pool spends waking and waiting. None
+    where that does not apply: a GPU, torch (its thread count is one setting for the whole
+    process), reduced precision."""
+    base = getattr(runner, "inner", runner)
+    if not isinstance(base, OnnxRunner) or base.on_gpu or base.precision:
+        return None
+    return OnnxRunner(base.path, "cpu", threads=1, rewrites=base.rewrites, arena=base.arena)
+
+
 class TorchScriptRunner:
     """Runs an imported TorchScript module (``torch.jit.load``) on the chosen device.
 

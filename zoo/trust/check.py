@@ -12,6 +12,7 @@ A "model" here is anything with ``spec``, ``root``, ``makes_instances`` and ``pr
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,11 +93,18 @@ def _crop(x: np.ndarray, spec) -> np.ndarray:
 class Probe:
     """The shift features of images for one model (its encoder run by ONNX Runtime)."""
 
-    def __init__(self, model, encoder: Path):
+    def __init__(self, model, encoder: Path, threads: int | None = None):
+        import onnxruntime as ort
+
         from ..runtime.onnx_session import open_session
 
         self.model = model
-        self.session = open_session(encoder)
+        options = ort.SessionOptions()
+        threads = threads or int(os.environ.get("ZOO_THREADS") or 0)
+        if threads:                     # as many as the prediction's (ONNX Runtime's default: every core)
+            options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+        self.session = open_session(encoder, options)
 
     def __call__(self, x: np.ndarray, labels: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
         """``x``: one raw image as ``1, c, *spatial`` float32; ``labels``: its prediction if known."""
@@ -185,3 +193,11 @@ def _cached(model) -> tuple[ShiftModel, "Probe"]:
     if cache is None:
         cache = model._shift = (load_shift(model.spec, model.root), Probe(model, Path(model.root) / ENCODER))
     return cache
+
+
+def single_threaded(model) -> tuple[ShiftModel, "Probe"]:
+    """The model's shift check with its encoder on the calling thread alone (see
+    :func:`zoo.runtime.runners.single_threaded`): for several threads checking one image each."""
+    cache = getattr(model, "_shift", None)
+    shift = cache[0] if cache is not None else load_shift(model.spec, model.root)
+    return shift, Probe(model, Path(model.root) / ENCODER, threads=1)
