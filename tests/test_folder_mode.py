@@ -143,3 +143,16 @@ def test_lanes_apply_to_small_files_on_onnx_runtime_only(folder, tmp_path):
     assert onnx.runner is before
     with torch.lanes() as on:                                           # torch's threads are process-wide
         assert not on
+
+
+def test_lanes_through_the_cli_and_a_bad_count(folder, tmp_path, capsys):
+    from zoo.cli import main
+
+    assert main(["predict", MODEL, str(folder / "a.tif"), str(folder / "b.tif"), "-o", str(tmp_path / "o"),
+                 "--lanes", "2"]) == 0
+    assert tifffile.imread(tmp_path / "o" / "b.tif").shape == (64, 128)
+    capsys.readouterr()
+    assert main(["predict", MODEL, str(folder), "-o", str(tmp_path / "bad"), "--lanes", "0"]) != 0
+    err = capsys.readouterr().err
+    assert "lanes" in err and "1 or more" in err and "Traceback" not in err
+    assert not (tmp_path / "bad").exists()                              # refused before any work

@@ -102,6 +102,8 @@ def predict_files(model, inputs: Iterable[str | Path], out: str | Path, *, suffi
     from .predicting import check_shift, predict_file
     from .sharing import as_model
 
+    if lanes is not None and (not isinstance(lanes, int) or lanes < 1):
+        raise InputError(f"lanes (images predicted at once) must be 1 or more, got {lanes!r}")
     model = as_model(model)
     files, notes = expand_inputs(inputs)
     out = Path(out)
@@ -124,10 +126,12 @@ def predict_files(model, inputs: Iterable[str | Path], out: str | Path, *, suffi
         row["seconds"] = f"{time.perf_counter() - started:.3f}"
         return row
 
-    lanes = default_lanes(files) if lanes is None else max(1, int(lanes))
+    lanes = default_lanes(files) if lanes is None else lanes
     with contextlib.ExitStack() as stack:
         if lanes > 1 and not stack.enter_context(model.lanes()):
             lanes = 1
+        if lanes > 1:
+            options.pop("progress", None)      # small images: the files' bar is the progress; tiles would interleave
         pool = stack.enter_context(ThreadPoolExecutor(lanes))
         if lanes == 1:                  # one image at a time, the next one read while it runs
             pending = pool.submit(read_input, files[0])

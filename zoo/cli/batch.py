@@ -38,7 +38,7 @@ def run_folder(model, args) -> int:
     try:
         report = api.predict_files(model, args.inputs, args.output, axes=args.axes, overwrite=args.overwrite,
                                    tile=args.tile, batch_size=args.batch_size, blend=args.blend, raw=args.raw,
-                                   progress=update, on_file=bar, **scale_options(args))
+                                   progress=update, on_file=bar, lanes=args.lanes, **scale_options(args))
     finally:
         close()
         bar(None, None, None)

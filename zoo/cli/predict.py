@@ -194,6 +194,8 @@ def register(sub) -> None:
     p.add_argument("--tile", type=int, help="tile size in pixels per axis, context included "
                                             "(default: chosen from free memory)")
     p.add_argument("--batch-size", type=int, help="tiles per network call (default: from free memory)")
+    p.add_argument("--lanes", type=int, help="folder mode: images predicted at once, one thread each (default: "
+                                             "as many as threads when every file is under 16 MB, else 1)")
     p.add_argument("--blend", type=int, help="pixels cross-faded between neighbouring tiles "
                                              "(default a quarter of the halo; 0 = crop only)")
     p.add_argument("--figure", type=Path, help="also write a PNG figure: input | output")
