@@ -47,7 +47,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / ".bench" / "dask"
 NARROW = "n2v-narrow"
-MODES = ("single", "local:1", "local:2")
+MODES = ("single", "local:1", "local:2", "pair")
+WARM = 1024               # the small image every mode predicts once before its clock starts
 
 
 # ----------------------------------------------------------------------------- inputs and package
@@ -109,7 +110,17 @@ def _warm_worker(name: str, tile: int, dask_worker=None) -> None:
 
 
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's own peak RSS (MB): Linux's ``VmHWM``. Not ``ru_maxrss``: a process started
+    by fork and exec keeps its parent's peak in it (the kernel carries ``maxrss`` across exec), so
+    a child of a parent that had held 464 MB reported at least 464 MB whatever it used itself."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1 << 20 if sys.platform == "darwin" else 1024)
 
 
 def _cpu_s() -> float:
@@ -118,22 +129,58 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_mode(mode: str, package: str, source: str, target: str, tile: int, batch: int) -> dict:
+def _wait_for(go: str | None) -> None:
+    """``pair``: each process warms up, says it is ready, and starts when both are."""
+    if go:
+        Path(go + f".ready-{os.getpid()}").touch()
+        while not os.path.exists(go):
+            time.sleep(0.005)
+
+
+def _task_times(stream: list[dict], started: float, ended: float) -> dict:
+    """From Dask's task stream: each worker's busy seconds (its tasks' compute time) and idle
+    fraction over the run, the prelude (the run's start to the first task: the client's planning
+    and statistics, every worker idle) and the tail (the first worker out of work to the end)."""
+    spans: dict[str, list[tuple[float, float]]] = {}
+    for task in stream:
+        for part in task.get("startstops", ()):
+            if part.get("action") == "compute":
+                spans.setdefault(task["worker"], []).append((part["start"], part["stop"]))
+    if not spans:
+        return {}
+    first = min(a for s in spans.values() for a, _ in s)
+    lasts = [max(b for _, b in s) for s in spans.values()]
+    busy = [sum(b - a for a, b in s) for s in spans.values()]
+    return {"tasks": sum(map(len, spans.values())), "prelude_s": round(first - started, 3),
+            "tail_s": round(ended - min(lasts), 3) if len(lasts) > 1 else None,
+            "worker_busy_s": [round(v, 2) for v in busy],
+            "worker_idle": [round(1 - v / (ended - started), 4) for v in busy]}
+
+
+def run_mode(mode: str, package: str, source: str, target: str, tile: int, batch: int, warm_source: str | None = None,
+             go: str | None = None) -> dict:
     import numpy as np
 
     import zoo
 
     model = zoo.load(package, runtime="onnx", device="cpu")
     warm = np.random.default_rng(0).normal(100, 10, (tile, tile)).astype(np.float32)
+    warm_target = Path(target).with_name(Path(target).stem + "_warm.zarr")
     result: dict = {"mode": mode, "load_before": os.getloadavg()[0]}
     if mode == "single":
         model.predict(warm, tile=tile)
+        if warm_source:                         # the file path's first use (imports, codecs) off the clock
+            model.predict_file(warm_source, warm_target, tile=tile, batch_size=batch)
+            shutil.rmtree(warm_target, ignore_errors=True)
+        _wait_for(go)
         started, cpu = time.perf_counter(), _cpu_s()
         model.predict_file(source, target, tile=tile, batch_size=batch)
         result["seconds"] = time.perf_counter() - started
         result["cpu_s"] = round(_cpu_s() - cpu, 2)
         result["peak_rss_mb"] = {"process": round(_peak_rss_mb(), 1)}
     else:
+        from distributed import get_task_stream
+
         from zoo.api.distributed import worker_ref
         from zoo.distributed import cluster, plugin
 
@@ -143,18 +190,24 @@ def run_mode(mode: str, package: str, source: str, target: str, tile: int, batch
             how = worker_ref(model)
             name = plugin.register(client, how["model_ref"], how.get("registry"), how["runtime"], how["device"])
             client.run(_warm_worker, name, tile)
+            if warm_source:                     # the same path once on a small image, off the clock
+                zoo.predict(model, warm_source, out=warm_target, client=client, tile=tile, batch_size=batch)
+                shutil.rmtree(warm_target, ignore_errors=True)
             result["startup_s"] = round(time.perf_counter() - started, 2)
             result["workers"] = len(client.nthreads())
             result["threads_per_worker"] = sorted(set(client.nthreads().values()))
             workers_cpu = client.run(_cpu_s)
-            started, cpu = time.perf_counter(), _cpu_s()
-            zoo.predict(model, source, out=target, client=client, tile=tile, batch_size=batch)
-            result["seconds"] = time.perf_counter() - started
-            client_cpu = _cpu_s() - cpu             # the client, and the LocalCluster's scheduler in it
+            with get_task_stream(client) as stream:
+                started, wall, cpu = time.perf_counter(), time.time(), _cpu_s()
+                zoo.predict(model, source, out=target, client=client, tile=tile, batch_size=batch)
+                result["seconds"] = time.perf_counter() - started
+                client_cpu = _cpu_s() - cpu             # the client, and the LocalCluster's scheduler in it
+                ended = time.time()
             spent = {w: c - workers_cpu.get(w, 0.0) for w, c in client.run(_cpu_s).items()}
             result["cpu_s"] = round(client_cpu + sum(spent.values()), 2)
             result["cpu_s_parts"] = {"client": round(client_cpu, 2), "workers": [round(v, 2) for v in spent.values()]}
-            peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+            result["dask"] = _task_times(stream.data, wall, ended)
+            peaks = client.run(_peak_rss_mb)
             result["peak_rss_mb"] = {"workers": [round(v, 1) for v in peaks.values()],
                                      "client": round(_peak_rss_mb(), 1)}
         finally:
@@ -180,27 +233,72 @@ def compare(single: Path, other: Path) -> dict:
     return {"max_abs_diff": worst, "max_abs_value": top, "relative": worst / max(top, 1e-30)}
 
 
-def child(mode: str, package: str, source: Path, target: Path, tile: int, batch: int) -> dict:
-    env = {**os.environ, "ZOO_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "OPENBLAS_NUM_THREADS": "1"}
-    command = [sys.executable, __file__, "--run-mode", mode, "--package", package, "--source", str(source),
-               "--target", str(target), "--tile", str(tile), "--batch", str(batch)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
+def _command(mode: str, package: str, source: Path, target: Path, tile: int, batch: int, warm: Path | None,
+             go: Path | None = None) -> list[str]:
+    return ([sys.executable, __file__, "--run-mode", mode, "--package", package, "--source", str(source),
+             "--target", str(target), "--tile", str(tile), "--batch", str(batch)]
+            + (["--warm-source", str(warm)] if warm else []) + (["--go", str(go)] if go else []))
+
+
+ENV = {"ZOO_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+
+def child(mode: str, package: str, source: Path, target: Path, tile: int, batch: int, warm: Path | None = None) -> dict:
+    done = subprocess.run(_command(mode, package, source, target, tile, batch, warm), env={**os.environ, **ENV},
+                          capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{mode} failed:\n{done.stderr[-4000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def pair(package: str, source: Path, target: Path, tile: int, batch: int, warm: Path | None = None) -> dict:
+    """The machine's own ceiling for ``local:2``: two single processes (one thread each) predict
+    the same image at once, starting together once both have warmed up. Shared caches, memory
+    bandwidth and a host that runs the two cores as one core's hyperthreads all show here, with
+    no Dask in the way: ``ceiling`` = 2 x one process's seconds alone / the pair's seconds."""
+    go = target.with_name(target.name + ".go")
+    for stale in go.parent.glob(go.name + "*"):
+        stale.unlink()
+    targets = [target.with_name(f"{target.stem}_{i}.zarr") for i in range(2)]
+    procs = [subprocess.Popen(_command("single", package, source, t, tile, batch, warm, go), env={**os.environ, **ENV},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for t in targets]
+    load_before = os.getloadavg()[0]
+    while len(list(go.parent.glob(go.name + ".ready-*"))) < 2 and all(p.poll() is None for p in procs):
+        time.sleep(0.01)
+    go.touch()
+    runs = []
+    for p in procs:
+        out, err = p.communicate()
+        if p.returncode != 0:
+            raise SystemExit(f"pair failed:\n{err[-4000:]}")
+        runs.append(json.loads(out.strip().splitlines()[-1]))
+    for stale in go.parent.glob(go.name + "*"):
+        stale.unlink()
+    for t in targets:
+        shutil.rmtree(t, ignore_errors=True)
+    return {"mode": "pair", "load_before": load_before, "seconds": max(r["seconds"] for r in runs),
+            "each_s": [round(r["seconds"], 2) for r in runs], "cpu_s": round(sum(r["cpu_s"] for r in runs), 2),
+            "cpu_s_parts": {"processes": [r["cpu_s"] for r in runs]},
+            "peak_rss_mb": {"processes": [r["peak_rss_mb"]["process"] for r in runs]},
+            "load_after": os.getloadavg()[0]}
 
 
 def summarise(size: int, runs: dict) -> dict:
     pixels = size * size
     row = {"size": size, "modes": runs}
     for mode, r in runs.items():
-        r["mpx_per_s"] = round(pixels / r["seconds"] / 1e6, 3)
+        r["mpx_per_s"] = round((2 if mode == "pair" else 1) * pixels / r["seconds"] / 1e6, 3)
     if "single" in runs and "local:1" in runs:
         row["overhead_local1"] = round(runs["local:1"]["seconds"] / runs["single"]["seconds"] - 1, 4)
         row["cpu_overhead_local1"] = round(runs["local:1"]["cpu_s"] / runs["single"]["cpu_s"] - 1, 4)
     if "local:1" in runs and "local:2" in runs:
         row["scaling_local2"] = round(runs["local:1"]["seconds"] / runs["local:2"]["seconds"], 3)
+    if "single" in runs and "pair" in runs:
+        row["ceiling_pair"] = round(2 * runs["single"]["seconds"] / runs["pair"]["seconds"], 3)
+        row["cpu_inflation_pair"] = round(runs["pair"]["cpu_s"] / (2 * runs["single"]["cpu_s"]) - 1, 4)
+    if "local:1" in runs and "local:2" in runs:
+        one, two = (sum(runs[m]["cpu_s_parts"]["workers"]) for m in ("local:1", "local:2"))
+        row["cpu_inflation_workers_local2"] = round(two / one - 1, 4)
     return row
 
 
@@ -211,6 +309,7 @@ def table(rows: list[dict]) -> str:
         for mode, r in row["modes"].items():
             rss = r["peak_rss_mb"]
             rss_text = (f"{rss['process']}" if "process" in rss else
+                        f"processes {', '.join(map(str, rss['processes']))}" if "processes" in rss else
                         f"workers {', '.join(map(str, rss['workers']))}; client {rss['client']}")
             diff = r.get("diff", {}).get("relative")
             lines.append(f"| {row['size']}^2 | {mode} | {r['seconds']:.1f} | {r['mpx_per_s']:.3f} | {r['cpu_s']:.1f} | "
@@ -224,8 +323,19 @@ def table(rows: list[dict]) -> str:
             parts.append(f"overhead at local:1 {100 * row['overhead_local1']:+.1f}% in time (goal <= 10%), "
                          f"{100 * row['cpu_overhead_local1']:+.1f}% in CPU seconds")
         if "scaling_local2" in row:
-            parts.append(f"local:2 / local:1 {row['scaling_local2']:.2f}x (goal >= 1.8x)")
+            parts.append(f"local:2 / local:1 {row['scaling_local2']:.2f}x (goal >= 1.8x), the workers' CPU seconds "
+                         f"{100 * row['cpu_inflation_workers_local2']:+.1f}%")
+        if "ceiling_pair" in row:
+            parts.append(f"the machine's ceiling: two single processes at once {row['ceiling_pair']:.2f}x one "
+                         f"alone, {100 * row['cpu_inflation_pair']:+.1f}% CPU seconds per image")
         lines.append(f"- {row['size']}^2: " + "; ".join(parts))
+        for mode, r in row["modes"].items():
+            d = r.get("dask")
+            if d:
+                tail = "-" if d["tail_s"] is None else f"{d['tail_s']:.2f} s"
+                lines.append(f"  - {mode}: {d['tasks']} tasks; prelude {d['prelude_s']:.2f} s, tail {tail}; "
+                             f"workers idle {', '.join(f'{100 * v:.1f}%' for v in d['worker_idle'])}; client CPU "
+                             f"{r['cpu_s_parts']['client']:.2f} s")
     return "\n".join(lines)
 
 
@@ -242,9 +352,12 @@ def main(argv=None) -> int:
     p.add_argument("--run-mode", help=argparse.SUPPRESS)
     p.add_argument("--source", help=argparse.SUPPRESS)
     p.add_argument("--target", help=argparse.SUPPRESS)
+    p.add_argument("--warm-source", help=argparse.SUPPRESS)
+    p.add_argument("--go", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.run_mode:
-        print(json.dumps(run_mode(args.run_mode, args.package, args.source, args.target, args.tile, args.batch)))
+        print(json.dumps(run_mode(args.run_mode, args.package, args.source, args.target, args.tile, args.batch,
+                                  args.warm_source, args.go)))
         return 0
 
     args.work.mkdir(parents=True, exist_ok=True)
@@ -258,14 +371,17 @@ def main(argv=None) -> int:
     print(f"{model.spec.ref}; {header['cores']} cores; load average {header['load_at_start']}", flush=True)
     for size in args.sizes:
         tile = args.tile or model.predictor.plan_tiles((size, size), None, args.batch, None)[0][0].tile
-        source = make_input(args.work, size)
+        source, warm = make_input(args.work, size), make_input(args.work, WARM)
         runs, outputs = {}, {}
         for mode in args.modes:
             target = args.work / f"out_{size}_{mode.replace(':', '')}.zarr"
             shutil.rmtree(target, ignore_errors=True)
-            runs[mode] = child(mode, package, source, target, tile, args.batch)
+            if mode == "pair":
+                runs[mode] = pair(package, source, target, tile, args.batch, warm)
+            else:
+                runs[mode] = child(mode, package, source, target, tile, args.batch, warm)
+                outputs[mode] = target
             runs[mode]["tile"] = tile
-            outputs[mode] = target
             print(f"{size}^2 {mode}: {runs[mode]['seconds']:.1f} s, peak RSS {runs[mode]['peak_rss_mb']} MB, "
                   f"load {runs[mode]['load_before']:.2f} -> {runs[mode]['load_after']:.2f}", flush=True)
         if "single" in outputs:
