@@ -162,8 +162,17 @@ class Checkpointing(pl.Callback):
         self.plan = plan
         self.written: list[tuple[int, float]] = []       # (step, seconds) of each write (the benchmark)
         self._last = plan.resume_step if plan.resume_from else -1
+        self._logger_step: int | None = None              # the loggers' step a resumed run restores
 
     def on_train_batch_start(self, trainer: pl.Trainer, module, batch, batch_idx) -> None:
+        if self._logger_step is not None:
+            # a checkpoint written after a validation (its step a multiple of --val-every) restarts
+            # with Lightning skipping that validation in a first pass of its loop that trains
+            # nothing but still advances the loggers' step: every row after a resume was labelled
+            # one step later than in the uninterrupted run (and the training loss was logged one
+            # batch early). Put the loggers' step back where the checkpoint had it.
+            trainer.fit_loop.epoch_loop._batches_that_stepped = self._logger_step
+            self._logger_step = None
         step = trainer.global_step
         if step > 0 and step % self.plan.every == 0 and step != self._last:
             self.save(trainer, finished=False)
@@ -220,6 +229,9 @@ class Checkpointing(pl.Callback):
                              f"with --devices {saved['world_size']}")
         for key in [k for k in checkpoint.get("callbacks", {}) if k.startswith("Timer")]:
             del checkpoint["callbacks"][key]              # a time budget is per session
+        stepped = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict", {}) \
+            .get("_batches_that_stepped")
+        self._logger_step = int(stepped) if stepped is not None else None
 
 
 def trim_metrics(run_dir: Path, step: int) -> None:
