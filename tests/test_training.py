@@ -96,3 +96,16 @@ def test_every_architecture_trains_on_the_cpu_device_in_both_precisions(tmp_path
                   val_fraction=0.34, device="cpu", precision=precision, **options)
         training = specs.load(out).training
         assert training.config["steps_run"] == 2 and "selection" in training.config, arch_id
+
+
+def test_the_curves_are_left_out_not_the_run_when_matplotlib_is_missing(tmp_path, monkeypatch, caplog):
+    """matplotlib is an extra (`bench`), not a dependency: a run without it keeps its package."""
+    import sys
+
+    from zoo.trainers.runlog import attach_curves, write_curves
+
+    (tmp_path / "metrics.csv").write_text("epoch,step,train_loss,val_loss\n0,0,0.5,\n0,1,,0.4\n")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)           # `import matplotlib` raises ImportError
+    assert write_curves(tmp_path) is None
+    attach_curves(tmp_path / "no-package", tmp_path)                 # nothing to attach, no error
+    assert "matplotlib is not installed" in caplog.text

@@ -74,12 +74,18 @@ def read_metrics(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 def write_curves(run_dir: Path) -> Path | None:
     """``run_dir/training_curves.png``: training loss per step and validation loss (and any other
-    validation metric) per validation; None when nothing was logged."""
+    validation metric) per validation; None when nothing was logged or matplotlib (not a
+    dependency of the package) is missing."""
     series = read_metrics(run_dir)
     losses = {k: v for k, v in series.items() if k.endswith("loss") and v}
     if not losses:
         return None
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:     # an optional dependency (the `bench` extra): the run must not fail for a figure
+        log.warning("no %s: matplotlib is not installed (pip install matplotlib); the curves are in %s",
+                    CURVES, run_dir / "metrics.csv")
+        return None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
