@@ -200,6 +200,9 @@ def test_a_run_resumed_from_a_validation_step_labels_its_rows_as_the_uninterrupt
     for key in want:
         assert [s for s, _ in got[key]] == [s for s, _ in want[key]], (key, got[key], want[key])
         assert [float(v) for _, v in got[key]] == pytest.approx([float(v) for _, v in want[key]], rel=1e-4), key
+    # the validation images: those up to the checkpoint kept, the later ones drawn again
+    images = [sorted(p.name for p in (r / "validation").glob("*.png")) for r in (run, reference.parent / "pkg.run")]
+    assert images[0] == images[1] == [f"step_{s:07d}.png" for s in (4, 8, 12, 16)]
 
 
 def _resume_in_process(data, run: Path, arch: str = "n2v", **kwargs):

@@ -95,6 +95,9 @@ def open_run(run_dir: str | Path, identity: dict, every: int, resume: bool = Fal
         shutil.rmtree(run_dir / FOLDER, ignore_errors=True)
         for name in ("metrics.csv", "hparams.yaml"):
             (run_dir / name).unlink(missing_ok=True)
+        from .valimages import clear
+
+        clear(run_dir)
         return plan
     if not run_dir.is_dir():
         raise InputError(f"cannot resume: {run_dir} is not a run folder (a run writes OUT.run beside its package, "

@@ -86,6 +86,7 @@ def train(module, datamodule, max_steps: int, callbacks: Sequence = (), *, progr
     from .checkpoints import Checkpointing, trim_metrics
     from .runlog import loggers
     from .selection import Selection, TaskMetric
+    from .valimages import clear as clear_images
 
     selection = selection or Selection()
     if keep_best is None:
@@ -93,6 +94,7 @@ def train(module, datamodule, max_steps: int, callbacks: Sequence = (), *, progr
     timer = BatchTimer()
     scoring = [TaskMetric(selection, module.spec, selection_items)] if selection_items else []
     saving = [Checkpointing(plan)] if plan is not None else []
+    pictures = validation_images(run_dir, module, datamodule, selection, selection_items)
     shown = [ValidationLog(every=max(1, max_steps // 10)) if progress == "lines" else StepProgress()] if progress else []
     if val_every is not None:
         lightning = {**lightning, "val_check_interval": min(val_every, max_steps), "check_val_every_n_epoch": None}
@@ -101,10 +103,11 @@ def train(module, datamodule, max_steps: int, callbacks: Sequence = (), *, progr
         datamodule.plan(max_steps, start)
     if plan is not None and plan.resume_from and local_rank() == 0:
         trim_metrics(plan.run_dir, start)
+        clear_images(plan.run_dir, after=start)
     # order matters: the metric is logged before KeepBest reads it; a checkpoint at the end holds
     # the last weights, written before KeepBest puts the best ones back
     trainer = pl.Trainer(max_steps=max_steps,
-                         callbacks=[StepSeed(seed), *scoring, *saving, keep_best, timer, *callbacks, *shown],
+                         callbacks=[StepSeed(seed), *scoring, *saving, keep_best, timer, *pictures, *callbacks, *shown],
                          enable_progress_bar=False, use_distributed_sampler=False,
                          enable_checkpointing=False,
                          logger=loggers(run_dir, keep=bool(start)) if run_dir else False,
@@ -127,6 +130,23 @@ def train(module, datamodule, max_steps: int, callbacks: Sequence = (), *, progr
                timer.samples_per_second, rank=trainer.global_rank, selection=chosen,
                resumed_from=start if plan is not None and plan.resume_from else None,
                checkpoint_seconds=sum(s for _, s in saving[0].written) if saving else 0.0)
+
+
+def validation_images(run_dir, module, datamodule, selection, selection_items) -> list:
+    """The callback that draws a few validation samples into the run folder at every validation
+    (:mod:`.valimages`), on rank 0 of a run with a run folder; else nothing."""
+    if run_dir is None or local_rank() != 0:
+        return []
+    from .selection import task_kind
+    from .valimages import ValidationImages, sample_items
+
+    try:
+        samples = sample_items(datamodule, selection_items)
+    except Exception as e:  # noqa: BLE001 - the pictures must never stop a training
+        log.warning("no validation images in the run folder: picking the samples failed (%s: %s)", type(e).__name__, e)
+        return []
+    kind = (selection.kind if selection is not None else None) or task_kind(module.spec)
+    return [ValidationImages(run_dir, module.spec, samples, kind)]
 
 
 def local_rank() -> int:
