@@ -1,7 +1,8 @@
 """Peak memory of out-of-core prediction for every standard 2D package: flat in the image size?
 
 Reproduce:  python scripts/bench_memory.py [--sizes 4096 16384] [--formats tif zarr npy]
-                                           [--packages NAME ...] [--json OUT]
+                                           [--packages NAME ...] [--json OUT] [--threads N]
+                                           [--timeout SECONDS] [--workdir DIR]
 
 For every standard 2D package (the classifier has no image output and is skipped) and every
 output format, each size runs ``zoo predict PACKAGE in.tif -o out.FORMAT`` as a separate
@@ -9,6 +10,14 @@ process, exactly as a user runs it (default runtime, tiles from free memory, shi
 a uint16 TIFF of that size (the Hagen actin sample tiled; for RGB packages the DSB H&E sample
 tiled, channels last). The peak RSS is the child's own (``wait4``). A package is flat
 when the largest size's peak is within 1.2x of the smallest's.
+
+Runs go format by format (every package's sizes in one format before the next format), and
+every finished run is written to the JSON at once: a run cut short still reports what it
+measured, and a rerun with the same ``--json`` skips the runs already there. ``--threads N``
+gives each child N threads (``ZOO_THREADS``; the calibration is keyed by it, and redone once
+for it here before anything is measured). ``--timeout`` stops a run after that many seconds and
+records its peak so far as a lower bound (``timed_out``). Outputs are deleted after each run;
+``--workdir`` keeps the input images there (reused by a rerun).
 
 Reports a table (package, format, peak RSS per size, ratio, seconds) and writes JSON.
 """
@@ -63,67 +72,130 @@ def make_image(path: Path, size: int, channels: int) -> None:
     del out
 
 
-def run(package: str, source: Path, target: Path) -> dict:
-    """One ``zoo predict`` process: seconds and its own peak RSS."""
+def run(package: str, source: Path, target: Path, timeout: float | None = None) -> dict:
+    """One ``zoo predict`` process: seconds and its own peak RSS (a lower bound if it timed out)."""
     cmd = [str(REPO / ".venv" / "bin" / "zoo") if (REPO / ".venv" / "bin" / "zoo").exists() else "zoo",
            "predict", package, str(source), "-o", str(target), "--overwrite"]
     started = time.perf_counter()
-    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - started
-    err = child.stderr.read()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{err[-3000:]}")
-    return {"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024}
+    with tempfile.TemporaryFile() as log:       # a pipe nobody reads could fill and block the child
+        child = subprocess.Popen(cmd, stdout=log, stderr=log)
+        timed_out = False
+        while True:
+            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+            if pid:
+                break
+            if timeout and time.perf_counter() - started > timeout:
+                child.kill()
+                timed_out = True
+                _, status, usage = os.wait4(child.pid, 0)
+                break
+            time.sleep(0.5)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - started
+        log.seek(0)
+        err = log.read().decode(errors="replace")
+    if not timed_out and child.returncode != 0:
+        return {"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024, "failed": err[-2000:]}
+    return {"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024, "timed_out": timed_out}
+
+
+def table(rows: list[dict], sizes: list[int]) -> str:
+    """Markdown: one line per package and format; ``>=`` marks a lower bound (timed out)."""
+    def cell(r):
+        if r is None:
+            return "-"
+        text = f"{r['peak_rss_mb']:.0f}"
+        return ("failed " + text) if r.get("failed") else (">=" + text) if r.get("timed_out") else text
+
+    head = " | ".join(f"peak MB {s}^2" for s in sizes)
+    lines = [f"| package | format | {head} | ratio {sizes[-1]}/{sizes[0]} | flat (<= {FLAT}) | seconds {sizes[-1]}^2 |",
+             "|---|---|" + "---|" * len(sizes) + "---|---|---|"]
+    for row in rows:
+        runs = [row["runs"].get(str(s)) for s in sizes]
+        ratio = row.get("ratio")
+        last = runs[-1]
+        lines.append(f"| {row['package']} | {row['format']} | {' | '.join(cell(r) for r in runs)} | "
+                     f"{'-' if ratio is None else ('>=' if last.get('timed_out') else '') + f'{ratio:.2f}'} | "
+                     f"{'-' if row.get('flat') is None else 'yes' if row['flat'] else 'NO'} | "
+                     f"{'-' if last is None else ('>=' if last.get('timed_out') else '') + format(last['seconds'], '.0f')} |")
+    return "\n".join(lines)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[4096, 16384])
     parser.add_argument("--formats", nargs="+", default=["tif", "zarr", "npy"])
-    parser.add_argument("--packages", nargs="+", help="default: every standard 2D package")
-    parser.add_argument("--json", type=Path)
-    parser.add_argument("--workdir", type=Path, help="where the images go (default: a temporary folder)")
+    parser.add_argument("--packages", nargs="+", help="default: every standard 2D package (in this order if given)")
+    parser.add_argument("--json", type=Path, help="results, written after every run (and read back: done runs are skipped)")
+    parser.add_argument("--workdir", type=Path, help="where the images go and stay (default: a temporary folder)")
+    parser.add_argument("--threads", type=int, help="threads per child (ZOO_THREADS)")
+    parser.add_argument("--timeout", type=float, help="seconds per run; its peak so far is kept as a lower bound")
     args = parser.parse_args()
 
+    if args.threads:
+        os.environ["ZOO_THREADS"] = str(args.threads)
     packages = standard_2d()
     if args.packages:
-        packages = [(n, c) for n, c in packages if n in args.packages]
+        known = dict(packages)
+        missing = [n for n in args.packages if n not in known]
+        if missing:
+            raise SystemExit(f"not standard 2D packages: {', '.join(missing)} (known: {', '.join(known)})")
+        packages = [(n, known[n]) for n in args.packages]
     sizes = sorted(args.sizes)
+    rows: list[dict] = []
+    if args.json and args.json.exists():
+        rows = json.loads(args.json.read_text())
+
+    def row_of(name: str, fmt: str) -> dict:
+        for row in rows:
+            if row["package"] == name and row["format"] == fmt:
+                return row
+        rows.append({"package": name, "format": fmt, "runs": {}})
+        return rows[-1]
+
+    def save() -> None:
+        if args.json:
+            partial = args.json.with_suffix(".partial")
+            partial.write_text(json.dumps(rows, indent=1))
+            partial.replace(args.json)
+
     import zoo
 
     for name, _ in packages:      # pulled and calibrated (once per machine) before anything is measured
         settle = getattr(zoo.load(name).runner, "resolve", None)
         if settle:
             settle(sizes[0] ** 2)
-    rows = []
-    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
-        tmp = Path(tmp)
-        for channels in sorted({c for _, c in packages}):
-            for size in sizes:
-                make_image(tmp / f"in_{channels}_{size}.tif", size, channels)
-        for name, channels in packages:
-            for fmt in args.formats:
-                row = {"package": name, "format": fmt, "runs": {}}
+    work = args.workdir or Path(tempfile.mkdtemp())
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        for fmt in args.formats:
+            for name, channels in packages:
+                row = row_of(name, fmt)
                 for size in sizes:
-                    target = tmp / f"out.{fmt}"
-                    row["runs"][size] = run(name, tmp / f"in_{channels}_{size}.tif", target)
-                    subprocess.run(["rm", "-rf", str(target)], check=True)
-                peaks = [row["runs"][s]["peak_rss_mb"] for s in sizes]
-                row["ratio"] = peaks[-1] / peaks[0]
-                row["flat"] = row["ratio"] <= FLAT
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-    head = " | ".join(f"peak MB {s}^2" for s in sizes)
-    print(f"\n| package | format | {head} | ratio {sizes[-1]}/{sizes[0]} | flat (<= {FLAT}) | seconds {sizes[-1]}^2 |")
-    print("|---|---|" + "---|" * len(sizes) + "---|---|---|")
-    for row in rows:
-        peaks = " | ".join(f"{row['runs'][s]['peak_rss_mb']:.0f}" for s in sizes)
-        print(f"| {row['package']} | {row['format']} | {peaks} | {row['ratio']:.2f} | {'yes' if row['flat'] else 'NO'} | "
-              f"{row['runs'][sizes[-1]]['seconds']:.0f} |")
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
-    return 0 if all(r["flat"] for r in rows) else 1
+                    if str(size) in row["runs"]:
+                        continue
+                    source = work / f"in_{channels}_{size}.tif"
+                    if not source.exists():
+                        make_image(source.with_suffix(".part.tif"), size, channels)
+                        source.with_suffix(".part.tif").replace(source)
+                    target = work / f"out_{name}_{size}.{fmt}"
+                    result = run(name, source, target, args.timeout)
+                    leftovers = [str(target)] + [str(q) for q in work.glob(f".{target.name}.partial-*")]
+                    subprocess.run(["rm", "-rf", *leftovers], check=True)      # a killed run's partial output too
+                    result["threads"] = args.threads
+                    row["runs"][str(size)] = result
+                    done = [row["runs"].get(str(s)) for s in sizes]
+                    if all(done):
+                        row["ratio"] = done[-1]["peak_rss_mb"] / done[0]["peak_rss_mb"]
+                        row["flat"] = None if done[-1].get("timed_out") and row["ratio"] <= FLAT else row["ratio"] <= FLAT
+                    save()
+                    print(json.dumps({"package": name, "format": fmt, "size": size, **result})[:400], flush=True)
+    finally:
+        if not args.workdir:
+            subprocess.run(["rm", "-rf", str(work)], check=False)
+    print()
+    print(table(rows, sizes))
+    return 0 if all(r.get("flat") for r in rows) else 1
 
 
 if __name__ == "__main__":

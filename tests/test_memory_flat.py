@@ -40,3 +40,57 @@ def test_the_band_is_allocated_once_per_image():
         tiling._Band.add = original
     np.testing.assert_allclose(out, 2 * x, rtol=1e-6)
     assert sizes == []
+
+
+def test_the_tiles_do_not_depend_on_the_image_size():
+    """The network's activations (most of the peak memory) scale with the tile: a larger image
+    must not get larger tiles. An even split made them grow with the image (764, 900 and 992 px
+    for 2048, 4096 and 8192 px images with 1024 px allowed: 1.7x the activations); now every tile
+    but the last of each axis has the largest size the memory allows, and the last is shorter."""
+    sizes = {}
+    for size, tile in ((200, 64), (450, 64), (1000, 64)):
+        plans = tiling.plan([size, size], [tile, tile], [8, 8], [4, 4], [16, 16], ragged=True)
+        sizes[size] = {p.core_of(i) + 2 * p.margin for p in plans for i in range(p.n)}
+        assert max(sizes[size]) == tile - (tile - 2 * plans[0].margin) % 4, sizes
+    assert len({max(s) for s in sizes.values()}) == 1, sizes
+    # the work is that of an even split: the same number of tiles, no more pixels than the step adds
+    for size in (200, 450, 1000):
+        even = tiling.plan_axis(size, 64, 8, 4, 16)
+        ragged = tiling.plan_axis(size, 64, 8, 4, 16, ragged=True)
+        assert ragged.n == even.n
+        covered = sum(ragged.core_of(i) for i in range(ragged.n))
+        assert size <= covered < size + 4 or ragged.last == 0
+
+
+def test_a_ragged_plan_predicts_as_an_even_one():
+    """Same ramps, same kept ranges: a network that sees all its context gives the same image."""
+    x = np.random.default_rng(1).random((2, 1, 203, 150)).astype(np.float32)
+    for batch in (1, 3):
+        plans = tiling.plan(x.shape[2:], [64, 64], [8, 8], [4, 4], [16, 16], ragged=True)
+        assert plans[0].last and plans[1].last
+        seen = []
+
+        def run(t):
+            seen.append(t.shape)
+            return t * 2 + 1
+
+        out = tiling.predict_planned(run, x, plans, batch_size=batch)
+        np.testing.assert_allclose(out, 2 * x + 1, rtol=1e-6)
+        assert {s[2:] for s in seen} == {(64, 64), (plans[0].last + 2 * plans[0].margin, 64),
+                                         (64, plans[1].last + 2 * plans[1].margin),
+                                         (plans[0].last + 2 * plans[0].margin, plans[1].last + 2 * plans[1].margin)}
+
+
+def test_a_package_gets_the_same_tiles_at_every_size(monkeypatch):
+    """n2v-cbmi-2d with the default tile choice (1024 px allowed): 764, 900 and 992 px tiles at
+    2048, 4096 and 8192 px before, so its peak memory grew 1.26x from 4096 to 16384 px."""
+    import zoo
+
+    monkeypatch.setattr(memory, "available_cpu_bytes", lambda: 16 << 30)
+    predictor = zoo.load("n2v-cbmi-2d", runtime="onnx").predictor
+    largest = {}
+    for size in (2048, 4096, 8192, 16384):
+        plans, batch = predictor.plan_tiles([size, size])
+        assert batch == 1
+        largest[size] = tuple(p.tile for p in plans)
+    assert len(set(largest.values())) == 1, largest

@@ -194,7 +194,10 @@ class Predictor:
         if len(tiles) != n or not all(isinstance(t, (int, np.integer)) and t > 0 for t in tiles):
             raise InputError(f"tile must be a positive size or {n} of them (one per spatial axis "
                              f"'{inp.spatial_axes}'), got {tile}")
-        return tiling.plan(spatial, tiles, halo, step, minimum, blend), batch_size
+        # one batch at a time (CPU): every tile but the last of each axis at the largest size, so
+        # the network's memory is the same for any image larger than one tile (tiling.plan_axis)
+        ragged = batch_size == 1 and fixed is None
+        return tiling.plan(spatial, tiles, halo, step, minimum, blend, ragged=ragged), batch_size
 
     def bytes_per_pixel(self) -> float:
         """The network's estimated activation memory per input pixel (measured once)."""
