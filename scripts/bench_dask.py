@@ -1,7 +1,7 @@
 """Dask scaling benchmark (issue 25.6): one large OME-Zarr predicted by one process, by
 ``--cluster local:1`` and by ``--cluster local:2`` (one thread per worker), at 8192^2 and 16384^2.
 
-Reproduce (on a quiet machine with at least 2 cores; about 6 minutes with the default package):
+Reproduce (on a quiet machine with at least 2 cores; about 9 minutes with the default package):
 
     .venv/bin/python scripts/bench_dask.py [--sizes 8192 16384] [--package n2v-narrow] [--json OUT]
 
@@ -11,14 +11,22 @@ Each mode is a fresh process (so each peak RSS is its own), with ONNX Runtime on
 - ``single``:  ``zoo.load(pkg).predict_file(in.zarr, out.zarr)``: the single-process stream, out
                of core, written as it goes;
 - ``local:N``: ``zoo.predict(model, in.zarr, out=out.zarr, client=...)`` on a LocalCluster of N
-               worker processes: chunks predicted and written by the workers (no tile run twice).
+               worker processes: chunks predicted and written by the workers (no tile run twice);
+- ``pair``:    two ``single`` processes at once on the same image, started together: the
+               machine's own ceiling for ``local:2`` (shared caches and memory bandwidth, or two
+               vCPUs that are one host core's hyperthreads), with no Dask in the way.
 
-Every mode loads the model and warms up on a small image before its clock starts; the cluster's
-start is reported apart (``startup_s``). Besides the wall time, each mode's CPU seconds (the
+Every mode loads the model, runs it on a small array and predicts a 1024^2 OME-Zarr through its
+own path (imports, codecs, the cluster's plugin) before its clock starts; the cluster's start is
+reported apart (``startup_s``). Peak RSS is each process's own (``VmHWM``; ``ru_maxrss`` carries a
+parent's peak into a child across exec). Dask runs also report, from the task stream, the
+prelude (the call's start to the first task), the tail (the first worker out of work to the
+end) and each worker's idle fraction. Besides the wall time, each mode's CPU seconds (the
 process; for Dask the client, with the scheduler in it, and every worker) are counted: on a
 machine that other work shares they show Dask's own cost where the wall time cannot. All modes use one tile size and batch (the plan the
 single process chooses here), so they run the same tiles. Reported per size: seconds and
-throughput (Mpx/s), scaling (``local:2`` against ``local:1``; goal >= 1.8), Dask's overhead at
+throughput (Mpx/s), scaling (``local:2`` against ``local:1``; goal >= 1.8) beside the ceiling
+(``pair``: 2 x single's seconds / the pair's seconds), Dask's overhead at
 ``local:1`` against one process (goal <= 10%), the peak RSS of the single process, of each worker
 and of the client (goal: a worker's flat in the image's size), and each Dask output's largest
 difference from the single-process output (goal 0 or <= 1e-5 of its range). The load average

@@ -399,6 +399,23 @@ def test_every_tile_is_run_by_exactly_one_chunk_and_reaches_only_its_neighbours(
     assert sorted(seen) == [(a, b) for a in range(plans[0].n) for b in range(plans[1].n)]
 
 
+def test_the_run_ends_on_one_tile_chunks():
+    """The last chunks submitted (the first axis's last) are one tile tall, so that no worker idles
+    a whole chunk's time at the end while the other runs the last (issue 25.6, 16384^2 at tile 992:
+    18 tiles a side, 9 chunk rows of 2 -> 8 of 2 and 2 of 1); an axis whose last chunk is short
+    already, and every other axis, keep their chunks."""
+    from zoo.distributed.chunks import owned_tiles
+    from zoo.runtime.tiling import AxisPlan
+
+    plan = AxisPlan(size=16384, core=912, halo=32, blend=8, n=18)
+    grid = Grid.of((plan, plan), 1824)
+    rows = [len(owned_tiles(plan, lo, hi)) for lo, hi in zip(grid.bounds[0], grid.bounds[0][1:])]
+    cols = [len(owned_tiles(plan, lo, hi)) for lo, hi in zip(grid.bounds[1], grid.bounds[1][1:])]
+    assert rows == [2] * 8 + [1, 1] and cols == [2] * 9
+    odd = AxisPlan(size=8192, core=912, halo=32, blend=8, n=9)
+    assert Grid.of((odd, odd), 1824).shape == (5, 5)
+
+
 def test_workers_started_here_keep_mallocs_defaults_and_run_no_profiler(client):
     """Dask's nannies set MALLOC_TRIM_THRESHOLD_, which fixes glibc's mmap threshold: every tile-sized
     array is then mapped and unmapped again (+17% CPU on the same tiles, measured); and each worker's

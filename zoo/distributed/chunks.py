@@ -48,8 +48,11 @@ PIECES = ".zoo-pieces"     # inside the partial output: what a chunk's tiles add
 STATE_KEY = "bioimage-zoo-dask"
 
 
-def axis_bounds(plan: AxisPlan, tiles_per_chunk: int) -> tuple[tuple[int, ...], int]:
+def axis_bounds(plan: AxisPlan, tiles_per_chunk: int, fine_end: bool = False) -> tuple[tuple[int, ...], int]:
     """(chunk boundaries ``0 < ... < size`` along one axis, the output's Zarr chunk there).
+    ``fine_end``: the last full chunk is cut into one-tile chunks, so that the run ends on small
+    tasks (chunks are submitted in raster order: the first axis's last chunks are the last tasks;
+    with whole-size chunks one worker idled up to a chunk's time while the other ran the last).
 
     A seam lies in tile ``i``'s interior ``[i*core + blend, (i+1)*core - blend]`` (one tile
     decides every pixel there; never the last tile's, so that every chunk owns a tile), on a
@@ -62,9 +65,11 @@ def axis_bounds(plan: AxisPlan, tiles_per_chunk: int) -> tuple[tuple[int, ...], 
     else:                   # a seam at tile i's start: tiles 0..i-1 start before it
         block = min(MAX_BLOCK, plan.core & -plan.core)                 # the largest power of two dividing it
         seams = [(i, i * plan.core) for i in range(1, plan.n)]
+    last = (plan.n - 1) // tiles_per_chunk * tiles_per_chunk        # tiles before the last chunk's start
+    fine = fine_end and plan.n - last == tiles_per_chunk > 1
     bounds = [0]
     for before, seam in seams:          # ``before``: how many tiles start before the seam
-        if before % tiles_per_chunk == 0 and bounds[-1] < seam < plan.size:
+        if (before % tiles_per_chunk == 0 or fine and before > last) and bounds[-1] < seam < plan.size:
             bounds.append(seam)
     return tuple(bounds) + (plan.size,), block
 
@@ -113,7 +118,7 @@ class Grid:
     def of(cls, plans: Sequence[AxisPlan], chunk: int | Sequence[int]) -> "Grid":
         """Chunks of about ``chunk`` pixels a side (whole tiles)."""
         sizes = [chunk] * len(plans) if isinstance(chunk, int) else list(chunk)
-        cut = [axis_bounds(p, max(1, round(c / p.core))) for p, c in zip(plans, sizes)]
+        cut = [axis_bounds(p, max(1, round(c / p.core)), fine_end=a == 0) for a, (p, c) in enumerate(zip(plans, sizes))]
         return cls(tuple(b for b, _ in cut), tuple(k for _, k in cut))
 
     @property
