@@ -108,3 +108,16 @@ def test_tiles_stay_below_a_power_of_two():
     assert choice.tile == [992, 992]
     # a small image is still one tile of its own size
     assert memory.choose([1000, 1000], 256.0, [12, 12], on_gpu=False, available=16 << 30).tile == [1024, 1024]
+
+
+def test_the_instance_labeller_holds_no_more_than_its_budget():
+    """What the band labeller holds (window and the next band) fits its budget at any width; it
+    counted the window alone, so a 16384 px wide 3-channel output held 485 MiB for 256 MiB."""
+    from zoo.runtime import stream
+    from zoo.runtime.layout import Layout
+
+    budget = stream._LABEL_BAND_BYTES
+    for width, channels in ((4096, 3), (16384, 3), (16384, 1)):
+        layout = Layout(axes="cyx", spatial="yx", shape=(channels, 65536, width))
+        held = stream._label_held_rows(layout, stream.MAX_OBJECT_SIZE, budget) * stream._label_row_bytes(layout)
+        assert held <= budget, (width, channels, held / 2**20)
