@@ -7,17 +7,34 @@ from zoo.runtime import memory, tiling
 def test_a_wide_image_gets_shorter_tiles_not_a_wider_band():
     per_pixel, available = 4000.0, 16 << 30
     budget = min(available * memory.CPU_SHARE, memory.CPU_CAP)
-    narrow = memory.choose([4096, 4096], per_pixel, [40, 40], on_gpu=False, available=available, out_channels=33)
-    wide = memory.choose([16384, 16384], per_pixel, [40, 40], on_gpu=False, available=available, out_channels=33)
+    narrow = memory.choose([4096, 4096], per_pixel, [40, 40], on_gpu=False, available=available, out_channels=8)
+    wide = memory.choose([16384, 16384], per_pixel, [40, 40], on_gpu=False, available=available, out_channels=8)
     for spatial, choice in (([4096, 4096], narrow), ([16384, 16384], wide)):
-        band = memory.BAND_COPIES * 4 * 33 * spatial[1] * choice.tile[0]
+        band = memory.BAND_COPIES * 4 * 8 * spatial[1] * choice.tile[0]
         activations = choice.tile[0] * choice.tile[1] * per_pixel * memory.LIVE_FRACTION
         assert band + activations <= budget * 1.01, (spatial, choice)
-    assert wide.tile[0] < narrow.tile[0]
+    assert memory.useful_side([40, 40]) <= wide.tile[0] < narrow.tile[0]
     # one output channel on a 4096-wide image: the band hardly matters
     plain = memory.choose([4096, 4096], per_pixel, [40, 40], on_gpu=False, available=available)
     single = memory.choose([4096, 4096], per_pixel, [40, 40], on_gpu=False, available=available, out_channels=1)
     assert single.tile[0] >= 0.9 * plain.tile[0]
+
+
+def test_tiles_never_shrink_into_mostly_halo_while_free_memory_holds_the_band():
+    """StarDist's 33 channels on a 16384 px wide image shrank its tiles to 184 px (margins 64):
+    ~10x the work of 512 px tiles. Below the side where half of a tile is its core the band may
+    use the free memory's share instead; only where that is short do tiles shrink further."""
+    per_pixel, margins = 4000.0, [64, 64]
+    floor = memory.useful_side(margins)
+    core = (floor - 2 * 64) ** 2 / floor ** 2
+    assert 0.5 <= core < 0.51
+    roomy = memory.choose([16384, 16384], per_pixel, margins, on_gpu=False, available=16 << 30, out_channels=33)
+    assert roomy.tile == [floor, floor] and "kept at" in roomy.reason
+    band = memory.BAND_COPIES * 4 * 33 * 16384 * floor
+    assert band + floor ** 2 * per_pixel * memory.LIVE_FRACTION <= (16 << 30) * memory.CPU_SHARE
+    tight = memory.choose([16384, 16384], per_pixel, margins, on_gpu=False, available=4 << 30, out_channels=33)
+    assert tight.tile[0] < floor                                         # 1 GiB share: the band must shrink
+    assert memory.BAND_COPIES * 4 * 33 * 16384 * tight.tile[0] <= (4 << 30) * memory.CPU_SHARE
 
 
 def test_the_band_is_allocated_once_per_image():

@@ -149,12 +149,23 @@ def _side(n: int, budget: float, live: float, band_per_row: float) -> int:
     return lo
 
 
+def useful_side(margins: Sequence[int]) -> int:
+    """The smallest tile side of which at least half is the tile's core (not its margins) on
+    every axis together: below it most of the network's work is context thrown away."""
+    widest = max(margins, default=0)
+    n = max(len(margins), 1)
+    return math.ceil(2 * widest / (1 - 0.5 ** (1 / n))) if widest else 1
+
+
 def choose(spatial: Sequence[int], bytes_per_pixel: float, margins: Sequence[int], on_gpu: bool,
            available: int | None = None, out_channels: int = 0) -> TileChoice:
     """The largest tile (and, on GPU, batch) whose activations, and the stitching band of a row of
     such tiles across the image (``out_channels`` float32 channels; 0: not counted), fit the
     memory share. Counting the band keeps a wide image's memory within the same budget as a
-    narrow one's: its tiles get shorter instead of its band growing with the width."""
+    narrow one's: its tiles get shorter instead of its band growing with the width, but never
+    shorter than :func:`useful_side` while the free memory's share (uncapped) holds them: a
+    16384 px wide StarDist output (33 channels) would otherwise run 184 px tiles, ~10x the work
+    of 512 px ones, so there the band grows with the width instead."""
     n = len(spatial)
     if available is None:
         # ONNX Runtime on CUDA without a CUDA torch cannot ask the device: assume a small GPU
@@ -164,6 +175,12 @@ def choose(spatial: Sequence[int], bytes_per_pixel: float, margins: Sequence[int
     pixels = max(budget / live, 1.0)
     band_per_row = BAND_COPIES * 4 * out_channels * math.prod(spatial[1:]) if n > 1 else 0
     side = _side(n, budget, live, band_per_row)
+    floor = min(useful_side(margins), _side(n, budget, live, 0))
+    kept = ""
+    if side < floor:        # a wide many-channel band would shrink the tiles until most of the work is halo:
+        roomy = available * (GPU_SHARE if on_gpu else CPU_SHARE)      # spend free memory instead, up to its share
+        side = max(side, min(floor, _side(n, roomy, live, band_per_row)))
+        kept = f"; tiles kept at {side} px for speed (half of each tile useful), band over the {budget / 2**20:.0f} MiB budget"
     # no need for tiles larger than the image (plus its margins) on any axis
     side = min(side, MAX_TILE[n] if n in MAX_TILE else side)
     # an axis that fits in one tile is one tile; the others are cut just below a power of two
@@ -174,5 +191,5 @@ def choose(spatial: Sequence[int], bytes_per_pixel: float, margins: Sequence[int
         batch = int(max(1, min(GPU_MAX_BATCH, pixels // max(math.prod(tile), 1))))
     reason = (f"{bytes_per_pixel * LIVE_FRACTION / 1024:.2f} KiB/pixel, {budget / 2**20:.0f} MiB budget of "
               f"{available / 2**20:.0f} MiB free" +
-              (f", band {band_per_row * tile[0] / 2**20:.0f} MiB" if band_per_row else ""))
+              (f", band {band_per_row * tile[0] / 2**20:.0f} MiB" if band_per_row else "") + kept)
     return TileChoice(tile=tile, batch_size=batch, reason=reason)
