@@ -100,6 +100,14 @@ def test_objects_of_another_size_are_rescaled_by_their_diameter(tmp_path):
         ("1x", truth, model.predict(image)), ("2x as it is", big_truth, model.predict(big)),
         ("2x rescaled", big_truth, zoo.predict(model, big, diameter=diameter)))}
     assert ap["2x rescaled"] >= ap["1x"] - 0.05, ap
+    # beyond 1.5x the model's objects the check warns and says what to pass, even where the training
+    # images' own objects spread wider (DSB fluorescence: ~3.3x either side); at 1x it does not
+    report = model.check_shift(big, prediction=model.predict(big))
+    assert report.scale_ratio > 1.5 and report.scale_mismatch and report.shift_warning, report.to_dict()
+    assert report.verdict in ("at another scale", "unlike the training data")
+    assert any("pass --diameter" in m for m in report.messages), report.messages
+    own = model.check_shift(image, prediction=model.predict(image))
+    assert 1 / 1.5 <= own.scale_ratio <= 1.5 and not own.scale_mismatch, own.to_dict()
     with pytest.raises(InputError, match="records no typical object diameter"):
         zoo.predict("n2v-w2s", image, diameter=20)
 

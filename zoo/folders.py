@@ -179,7 +179,7 @@ def predict_one(model, source, target, digest, opened, manifest, row, overwrite,
             found = check_shift(model, done.source, axes=axes, prediction=done.result, source_axes=done.source_axes)
             if found is not None:
                 row["shift_score"] = f"{found.shift_score:.3g}"
-                row["shift_verdict"] = "unlike the training data" if found.shift_warning else "fits"
+                row["shift_verdict"] = found.verdict
                 if found.shift_warning:
                     row["warnings"] = "; ".join(filter(None, [row["warnings"], *found.messages]))
         manifest.record(source, digest, model.spec.ref, target)

@@ -82,7 +82,7 @@ def _report(model, args, report) -> int:
     for row in report.rows:
         if row["status"] == "failed":
             print(f"failed: {row['file']}: {row['error']}", file=sys.stderr)
-        elif row["shift_verdict"] == "unlike the training data":
+        elif row["shift_verdict"] not in ("", "fits"):
             print(f"warning: {row['file']}: {row['warnings']}", file=sys.stderr)
     done, skipped, failed = report.count("done"), report.count("skipped"), report.count("failed")
     print(f"{args.output}: {done} predicted, {skipped} skipped, {failed} failed by {model.spec.ref} "

@@ -28,8 +28,7 @@ log = logging.getLogger("zoo.trust")
 
 STATISTICS, ENCODER = "trust/shift.npz", "trust/encoder.onnx"
 GEOMETRIC = ("fit_canvas",)      # preprocessing that resizes or pads: image statistics are taken before it
-SCALE_LIMIT = 1.5                # objects this many times larger (or smaller) than the training's: a warning,
-                                 # or more where the training images' own object sizes spread wider (2 sd)
+SCALE_LIMIT = 1.5                # objects this many times larger (or smaller) than the training's: a warning
 
 
 @dataclass
@@ -40,7 +39,9 @@ class ShiftReport:
     messages: list[str] = field(default_factory=list)
     objects: dict = field(default_factory=dict)      # instance models: label -> why its size is unusual
     scale_ratio: float | None = None                 # instance models: median object diameter / the training's
-    scale_limit: float = 1.5                         # ratios beyond this (or below its inverse) are a mismatch
+    scale_limit: float = SCALE_LIMIT                 # ratios beyond this (or below its inverse) are a mismatch
+    training_span: float | None = None               # the training images' own medians spread this many times
+                                                     # either side of the training's (2 sd)
 
     @property
     def scale_mismatch(self) -> bool:
@@ -51,9 +52,16 @@ class ShiftReport:
     def shift_warning(self) -> bool:
         return self.shift_score > self.shift_threshold or self.scale_mismatch
 
+    @property
+    def verdict(self) -> str:
+        """One phrase: ``fits``, ``unlike the training data`` or ``at another scale`` (the scale alone)."""
+        if self.shift_score > self.shift_threshold:
+            return "unlike the training data"
+        return "at another scale" if self.scale_mismatch else "fits"
+
     def to_dict(self) -> dict:
         return {"shift_score": round(self.shift_score, 4), "shift_threshold": round(self.shift_threshold, 4),
-                "shift_warning": self.shift_warning,
+                "shift_warning": self.shift_warning, "shift_verdict": self.verdict,
                 **({"scale_ratio": round(self.scale_ratio, 4)} if self.scale_ratio is not None else {}), "shift_parts": {k: round(v, 4) for k, v in self.parts.items()},
                 "shift_messages": self.messages,
                 **({"object_warnings": [{"label": k, "message": v} for k, v in sorted(self.objects.items())]}
@@ -173,15 +181,19 @@ def check(model, x: np.ndarray, labels: np.ndarray | None = None) -> ShiftReport
     trained = (shift.reference or {}).get("scale")
     if stats.get("scale") and trained:
         report.scale_ratio = float(stats["scale"] / trained)
-        report.scale_limit = max(SCALE_LIMIT, float(np.exp(2 * shift.spreads.get("scale", 0.0))))
+        report.training_span = float(np.exp(2 * shift.spreads.get("scale", 0.0)))
     if report.shift_score > report.shift_threshold:
         report.messages = shift.explain(parts, stats)
     if report.scale_mismatch:
+        span = report.training_span or 1.0
+        within = 1 / span <= report.scale_ratio <= span
         report.messages.append(
             f"its objects are {report.scale_ratio:.2g}x the size of the training objects (median diameter "
-            f"{stats['scale']:.3g} px against {trained:.3g} px; the training images' own range is "
-            f"{1 / report.scale_limit:.2g}-{report.scale_limit:.2g}x): pass --diameter {stats['scale']:.3g} (or "
-            "the image's --pixel-size) so that it is rescaled to the model's scale")
+            f"{stats['scale']:.3g} px against {trained:.3g} px"
+            + (f"; the training images' own objects spanned {1 / span:.2g}-{span:.2g}x, so the model may cope"
+               if within else "")
+            + f"): pass --diameter {stats['scale']:.3g} (or the image's --pixel-size) so that it is rescaled to "
+            "the model's scale")
     report.objects = shift.size_flags(stats.get("areas", {}))
     if report.objects:
         log.warning("%s", report.objects_summary())
