@@ -80,7 +80,8 @@ def test_the_tiles_do_not_depend_on_the_image_size():
 
 
 def test_a_ragged_plan_predicts_as_an_even_one():
-    """Same ramps, same kept ranges: a network that sees all its context gives the same image."""
+    """Same ramps, same kept ranges: a network that sees all its context gives the same image, and
+    every tile has one shape."""
     x = np.random.default_rng(1).random((2, 1, 203, 150)).astype(np.float32)
     for batch in (1, 3):
         plans = tiling.plan(x.shape[2:], [64, 64], [8, 8], [4, 4], [16, 16], ragged=True)
@@ -93,9 +94,9 @@ def test_a_ragged_plan_predicts_as_an_even_one():
 
         out = tiling.predict_planned(run, x, plans, batch_size=batch)
         np.testing.assert_allclose(out, 2 * x + 1, rtol=1e-6)
-        assert {s[2:] for s in seen} == {(64, 64), (plans[0].last + 2 * plans[0].margin, 64),
-                                         (64, plans[1].last + 2 * plans[1].margin),
-                                         (plans[0].last + 2 * plans[0].margin, plans[1].last + 2 * plans[1].margin)}
+        # one tile shape: the shorter last cores are read at full size (reflected past the end), as
+        # ONNX Runtime keeps memory per input shape (four shapes: +137 MB on n2v-w2s at 2048^2)
+        assert {s[2:] for s in seen} == {(64, 64)}
 
 
 def test_a_package_gets_the_same_tiles_at_every_size(monkeypatch):
