@@ -187,19 +187,28 @@ def test_a_run_resumed_from_a_validation_step_labels_its_rows_as_the_uninterrupt
                                                                                        tmp_path):
     """The checkpoint at step 8 follows a validation (every 4 steps): Lightning's restart skips
     that validation in a pass of its loop that trained nothing but advanced its loggers' step, so
-    every later row was labelled one step on (11 -> 12). Deterministic, where the SIGKILL tests
-    only meet it when they happen to stop at such a step. (In this process: the values within a
-    stated tolerance, 1e-4 relative, as the torch threads may differ from the reference's; the
-    labels exactly.)"""
+    every later row was labelled one step on (11 -> 12) and the training loss logged one batch
+    early. Deterministic, where the SIGKILL tests only meet it when they happen to stop at such a
+    step. Stopped and resumed in a process of its own with the reference's torch threads (in the
+    full suite, run in the pytest process, the training loss after the resume differed by 21%),
+    so the curves compare exactly."""
     run = tmp_path / "pkg.run"
-    with pytest.raises(RuntimeError, match="stopped at step 8"):
-        _resume_in_process(image_folder, run, resume=None, callbacks=[_StopAt(8)])
+    code = ("import sys; sys.path.insert(0, {tests!r}); from pathlib import Path; "
+            "from test_resume import _resume_in_process, _StopAt\n"
+            "try:\n    _resume_in_process(Path({data!r}), Path({run!r}), resume=None, callbacks=[_StopAt(8)])\n"
+            "except RuntimeError as e:\n    assert 'stopped at step 8' in str(e), e\nelse:\n    raise SystemExit(3)\n")
+    code = code.format(tests=str(Path(__file__).parent), data=str(image_folder), run=str(run))
+    done = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
     assert _pointer(run)["step"] == 8
-    _resume_in_process(image_folder, run)
+    resume = ("import sys; sys.path.insert(0, {tests!r}); from pathlib import Path; "
+              "from test_resume import _resume_in_process; _resume_in_process(Path({data!r}), Path({run!r}))")
+    done = subprocess.run([sys.executable, "-c", resume.format(tests=str(Path(__file__).parent), data=str(image_folder),
+                                                                run=str(run))],
+                          env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
     got, want = _curves(run), _curves(reference.parent / f"{reference.name}.run")
-    for key in want:
-        assert [s for s, _ in got[key]] == [s for s, _ in want[key]], (key, got[key], want[key])
-        assert [float(v) for _, v in got[key]] == pytest.approx([float(v) for _, v in want[key]], rel=1e-4), key
+    assert got == want, (got, want)
     # the validation images: those up to the checkpoint kept, the later ones drawn again
     images = [sorted(p.name for p in (r / "validation").glob("*.png")) for r in (run, reference.parent / "pkg.run")]
     assert images[0] == images[1] == [f"step_{s:07d}.png" for s in (4, 8, 12, 16)]
