@@ -159,6 +159,7 @@ def default_lanes(files: list[Path]) -> int:
     """As many lanes as threads allowed, when every file is small (see :func:`predict_files`)."""
     if len(files) < 2 or any(not f.is_file() or f.stat().st_size > LANE_FILE_BYTES for f in files):
         return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    threads = int(os.environ.get("ZOO_THREADS") or 0) or cores
+    from ..runtime.device import cores
+
+    threads = int(os.environ.get("ZOO_THREADS") or 0) or cores()
     return max(1, min(threads, len(files)))

@@ -19,6 +19,7 @@ import weakref
 from pathlib import Path
 
 from ..errors import InputError
+from ..runtime.device import cores
 
 log = logging.getLogger("zoo.distributed")
 
@@ -40,14 +41,6 @@ WORKER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": N
                  "distributed.worker.memory.monitor-interval": "1s"}
 # Set from the cluster's start to its close (a nanny restarting a killed worker reads them then).
 _STARTED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()    # client -> the cluster it owns
-
-
-def cores() -> int:
-    """CPU cores this process may use (its affinity, not the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:        # not on Linux
-        return os.cpu_count() or 1
 
 
 def local_shape(n_workers: int | None, n_cores: int | None = None, threads: int | None = None) -> tuple[int, int]:

@@ -69,11 +69,9 @@ def _cpu_model() -> str:
 
 def machine(device: str) -> dict:
     """What makes one runner faster than another here (no torch import)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    return {"cpu": _cpu_model(), "arch": platform.machine(), "cores": cores,
+    from .device import cores
+
+    return {"cpu": _cpu_model(), "arch": platform.machine(), "cores": cores(),
             "threads": os.environ.get("ZOO_THREADS", ""), "device": device,
             "gpu": os.path.exists("/dev/nvidia0"), "onnxruntime": _version("onnxruntime"),
             "torch": _version("torch"), "calibration": CACHE_VERSION}

@@ -17,6 +17,16 @@ def parse(device: str) -> str:
     return device
 
 
+def cores() -> int:
+    """CPU cores this process may use (its affinity, not the machine's count)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:        # not on Linux
+        return os.cpu_count() or 1
+
+
 def _gpu_present() -> bool:
     """Whether an NVIDIA GPU is visible to the system (without importing torch)."""
     import os
