@@ -1,4 +1,6 @@
 """Streaming memory does not grow with the image: the stitching band counts against the tile budget."""
+from pathlib import Path
+
 import numpy as np
 
 from zoo.runtime import memory, tiling
@@ -157,3 +159,33 @@ def test_the_instance_labeller_holds_no_more_than_its_budget():
         layout = Layout(axes="cyx", spatial="yx", shape=(channels, 65536, width))
         held = stream._label_held_rows(layout, stream.MAX_OBJECT_SIZE, budget) * stream._label_row_bytes(layout)
         assert held <= budget, (width, channels, held / 2**20)
+
+
+def test_many_channel_outputs_are_predicted_in_column_strips(monkeypatch, tmp_path):
+    """StarDist's 33-channel band and labelling window grew with the width (~1.1 GB and ~0.8 GB
+    at 16384 px): past ~5000 px it is predicted in column strips, so its tiles (chosen with the
+    band) stop depending on the width, and a strip's raw outputs equal the whole width's."""
+    import tifffile
+
+    import zoo
+    from zoo.runtime import stream
+
+    monkeypatch.setattr(memory, "available_cpu_bytes", lambda: 16 << 30)
+    model = zoo.load("stardist-dsb-fluo-2d", runtime="onnx")
+    width = stream.strip_width((16384, 16384), 33)
+    assert 4096 < width < 6000 and stream.strip_width((4096, 4096), 33) is None
+    assert stream.strip_width((16384, 16384), 3) is None
+    tiles = {size: tuple(p.tile for p in model.plan_tiles([size, size], band_width=width)[0])
+             for size in (8192, 16384, 65536)}
+    assert len(set(tiles.values())) == 1, tiles
+    plans, _ = model.plan_tiles([16384, 16384], band_width=width)
+    parts = stream.strips(plans[-1], stream.strip_width((16384, 16384), 33), stream.MAX_OBJECT_SIZE)
+    assert parts[0][0] == 0 and parts[-1][1] == 16384 and all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
+    assert all(lo % plans[-1].core == 0 for lo, _ in parts) and len(parts) >= 4
+
+    image = tifffile.imread(Path(__file__).parents[1] / "samples" / "dsb_fluo_nuclei.tif")[:200, :400]
+    tifffile.imwrite(tmp_path / "in.tif", image)
+    stream.predict_file(model, tmp_path / "in.tif", tmp_path / "whole.npy", tile=192, raw=True)
+    monkeypatch.setattr(stream, "_STRIP_ROW_BYTES", 100 * 33 * 4)
+    stream.predict_file(model, tmp_path / "in.tif", tmp_path / "strips.npy", tile=192, raw=True)
+    assert np.array_equal(np.load(tmp_path / "whole.npy"), np.load(tmp_path / "strips.npy"))

@@ -133,9 +133,10 @@ class Model:
                                                opened=opened, pixel_size=pixel_size)
 
     def plan_tiles(self, spatial: Sequence[int], tile: Tile = None, batch_size: int | None = None,
-                   blend: int | None = None):
-        """How an image of this spatial shape is tiled: one plan per axis, and the batch size."""
-        return self.predictor.plan_tiles(spatial, tile, batch_size, blend)
+                   blend: int | None = None, band_width: int | None = None):
+        """How an image of this spatial shape is tiled: one plan per axis, and the batch size
+        (``band_width``: predicted in column strips about this wide)."""
+        return self.predictor.plan_tiles(spatial, tile, batch_size, blend, band_width)
 
     def network(self):
         """The runner as the tiler calls it (see :meth:`zoo.runtime.predictor.Predictor.network`)."""

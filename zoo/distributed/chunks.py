@@ -40,7 +40,7 @@ from .. import opnames
 from ..errors import InputError
 from ..runtime import ops
 from ..runtime.layout import Layout, check_finite
-from ..runtime.tiling import AxisPlan, read_tile
+from ..runtime.tiling import AxisPlan, read_tile, tiles_for
 
 MAX_BLOCK = 512            # the output's Zarr chunks along a spatial axis are at most this
 DONE = ".zoo-done"         # inside the partial output: one empty file per finished chunk
@@ -72,12 +72,6 @@ def axis_bounds(plan: AxisPlan, tiles_per_chunk: int, fine_end: bool = False) ->
         if (before % tiles_per_chunk == 0 or fine and before > last) and bounds[-1] < seam < plan.size:
             bounds.append(seam)
     return tuple(bounds) + (plan.size,), block
-
-
-def tiles_for(plan: AxisPlan, lo: int, hi: int) -> range:
-    """The tiles whose kept range (prediction they contribute) touches ``[lo, hi)``."""
-    touching = [i for i in range(plan.n) if plan.kept(i)[0] < hi and plan.kept(i)[1] > lo]
-    return range(touching[0], touching[-1] + 1)
 
 
 def owned_tiles(plan: AxisPlan, lo: int, hi: int) -> range:

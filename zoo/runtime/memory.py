@@ -158,14 +158,15 @@ def useful_side(margins: Sequence[int]) -> int:
 
 
 def choose(spatial: Sequence[int], bytes_per_pixel: float, margins: Sequence[int], on_gpu: bool,
-           available: int | None = None, out_channels: int = 0) -> TileChoice:
+           available: int | None = None, out_channels: int = 0, band_width: int | None = None) -> TileChoice:
     """The largest tile (and, on GPU, batch) whose activations, and the stitching band of a row of
     such tiles across the image (``out_channels`` float32 channels; 0: not counted), fit the
     memory share. Counting the band keeps a wide image's memory within the same budget as a
     narrow one's: its tiles get shorter instead of its band growing with the width, but never
     shorter than :func:`useful_side` while the free memory's share (uncapped) holds them: a
     16384 px wide StarDist output (33 channels) would otherwise run 184 px tiles, ~10x the work
-    of 512 px ones, so there the band grows with the width instead."""
+    of 512 px ones, so there the band grows with the width instead. ``band_width``: the band's
+    length along the last axis when the image is predicted in column strips (default: the image's)."""
     n = len(spatial)
     if available is None:
         # ONNX Runtime on CUDA without a CUDA torch cannot ask the device: assume a small GPU
@@ -173,7 +174,10 @@ def choose(spatial: Sequence[int], bytes_per_pixel: float, margins: Sequence[int
     budget = available * GPU_SHARE if on_gpu else min(available * CPU_SHARE, CPU_CAP)
     live = max(bytes_per_pixel * LIVE_FRACTION, 1.0)
     pixels = max(budget / live, 1.0)
-    band_per_row = BAND_COPIES * 4 * out_channels * math.prod(spatial[1:]) if n > 1 else 0
+    band_spatial = list(spatial[1:])
+    if band_width is not None and band_spatial:
+        band_spatial[-1] = min(band_spatial[-1], band_width)
+    band_per_row = BAND_COPIES * 4 * out_channels * math.prod(band_spatial) if n > 1 else 0
     side = _side(n, budget, live, band_per_row)
     floor = min(useful_side(margins), _side(n, budget, live, 0))
     kept = ""

@@ -165,8 +165,9 @@ class Predictor:
 
     # ------------------------------------------------------------------ tiling
     def plan_tiles(self, spatial: Sequence[int], tile: Tile = None, batch_size: int | None = None,
-                   blend: int | None = None) -> tuple[list[tiling.AxisPlan], int]:
-        """How an image of this spatial shape is tiled: one plan per axis, and the batch size."""
+                   blend: int | None = None, band_width: int | None = None) -> tuple[list[tiling.AxisPlan], int]:
+        """How an image of this spatial shape is tiled: one plan per axis, and the batch size
+        (``band_width``: predicted in column strips about this wide, see :func:`memory.choose`)."""
         inp = self.spec.inputs[0]
         n = len(inp.spatial_axes)
         resolve = getattr(self.runner, "resolve", None)     # runtime auto: measured before a large prediction
@@ -186,7 +187,8 @@ class Predictor:
             margins = [tiling.plan_axis(s, 1 << 30, h, st, m, blend).margin
                        for s, h, st, m in zip(spatial, halo, step, minimum)]
             choice = memory.choose(spatial, self.bytes_per_pixel(), margins, on_gpu=self.runner.on_gpu,
-                                   out_channels=sum(out.n_channels or 1 for out in self.spec.outputs))
+                                   out_channels=sum(out.n_channels or 1 for out in self.spec.outputs),
+                                   band_width=band_width)
             log.info("tiles %s, batch %d (%s)", "x".join(map(str, choice.tile)), choice.batch_size, choice.reason)
             tile = choice.tile if tile is None else tile
             batch_size = choice.batch_size if batch_size is None else batch_size

@@ -28,6 +28,7 @@ _WRITE_COLUMNS = 1024     # bands are post-processed and written this many colum
 STREAM_SUFFIXES = TIFF + (ZARR, ".npy")
 MAX_OBJECT_SIZE = 128      # pixels: the overlap between the bands labelled one at a time
 _LABEL_BAND_BYTES = 256 << 20   # network outputs read per band when labelling
+_STRIP_ROW_BYTES = 640 << 10    # a row of network outputs (float32, every channel) of a column strip
 
 
 def _advise(array, advice: int) -> None:
@@ -72,6 +73,58 @@ def _finite(piece: np.ndarray, b: int, where: str) -> np.ndarray:
     except InputError as e:
         raise InputError(f"image {b}, {where}: {e}") from None
     return piece
+
+
+def strip_width(spatial, channels: int) -> int | None:
+    """Columns (last spatial axis) of a strip whose row of ``channels`` float32 network outputs
+    fits :data:`_STRIP_ROW_BYTES` (~5000 px of StarDist's 33 channels, ~55000 px of 3), or None
+    when the whole width fits: the stitching band and the labelling window then stop growing
+    with the image's width (they held ~1.1 GB and ~0.8 GB of StarDist outputs 16384 px wide)."""
+    if len(spatial) < 2:
+        return None
+    width = max(1, _STRIP_ROW_BYTES // (4 * max(channels, 1) * int(np.prod(spatial[1:-1]))))
+    return None if width >= spatial[-1] else width
+
+
+def strips(plan: tiling.AxisPlan, width: int | None, overlap: int = 0) -> list[tuple[int, int]]:
+    """The columns each strip owns (``lo, hi``, on the tile grid) when the strips are about
+    ``width`` wide with ``overlap`` columns of context on both sides; one strip when ``width`` is
+    None or the image is at most one strip wide."""
+    if width is None:
+        return [(0, plan.size)]
+    per_strip = max(1, (width - 2 * overlap) // plan.core)       # whole tiles, so no tile runs thrice
+    if per_strip >= plan.n:
+        return [(0, plan.size)]
+    bounds = list(range(0, plan.size, per_strip * plan.core)) + [plan.size]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _windows(plans, parts: list[tuple[int, int]], overlap: int = 0) -> list[tuple[int, int] | None]:
+    """The columns each strip is predicted over: its own and ``overlap`` on both sides (None: one
+    strip, the whole width)."""
+    if len(parts) == 1:
+        return [None]
+    size = plans[-1].size
+    return [(max(0, lo - overlap), min(size, hi + overlap)) for lo, hi in parts]
+
+
+def _tiles_per_image(plans, window: tuple[int, int] | None) -> int:
+    """Tiles one image runs for a strip predicted over ``window`` (None: the whole width)."""
+    last = plans[-1].n if window is None else len(tiling.tiles_for(plans[-1], *window))
+    return int(np.prod([p.n for p in plans[:-1]])) * last
+
+
+def _strip_progress(plans, parts, overlap: int, n_images: int, progress):
+    """(columns, progress callback) per strip; the callbacks count tiles over every strip."""
+    windows = _windows(plans, parts, overlap)
+    counts = [n_images * _tiles_per_image(plans, w) for w in windows]
+    offset = 0
+    for window, count in zip(windows, counts):
+        def report(done: int, _total: int, offset=offset) -> None:
+            if progress:
+                progress(offset + done, sum(counts))
+        yield window, report
+        offset += count
 
 
 class _Sink:
@@ -157,9 +210,11 @@ def predict_file(model, source: str | Path, target: str | Path, axes: str | None
                                   overwrite, opened, pixel_size)
     inp, out = model.spec.inputs[0], model.spec.outputs[0]
     image, layout, repeat = _open_input(model, source, axes, opened)
-    plans, batch_size = model.plan_tiles(layout.spatial_shape, tile, batch_size, blend)
+    width = strip_width(layout.spatial_shape, out.n_channels)
+    plans, batch_size = model.plan_tiles(layout.spatial_shape, tile, batch_size, blend, band_width=width)
     frozen = [_frozen_statistics(model, layout, image, b) for b in range(layout.n_images)]
     pixel_ops = opnames.output_ops(model.spec, raw=True)
+    parts = strips(plans[-1], width)
 
     def read(b: int, region: tiling.Region) -> np.ndarray:
         where = ", ".join(f"{a} {s.start}:{s.stop}" for a, s in zip(layout.spatial, region))
@@ -171,22 +226,24 @@ def predict_file(model, source: str | Path, target: str | Path, axes: str | None
                                          ops.PREPROCESSING) for k, b in enumerate(images)])
 
     def write(region: tiling.Region, band: np.ndarray) -> None:
-        width = region[-1].stop
-        for start in range(0, width, _WRITE_COLUMNS):    # temporaries of a few columns, not a band
-            columns = slice(start, min(start + _WRITE_COLUMNS, width))
-            part = band[..., columns]
+        lo, hi = region[-1].start, region[-1].stop
+        for start in range(lo, hi, _WRITE_COLUMNS):    # temporaries of a few columns, not a band
+            columns = slice(start, min(start + _WRITE_COLUMNS, hi))
+            part = band[..., columns.start - lo:columns.stop - lo]
             done = [ops.apply(pixel_ops, part[b:b + 1], {**frozen[b], "scale": dict(frozen[b]["frozen"])},
                               out.name, ops.POSTPROCESSING) for b in range(part.shape[0])]
             sink.write(region[:-1] + (columns,), np.concatenate(done))
             sink.release()     # dirty output pages of a few columns at a time, not a band's
         _release(image)
 
+    shape = (layout.n_images, inp.n_channels) + layout.spatial_shape
     sink = _Sink(target, layout, overwrite, source, pixel_size)
     try:
         with storage(f"write {target}"):
             target.parent.mkdir(parents=True, exist_ok=True)
-            tiling.run_tiles(model.network(), read, write, (layout.n_images, inp.n_channels) + layout.spatial_shape,
-                             plans, batch_size=batch_size, prepare=prepare, progress=progress)
+            for columns, report in _strip_progress(plans, parts, 0, layout.n_images, progress):
+                tiling.run_tiles(model.network(), read, write, shape, plans, batch_size=batch_size, prepare=prepare,
+                                 progress=report, columns=columns)
             return sink.commit()
     except BaseException:
         sink.discard()
@@ -202,18 +259,24 @@ def _predict_instances(model, source: Path, target: Path, axes, tile, batch_size
     (:class:`_BandLabeller`), exactly as :func:`label_bands` labels a whole array. Images
     (frames, slices) are tiled a few at a time, as many as fit in one labelling window, so the
     window never holds a whole stack."""
-    inp, out = model.spec.inputs[0], model.spec.outputs[0]
+    out = model.spec.outputs[0]
     instance_ops = [op for op in out.postprocessing if opnames.is_instance_op(op.op)]
     image, layout, repeat = _open_input(model, source, axes, opened)
-    plans, batch_size = model.plan_tiles(layout.spatial_shape, tile, batch_size, blend)
+    width = strip_width(layout.spatial_shape, out.n_channels)
+    plans, batch_size = model.plan_tiles(layout.spatial_shape, tile, batch_size, blend, band_width=width)
     frozen = [_frozen_statistics(model, layout, image, b) for b in range(layout.n_images)]
     pixel_ops = opnames.output_ops(model.spec, raw=True)
     raw_layout = layout.output(out.n_channels)
+    overlap = min(max_object_size, layout.spatial_shape[-1])
+    parts = strips(plans[-1], width, overlap)
+    windows = _windows(plans, parts, overlap)
+    widest = max((hi - lo for lo, hi in (w for w in windows if w)), default=None)
     band_bytes = _LABEL_BAND_BYTES
-    per_image = _label_held_rows(raw_layout, max_object_size, band_bytes) * _label_row_bytes(raw_layout)
+    per_image = (_label_held_rows(raw_layout, max_object_size, band_bytes, widest)
+                 * _label_row_bytes(raw_layout, widest))
     group = max(1, min(layout.n_images, band_bytes // max(per_image, 1)))
-    tiles_per_image = int(np.prod([p.n for p in plans]))
-    total = layout.n_images * tiles_per_image
+    per_strip = [_tiles_per_image(plans, w) for w in windows]
+    total = layout.n_images * sum(per_strip)
 
     def read(b: int, region: tiling.Region) -> np.ndarray:
         where = ", ".join(f"{a} {s.start}:{s.stop}" for a, s in zip(layout.spatial, region))
@@ -226,81 +289,106 @@ def _predict_instances(model, source: Path, target: Path, axes, tile, batch_size
             target.parent.mkdir(parents=True, exist_ok=True)
             for first in range(0, layout.n_images, group):
                 count = min(group, layout.n_images - first)
-                labeller = _BandLabeller(raw_layout, first, count, instance_ops, sink, max_object_size, band_bytes)
-
-                def prepare(tiles: np.ndarray, images: list[int], first=first) -> np.ndarray:
-                    return np.concatenate([ops.apply(inp.preprocessing, tiles[k:k + 1], dict(frozen[first + b]),
-                                                     inp.name, ops.PREPROCESSING) for k, b in enumerate(images)])
-
-                def write(region: tiling.Region, band: np.ndarray, first=first, labeller=labeller) -> None:
-                    # handed on a labelling band of rows at a time (the window then holds one band
-                    # more than it must), and a few columns at a time, as predict_file writes them
-                    lo, hi, width = region[0].start, region[0].stop, region[-1].stop
-                    for r0 in range(lo, hi, labeller.band):
-                        rows = slice(r0, min(hi, r0 + labeller.band))
-                        for start in range(0, width, _WRITE_COLUMNS):
-                            columns = slice(start, min(start + _WRITE_COLUMNS, width))
-                            part = band[:, :, rows.start - lo:rows.stop - lo][..., columns]
-                            done = [ops.apply(pixel_ops, part[i:i + 1],
-                                              {**frozen[first + i], "scale": dict(frozen[first + i]["frozen"])},
-                                              out.name, ops.POSTPROCESSING) for i in range(part.shape[0])]
-                            labeller.put((rows,) + region[1:-1] + (columns,), np.concatenate(done))
-                        labeller.advance(rows.stop)
-                    _release(image)
-
-                def report(done: int, _total: int, offset=first * tiles_per_image) -> None:
-                    if progress:
-                        progress(offset + done, total)
-
-                tiling.run_tiles(model.network(), lambda b, region, first=first: read(first + b, region), write,
-                                 (count, inp.n_channels) + layout.spatial_shape, plans, batch_size=batch_size,
-                                 prepare=prepare, progress=report)
-                labeller.finish()
+                next_ids = [0] * count          # each image numbered from 1 across its strips
+                for j, (own, window) in enumerate(zip(parts, windows)):
+                    labeller = _BandLabeller(raw_layout, first, count, instance_ops, sink, max_object_size,
+                                             band_bytes, columns=window, own=own if window else None,
+                                             next_ids=next_ids)
+                    _label_strip(model, labeller, read, image, frozen, pixel_ops, plans, batch_size, layout,
+                                 window, progress, first * sum(per_strip) + count * sum(per_strip[:j]), total)
+                    next_ids = labeller.next_ids
             return sink.commit()
     except BaseException:
         sink.discard()
         raise
 
 
-def _label_row_bytes(layout: Layout) -> int:
-    """Bytes of one row (along the first spatial axis) of one image of float32 network outputs."""
-    return layout.n_channels * int(np.prod(layout.spatial_shape[1:])) * 4
+def _label_strip(model, labeller: "_BandLabeller", read, image, frozen, pixel_ops, plans, batch_size: int,
+                 layout: Layout, window: tuple[int, int] | None, progress, offset: int, total: int) -> None:
+    """Run the tiles of one strip (``window``: its columns with their context; None: the whole
+    width) of images ``labeller.first ..`` and label them as their bands arrive."""
+    inp, out = model.spec.inputs[0], model.spec.outputs[0]
+    first = labeller.first
+
+    def prepare(tiles: np.ndarray, images: list[int]) -> np.ndarray:
+        return np.concatenate([ops.apply(inp.preprocessing, tiles[k:k + 1], dict(frozen[first + b]),
+                                         inp.name, ops.PREPROCESSING) for k, b in enumerate(images)])
+
+    def write(region: tiling.Region, band: np.ndarray) -> None:
+        # handed on a labelling band of rows at a time (the window then holds one band more than
+        # it must), and a few columns at a time, as predict_file writes them
+        lo, hi = region[0].start, region[0].stop
+        c0, c1 = region[-1].start, region[-1].stop
+        for r0 in range(lo, hi, labeller.band):
+            rows = slice(r0, min(hi, r0 + labeller.band))
+            for start in range(c0, c1, _WRITE_COLUMNS):
+                columns = slice(start, min(start + _WRITE_COLUMNS, c1))
+                part = band[:, :, rows.start - lo:rows.stop - lo][..., columns.start - c0:columns.stop - c0]
+                done = [ops.apply(pixel_ops, part[i:i + 1],
+                                  {**frozen[first + i], "scale": dict(frozen[first + i]["frozen"])},
+                                  out.name, ops.POSTPROCESSING) for i in range(part.shape[0])]
+                labeller.put((rows,) + region[1:-1] + (columns,), np.concatenate(done))
+            labeller.advance(rows.stop)
+        _release(image)
+
+    def report(done: int, _total: int) -> None:
+        if progress:
+            progress(offset + done, total)
+
+    tiling.run_tiles(model.network(), lambda b, region: read(first + b, region), write,
+                     (labeller.count, inp.n_channels) + layout.spatial_shape, plans, batch_size=batch_size,
+                     prepare=prepare, progress=report, columns=window)
+    labeller.finish()
 
 
-def _label_band_rows(layout: Layout, overlap: int, band_bytes: int) -> int:
+def _label_row_bytes(layout: Layout, width: int | None = None) -> int:
+    """Bytes of one row (along the first spatial axis) of one image of float32 network outputs
+    (``width``: of a strip that many columns wide)."""
+    rest = list(layout.spatial_shape[1:])
+    if width is not None and rest:
+        rest[-1] = width
+    return layout.n_channels * int(np.prod(rest)) * 4
+
+
+def _label_band_rows(layout: Layout, overlap: int, band_bytes: int, width: int | None = None) -> int:
     """Rows labelled per band (each read with ``overlap`` rows more on both sides), so that what a
     :class:`_BandLabeller` holds (a window: the band and its overlaps, and the next band arriving)
     fits ``band_bytes``. Counting the window alone let the rows held reach twice ``band_bytes``
     on a wide image (unet-dsb-2d at 16384 px: 485 MiB held and 22 Mpx labelled at once, against
     the whole 200 MiB image at 4096 px)."""
-    return max(overlap, (band_bytes // _label_row_bytes(layout) - 2 * overlap) // 2)
+    return max(overlap, (band_bytes // _label_row_bytes(layout, width) - 2 * overlap) // 2)
 
 
-def _label_window(layout: Layout, max_object_size: int, band_bytes: int) -> int:
+def _label_window(layout: Layout, max_object_size: int, band_bytes: int, width: int | None = None) -> int:
     """Rows of one image held to label one band: the band and its overlap on both sides."""
     rows = layout.spatial_shape[0]
     overlap = min(max_object_size, rows)
-    return min(rows, _label_band_rows(layout, overlap, band_bytes) + 2 * overlap)
+    return min(rows, _label_band_rows(layout, overlap, band_bytes, width) + 2 * overlap)
 
 
-def _label_held_rows(layout: Layout, max_object_size: int, band_bytes: int) -> int:
+def _label_held_rows(layout: Layout, max_object_size: int, band_bytes: int, width: int | None = None) -> int:
     """Rows of one image a :class:`_BandLabeller` holds: a window, and the band that arrives next."""
     rows = layout.spatial_shape[0]
     overlap = min(max_object_size, rows)
-    return min(rows, _label_window(layout, max_object_size, band_bytes) + _label_band_rows(layout, overlap, band_bytes))
+    return min(rows, _label_window(layout, max_object_size, band_bytes, width)
+               + _label_band_rows(layout, overlap, band_bytes, width))
 
 
 def _label_band(values: np.ndarray, b: int, r0: int, r1: int, lo: int, instance_ops, sink: "_Sink",
-                next_id: int) -> int:
-    """Label image ``b``'s network outputs ``values`` (``c, rows lo.., *rest``) and write into
-    ``sink`` the objects whose first row lies in ``r0:r1``, numbered from ``next_id + 1`` (pixels
-    already labelled by an earlier band keep their label). Returns the last number given."""
+                next_id: int, c0: int = 0, own: tuple[int, int] | None = None) -> int:
+    """Label image ``b``'s network outputs ``values`` (``c, rows lo.., *rest``, the last axis from
+    column ``c0``) and write into ``sink`` the objects whose first row lies in ``r0:r1`` (and,
+    given ``own``, whose first column lies in it), numbered from ``next_id + 1`` (pixels already
+    labelled by an earlier band or strip keep their label). Returns the last number given."""
     from scipy import ndimage as ndi
 
-    region = (slice(lo, lo + values.shape[1]),) + tuple(slice(0, s) for s in values.shape[2:])
+    region = (slice(lo, lo + values.shape[1]),)
+    if values.ndim > 2:     # the middle axes whole, the last from column c0
+        region += tuple(slice(0, s) for s in values.shape[2:-1]) + (slice(c0, c0 + values.shape[-1]),)
     labels = ops.apply(instance_ops, values[np.newaxis], {}, "labels", ops.POSTPROCESSING)[0, 0]
     boxes = ndi.find_objects(labels)
-    ids = [i + 1 for i, box in enumerate(boxes) if box is not None and r0 <= lo + box[0].start < r1]
+    ids = [i + 1 for i, box in enumerate(boxes) if box is not None and r0 <= lo + box[0].start < r1
+           and (own is None or own[0] <= c0 + box[-1].start < own[1])]
     table = np.zeros(len(boxes) + 1, np.int32)
     table[ids] = np.arange(next_id + 1, next_id + len(ids) + 1)
     kept = table[labels]
@@ -316,20 +404,28 @@ class _BandLabeller:
     """Labels images ``first .. first + count - 1`` while their network outputs stream in, in
     order along the first spatial axis: the bands of :func:`label_bands`, each as soon as its rows
     and their overlap have arrived, from a window of rows held in memory (rows no later band
-    needs are dropped), so the outputs are never written anywhere."""
+    needs are dropped), so the outputs are never written anywhere. ``columns``: only these
+    columns (last spatial axis) arrive, a strip with its context; only the objects that start in
+    ``own`` are kept (each strip keeps those that start in it, as each band does along rows)."""
 
     def __init__(self, layout: Layout, first: int, count: int, instance_ops, sink: "_Sink",
-                 max_object_size: int = MAX_OBJECT_SIZE, band_bytes: int | None = None):
+                 max_object_size: int = MAX_OBJECT_SIZE, band_bytes: int | None = None,
+                 columns: tuple[int, int] | None = None, own: tuple[int, int] | None = None,
+                 next_ids: list[int] | None = None):
         band_bytes = _LABEL_BAND_BYTES if band_bytes is None else band_bytes
         self.first, self.count, self.instance_ops, self.sink = first, count, instance_ops, sink
-        self.rows, self.rest = layout.spatial_shape[0], tuple(layout.spatial_shape[1:])
+        self.c0, width = (columns[0], columns[1] - columns[0]) if columns else (0, None)
+        self.own = own
+        self.rows = layout.spatial_shape[0]
+        self.rest = tuple(layout.spatial_shape[1:-1]) + ((width or layout.spatial_shape[-1],)
+                                                          if len(layout.spatial_shape) > 1 else ())
         self.overlap = min(max_object_size, self.rows)
-        self.band = _label_band_rows(layout, self.overlap, band_bytes)
-        self.held = _label_held_rows(layout, max_object_size, band_bytes)    # rows come a band at a time
+        self.band = _label_band_rows(layout, self.overlap, band_bytes, width)
+        self.held = _label_held_rows(layout, max_object_size, band_bytes, width)    # rows come a band at a time
         self.buffer: np.ndarray | None = None    # (count, c, rows lo.., *rest)
         self.lo = self.hi = 0                      # rows held: lo..hi (hi: all of them received)
         self.r0 = 0                                # the next band to label starts here
-        self.next_ids = [0] * count
+        self.next_ids = list(next_ids) if next_ids is not None else [0] * count
 
     def put(self, region: tiling.Region, values: np.ndarray) -> None:
         """Network outputs ``values`` (``count, c, *region``) of rows at or after those received."""
@@ -337,7 +433,10 @@ class _BandLabeller:
         if self.buffer is not None and start < self.lo:
             raise ValueError(f"rows {start}:{stop} arrive after rows before {self.lo} were dropped")
         self._room(stop, values)
-        self.buffer[(slice(None), slice(None), slice(start - self.lo, stop - self.lo)) + region[1:]] = values
+        inside = region[1:]
+        if self.c0 and len(inside):
+            inside = inside[:-1] + (slice(inside[-1].start - self.c0, inside[-1].stop - self.c0),)
+        self.buffer[(slice(None), slice(None), slice(start - self.lo, stop - self.lo)) + inside] = values
 
     def advance(self, hi: int) -> None:
         """Every row before ``hi`` has been received: label each band whose window is complete."""
@@ -350,7 +449,8 @@ class _BandLabeller:
             bottom = max(0, self.r0 - self.overlap)
             for i in range(self.count):
                 self.next_ids[i] = _label_band(self.buffer[i, :, bottom - self.lo:top - self.lo], self.first + i,
-                                               self.r0, r1, bottom, self.instance_ops, self.sink, self.next_ids[i])
+                                               self.r0, r1, bottom, self.instance_ops, self.sink, self.next_ids[i],
+                                               self.c0, self.own)
             self.r0 = r1
 
     def finish(self) -> None:

@@ -196,12 +196,23 @@ class _Band:
         self.data, self.valid, self.lo = fresh, left, until
 
 
-def _jobs(plans: Sequence[AxisPlan], n_images: int) -> Iterator[tuple[int, int, tuple[int, ...]]]:
-    """(row along the first axis, image, tile index) in raster order, row by row."""
+def _jobs(plans: Sequence[AxisPlan], n_images: int,
+          last: range | None = None) -> Iterator[tuple[int, int, tuple[int, ...]]]:
+    """(row along the first axis, image, tile index) in raster order, row by row (``last``: only
+    these tiles along the last axis)."""
+    ranges = [range(p.n) for p in plans[1:]]
+    if last is not None and len(plans) > 1:
+        ranges[-1] = last
     for row in range(plans[0].n):
         for b in range(n_images):
-            for rest in itertools.product(*(range(p.n) for p in plans[1:])):
+            for rest in itertools.product(*ranges):
                 yield row, b, (row,) + rest
+
+
+def tiles_for(plan: AxisPlan, lo: int, hi: int) -> range:
+    """The tiles whose kept range (the prediction they contribute) touches ``[lo, hi)``."""
+    touching = [i for i in range(plan.n) if plan.kept(i)[0] < hi and plan.kept(i)[1] > lo]
+    return range(touching[0], touching[-1] + 1)
 
 
 def _batches(jobs, batch_size: int, plans: Sequence[AxisPlan]):
@@ -243,12 +254,16 @@ def run_tiles(run: Callable[[np.ndarray], np.ndarray], read: Reader, write: Writ
               shape: Sequence[int], plans: Sequence[AxisPlan], batch_size: int = 1,
               prepare: Callable[[np.ndarray, list[int]], np.ndarray] | None = None,
               progress: Callable[[int, int], None] | None = None,
-              zoom: Sequence[float] | None = None) -> None:
+              zoom: Sequence[float] | None = None, columns: tuple[int, int] | None = None) -> None:
     """Predict an image of ``shape`` (``b, c, *spatial``) tile by tile, from ``read`` to ``write``.
 
     ``prepare(tiles, images)`` is applied to every batch of tiles before the network, with the
     image index of each tile (pointwise pre-processing of a streamed image). ``write`` receives
     finished bands in order along the first spatial axis, in output pixels (``zoom``).
+    ``columns`` (``lo, hi`` along the last spatial axis; no zoom): only the tiles whose kept range
+    touches them run, and only these columns are written, equal to the whole image's (the same
+    tiles, weights and order), so that a wide image can be predicted in strips whose band does
+    not grow with its width.
     """
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, got {batch_size}")
@@ -256,9 +271,20 @@ def run_tiles(run: Callable[[np.ndarray], np.ndarray], read: Reader, write: Writ
     zooms = zooms_of(zoom, len(plans))
     check_zoom(plans, zooms)
     out_spatial = tuple(_zoomed(s, z) for s, z in zip(spatial, zooms))
-    total = n_images * math.prod(p.n for p in plans)
+    last_tiles, band_origin = None, 0
+    if columns is not None and len(plans) > 1:
+        if any(z != 1 for z in zooms):
+            raise ZooError("tiled prediction in column strips needs an output on the input's grid (no zoom)")
+        last_tiles = tiles_for(plans[-1], *columns)
+        band_origin = plans[-1].kept(last_tiles[0])[0]     # the band holds the strip's tiles' kept columns
+        out_spatial = out_spatial[:-1] + (plans[-1].kept(last_tiles[-1])[1] - band_origin,)
+        write = _columns_writer(write, columns, band_origin)
+    per_row = math.prod(p.n for p in plans[1:-1]) * (len(last_tiles) if last_tiles is not None else
+                                                     plans[-1].n if len(plans) > 1 else 1)
+    total = n_images * plans[0].n * per_row
     band: _Band | None = None
-    jobs = _jobs(plans, n_images)
+    jobs = _jobs(plans, n_images, last_tiles)
+    last_index = last_tiles[-1] if last_tiles is not None else None
     done = 0
     for chunk in _batches(jobs, batch_size, plans):
         tiles = np.stack([read_tile(read, b, plans, [i * p.core for i, p in zip(index, plans)])
@@ -280,7 +306,8 @@ def run_tiles(run: Callable[[np.ndarray], np.ndarray], read: Reader, write: Writ
                 lo, hi = plan_.kept(i)
                 origin = i * plan_.core - plan_.margin
                 out_lo, out_hi = int(lo * z), _zoomed(hi, z)
-                region.append(slice(out_lo, out_hi))
+                shift = band_origin if axis == len(plans) - 1 else 0
+                region.append(slice(out_lo - shift, out_hi - shift))
                 start = int((lo - origin) * z)
                 crop.append(slice(start, start + out_hi - out_lo))
                 ramp = plan_.weights(i)
@@ -291,13 +318,28 @@ def run_tiles(run: Callable[[np.ndarray], np.ndarray], read: Reader, write: Writ
                 weight = weight * ramp.reshape(shape_)
             band.add(b, tuple(region), pred[(k, slice(None)) + tuple(crop)] * weight)
         row, b, index = chunk[-1]
-        row_complete = b == n_images - 1 and all(i == p.n - 1 for i, p in zip(index[1:], plans[1:]))
+        ends = [p.n - 1 for p in plans[1:]]
+        if last_index is not None:
+            ends[-1] = last_index
+        row_complete = b == n_images - 1 and list(index[1:]) == ends
         finished_row = row if row_complete else row - 1
         if finished_row >= 0:
             band.flush(_zoomed(plans[0].final_after(finished_row), zooms[0]), write)
         done += len(chunk)
         if progress:
             progress(done, total)
+
+
+def _columns_writer(write: Writer, columns: tuple[int, int], origin: int) -> Writer:
+    """A writer of a strip's band (columns from ``origin``) that passes on ``columns`` only, in the
+    image's coordinates."""
+    lo, hi = columns
+
+    def strip(region: Region, values: np.ndarray) -> None:
+        keep = slice(lo - origin, hi - origin)
+        write(region[:-1] + (slice(lo, hi),), values[..., keep])
+
+    return strip
 
 
 def plan(spatial: Sequence[int], tile: Sequence[int], halo: Sequence[int], step: Sequence[int],
