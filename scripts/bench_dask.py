@@ -3,7 +3,7 @@
 
 Reproduce (on a quiet machine with at least 2 cores; about 9 minutes with the default package):
 
-    .venv/bin/python scripts/bench_dask.py [--sizes 8192 16384] [--package n2v-narrow] [--json OUT]
+    .venv/bin/python scripts/bench_dask.py [--sizes 8192 16384] [--package n2v-narrow] [--repeats 3] [--json OUT]
 
 Each mode is a fresh process (so each peak RSS is its own), with ONNX Runtime on one thread
 (``ZOO_THREADS=1``, ``OMP_NUM_THREADS=1``) in the process and in every worker:
@@ -291,52 +291,88 @@ def pair(package: str, source: Path, target: Path, tile: int, batch: int, warm: 
             "load_after": os.getloadavg()[0]}
 
 
-def summarise(size: int, runs: dict) -> dict:
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def summarise(size: int, rounds: list[dict]) -> dict:
+    """One size's row from ``rounds`` (each: mode -> run, the modes run one after another). With
+    several rounds each mode shows its median run, and every ratio is the median of the ratios
+    within a round (modes next to each other in time), which drift in the machine does not bias."""
     pixels = size * size
-    row = {"size": size, "modes": runs}
+    runs = {}
+    for mode in rounds[0]:
+        ordered = sorted((r[mode] for r in rounds), key=lambda r: r["seconds"])
+        runs[mode] = dict(ordered[(len(ordered) - 1) // 2])       # the median run (the lower one of two)
+        runs[mode]["rounds_s"] = [round(r[mode]["seconds"], 2) for r in rounds]
+        if "diff" in rounds[-1][mode]:
+            runs[mode]["diff"] = rounds[-1][mode]["diff"]
+    row = {"size": size, "rounds": len(rounds), "modes": runs}
     for mode, r in runs.items():
         r["mpx_per_s"] = round((2 if mode == "pair" else 1) * pixels / r["seconds"] / 1e6, 3)
+
+    def ratio(f) -> tuple[float, list[float]]:
+        values = [f(r) for r in rounds]
+        return round(_median(values), 4), [round(v, 4) for v in values]
+
     if "single" in runs and "local:1" in runs:
-        row["overhead_local1"] = round(runs["local:1"]["seconds"] / runs["single"]["seconds"] - 1, 4)
-        row["cpu_overhead_local1"] = round(runs["local:1"]["cpu_s"] / runs["single"]["cpu_s"] - 1, 4)
+        row["overhead_local1"], row["overhead_local1_rounds"] = ratio(
+            lambda r: r["local:1"]["seconds"] / r["single"]["seconds"] - 1)
+        row["cpu_overhead_local1"], _ = ratio(lambda r: r["local:1"]["cpu_s"] / r["single"]["cpu_s"] - 1)
     if "local:1" in runs and "local:2" in runs:
-        row["scaling_local2"] = round(runs["local:1"]["seconds"] / runs["local:2"]["seconds"], 3)
+        row["scaling_local2"], row["scaling_local2_rounds"] = ratio(
+            lambda r: r["local:1"]["seconds"] / r["local:2"]["seconds"])
+        row["cpu_inflation_workers_local2"], _ = ratio(
+            lambda r: sum(r["local:2"]["cpu_s_parts"]["workers"]) / sum(r["local:1"]["cpu_s_parts"]["workers"]) - 1)
     if "single" in runs and "pair" in runs:
-        row["ceiling_pair"] = round(2 * runs["single"]["seconds"] / runs["pair"]["seconds"], 3)
-        row["cpu_inflation_pair"] = round(runs["pair"]["cpu_s"] / (2 * runs["single"]["cpu_s"]) - 1, 4)
-    if "local:1" in runs and "local:2" in runs:
-        one, two = (sum(runs[m]["cpu_s_parts"]["workers"]) for m in ("local:1", "local:2"))
-        row["cpu_inflation_workers_local2"] = round(two / one - 1, 4)
+        row["ceiling_pair"], row["ceiling_pair_rounds"] = ratio(
+            lambda r: 2 * r["single"]["seconds"] / r["pair"]["seconds"])
+        row["cpu_inflation_pair"], _ = ratio(lambda r: r["pair"]["cpu_s"] / (2 * r["single"]["cpu_s"]) - 1)
     return row
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| size | mode | seconds | Mpx/s | CPU s | peak RSS (MB) | max diff vs single | load avg before/after |",
+    lines = ["| size | mode | seconds (median; every round) | Mpx/s | CPU s | peak RSS (MB) | max diff vs single | "
+             "load avg before/after |",
              "|---|---|---|---|---|---|---|---|"]
     for row in rows:
         for mode, r in row["modes"].items():
+            rounds = r.get("rounds_s", [])
+            seconds = f"{r['seconds']:.1f}" + (f" ({', '.join(f'{v:.1f}' for v in rounds)})" if len(rounds) > 1 else "")
             rss = r["peak_rss_mb"]
             rss_text = (f"{rss['process']}" if "process" in rss else
                         f"processes {', '.join(map(str, rss['processes']))}" if "processes" in rss else
                         f"workers {', '.join(map(str, rss['workers']))}; client {rss['client']}")
             diff = r.get("diff", {}).get("relative")
-            lines.append(f"| {row['size']}^2 | {mode} | {r['seconds']:.1f} | {r['mpx_per_s']:.3f} | {r['cpu_s']:.1f} | "
+            lines.append(f"| {row['size']}^2 | {mode} | {seconds} | {r['mpx_per_s']:.3f} | {r['cpu_s']:.1f} | "
                          f"{rss_text} | "
                          f"{'-' if diff is None else f'{diff:.1e} of range'} | "
                          f"{r['load_before']:.2f} / {r['load_after']:.2f} |")
     lines.append("")
     for row in rows:
         parts = []
+        each = row.get("rounds", 1) > 1
+
+        def rounds_of(key: str, percent: bool) -> str:
+            values = row.get(key + "_rounds", [])
+            if not each:
+                return ""
+            return " (rounds: " + ", ".join(f"{100 * v:+.1f}%" if percent else f"{v:.2f}x" for v in values) + ")"
+
         if "overhead_local1" in row:
-            parts.append(f"overhead at local:1 {100 * row['overhead_local1']:+.1f}% in time (goal <= 10%), "
-                         f"{100 * row['cpu_overhead_local1']:+.1f}% in CPU seconds")
+            parts.append(f"overhead at local:1 {100 * row['overhead_local1']:+.1f}%{rounds_of('overhead_local1', True)} "
+                         f"in time (goal <= 10%), {100 * row['cpu_overhead_local1']:+.1f}% in CPU seconds")
         if "scaling_local2" in row:
-            parts.append(f"local:2 / local:1 {row['scaling_local2']:.2f}x (goal >= 1.8x), the workers' CPU seconds "
-                         f"{100 * row['cpu_inflation_workers_local2']:+.1f}%")
+            parts.append(f"local:2 / local:1 {row['scaling_local2']:.2f}x{rounds_of('scaling_local2', False)} "
+                         f"(goal >= 1.8x), the workers' CPU seconds {100 * row['cpu_inflation_workers_local2']:+.1f}%")
         if "ceiling_pair" in row:
-            parts.append(f"the machine's ceiling: two single processes at once {row['ceiling_pair']:.2f}x one "
+            parts.append(f"the machine's ceiling: two single processes at once {row['ceiling_pair']:.2f}x"
+                         f"{rounds_of('ceiling_pair', False)} one "
                          f"alone, {100 * row['cpu_inflation_pair']:+.1f}% CPU seconds per image")
-        lines.append(f"- {row['size']}^2: " + "; ".join(parts))
+        medians = f" (medians of {row['rounds']} rounds)" if each else ""
+        lines.append(f"- {row['size']}^2{medians}: " + "; ".join(parts))
         for mode, r in row["modes"].items():
             d = r.get("dask")
             if d:
@@ -354,6 +390,8 @@ def main(argv=None) -> int:
     p.add_argument("--package", default=NARROW, help=f"a package, or {NARROW} (default; built once)")
     p.add_argument("--tile", type=int, default=None, help="tile size (default: the single process's plan)")
     p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=1,
+                   help="rounds of every mode (one after another); medians reported (single runs swing ~10%%)")
     p.add_argument("--work", type=Path, default=WORK, help=f"inputs, outputs and the package (default {WORK})")
     p.add_argument("--json", type=Path, default=None, help="results (default WORK/results.json)")
     p.add_argument("--keep", action="store_true", help="keep the outputs")
@@ -380,27 +418,31 @@ def main(argv=None) -> int:
     for size in args.sizes:
         tile = args.tile or model.predictor.plan_tiles((size, size), None, args.batch, None)[0][0].tile
         source, warm = make_input(args.work, size), make_input(args.work, WARM)
-        runs, outputs = {}, {}
-        for mode in args.modes:
-            target = args.work / f"out_{size}_{mode.replace(':', '')}.zarr"
-            shutil.rmtree(target, ignore_errors=True)
-            if mode == "pair":
-                runs[mode] = pair(package, source, target, tile, args.batch, warm)
-            else:
-                runs[mode] = child(mode, package, source, target, tile, args.batch, warm)
-                outputs[mode] = target
-            runs[mode]["tile"] = tile
-            print(f"{size}^2 {mode}: {runs[mode]['seconds']:.1f} s, peak RSS {runs[mode]['peak_rss_mb']} MB, "
-                  f"load {runs[mode]['load_before']:.2f} -> {runs[mode]['load_after']:.2f}", flush=True)
-        if "single" in outputs:
-            for mode in outputs:
-                if mode != "single":
-                    runs[mode]["diff"] = compare(outputs["single"], outputs[mode])
-                    print(f"{size}^2 {mode}: largest difference from single {runs[mode]['diff']}", flush=True)
-        if not args.keep:
-            for target in outputs.values():
+        rounds = []
+        for round_ in range(args.repeats):      # every mode once per round: the modes of a round are close in time
+            runs, outputs = {}, {}
+            for mode in args.modes:
+                target = args.work / f"out_{size}_{mode.replace(':', '')}.zarr"
                 shutil.rmtree(target, ignore_errors=True)
-        rows.append(summarise(size, runs))
+                if mode == "pair":
+                    runs[mode] = pair(package, source, target, tile, args.batch, warm)
+                else:
+                    runs[mode] = child(mode, package, source, target, tile, args.batch, warm)
+                    outputs[mode] = target
+                runs[mode]["tile"] = tile
+                print(f"{size}^2 round {round_ + 1} {mode}: {runs[mode]['seconds']:.1f} s, peak RSS "
+                      f"{runs[mode]['peak_rss_mb']} MB, load {runs[mode]['load_before']:.2f} -> "
+                      f"{runs[mode]['load_after']:.2f}", flush=True)
+            if "single" in outputs and round_ == args.repeats - 1:     # the outputs of the last round
+                for mode in outputs:
+                    if mode != "single":
+                        runs[mode]["diff"] = compare(outputs["single"], outputs[mode])
+                        print(f"{size}^2 {mode}: largest difference from single {runs[mode]['diff']}", flush=True)
+            if not args.keep:
+                for target in outputs.values():
+                    shutil.rmtree(target, ignore_errors=True)
+            rounds.append(runs)
+        rows.append(summarise(size, rounds))
         print(table(rows[-1:]), flush=True)
     out = args.json or args.work / "results.json"
     out.write_text(json.dumps({**header, "load_at_end": os.getloadavg(), "results": rows}, indent=1))
