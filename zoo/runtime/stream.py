@@ -4,8 +4,11 @@ The input is opened lazily (memory-mapped TIFF or NPY, OME-Zarr chunks); per-ima
 for normalisation are measured once per image on a sample of rows and then frozen, so every
 tile is normalised the same way; tiles are read as they are needed and blended into bands that
 are post-processed and written into the output (memory-mapped TIFF or NPY, or OME-Zarr) as soon
-as they are final. The output is written under a temporary name and renamed when complete: an
-interrupted prediction never leaves a half-written file under the name asked for.
+as they are final. Where a row of the network's outputs across the image is large (many channels
+on a wide image), the image goes in column strips of whole tiles, each run over its own columns
+and the context it needs, so memory stops growing with the width too. The output is written
+under a temporary name and renamed when complete: an interrupted prediction never leaves a
+half-written file under the name asked for.
 """
 from __future__ import annotations
 
@@ -258,7 +261,10 @@ def _predict_instances(model, source: Path, target: Path, axes, tile, batch_size
     pixel) are labelled as their bands arrive, from a window of rows held in memory
     (:class:`_BandLabeller`), exactly as :func:`label_bands` labels a whole array. Images
     (frames, slices) are tiled a few at a time, as many as fit in one labelling window, so the
-    window never holds a whole stack."""
+    window never holds a whole stack. A wide image of many-channel outputs (StarDist's 33) is
+    labelled in column strips (:func:`strips`), each with ``max_object_size`` columns of context
+    on both sides, keeping the objects that start in it, so neither the stitching band nor the
+    labelling window grows with the width."""
     out = model.spec.outputs[0]
     instance_ops = [op for op in out.postprocessing if opnames.is_instance_op(op.op)]
     image, layout, repeat = _open_input(model, source, axes, opened)
