@@ -176,20 +176,18 @@ class Model:
         if single is None:
             yield False
             return
-        before, shift = self.predictor.runner, getattr(self, "_shift", None)
+        before = self.predictor.runner
         self.predictor.runner = single
-        if self.root is not None and self.spec.trust:
-            from .trust.check import single_threaded
-
-            self._shift = single_threaded(self)
         try:
-            yield True
+            if self.root is not None and self.spec.trust:
+                from .trust.check import on_calling_threads
+
+                with on_calling_threads(self):
+                    yield True
+            else:
+                yield True
         finally:
             self.predictor.runner = before
-            if shift is not None:
-                self._shift = shift
-            else:
-                self.__dict__.pop("_shift", None)
 
     @contextlib.contextmanager
     def _colour_hint(self):

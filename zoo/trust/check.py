@@ -11,6 +11,7 @@ A "model" here is anything with ``spec``, ``root``, ``makes_instances`` and ``pr
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -213,3 +214,17 @@ def single_threaded(model) -> tuple[ShiftModel, "Probe"]:
     cache = getattr(model, "_shift", None)
     shift = cache[0] if cache is not None else load_shift(model.spec, model.root)
     return shift, Probe(model, Path(model.root) / ENCODER, threads=1)
+
+
+@contextlib.contextmanager
+def on_calling_threads(model):
+    """Within it, ``model``'s shift check runs :func:`single_threaded`; its own check after."""
+    before = getattr(model, "_shift", None)
+    model._shift = single_threaded(model)
+    try:
+        yield
+    finally:
+        if before is not None:
+            model._shift = before
+        else:
+            model.__dict__.pop("_shift", None)
