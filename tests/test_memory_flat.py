@@ -174,7 +174,7 @@ def test_many_channel_outputs_are_predicted_in_column_strips(monkeypatch, tmp_pa
     model = zoo.load("stardist-dsb-fluo-2d", runtime="onnx")
     width = stream.strip_width((16384, 16384), 33)
     assert 4096 < width < 6000 and stream.strip_width((4096, 4096), 33) is None
-    assert stream.strip_width((16384, 16384), 3) is None
+    assert stream.strip_width((16384, 16384), 3) is None and stream.strip_width((64, 16384, 16384), 33) is None
     tiles = {size: tuple(p.tile for p in model.plan_tiles([size, size], band_width=width)[0])
              for size in (8192, 16384, 65536)}
     assert len(set(tiles.values())) == 1, tiles

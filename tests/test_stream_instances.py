@@ -185,6 +185,7 @@ def test_column_strips_label_like_the_whole_width(stardist, tmp_path, monkeypatc
     whole_width = tmp_path / "one_strip.tif"
     stream.predict_file(stardist, tmp_path / "nuclei.tif", whole_width, tile=256, max_object_size=40)
     monkeypatch.setattr(stream, "_STRIP_ROW_BYTES", 160 * 33 * 4)
+    monkeypatch.setattr(stream, "MIN_STRIP_TILES", 1)
     reports = []
     stream.predict_file(stardist, tmp_path / "nuclei.tif", tmp_path / "labels.tif", tile=256, max_object_size=40,
                         progress=lambda done, total: reports.append((done, total)))

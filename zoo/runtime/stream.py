@@ -32,6 +32,7 @@ STREAM_SUFFIXES = TIFF + (ZARR, ".npy")
 MAX_OBJECT_SIZE = 128      # pixels: the overlap between the bands labelled one at a time
 _LABEL_BAND_BYTES = 256 << 20   # network outputs read per band when labelling
 _STRIP_ROW_BYTES = 640 << 10    # a row of network outputs (float32, every channel) of a column strip
+MIN_STRIP_TILES = 4             # a strip is at least this many tiles wide (its context tiles run twice)
 
 
 def _advise(array, advice: int) -> None:
@@ -82,8 +83,9 @@ def strip_width(spatial, channels: int) -> int | None:
     """Columns (last spatial axis) of a strip whose row of ``channels`` float32 network outputs
     fits :data:`_STRIP_ROW_BYTES` (~5000 px of StarDist's 33 channels, ~55000 px of 3), or None
     when the whole width fits: the stitching band and the labelling window then stop growing
-    with the image's width (they held ~1.1 GB and ~0.8 GB of StarDist outputs 16384 px wide)."""
-    if len(spatial) < 2:
+    with the image's width (they held ~1.1 GB and ~0.8 GB of StarDist outputs 16384 px wide).
+    2D only: a 3D "row" is a whole plane, and strips of it would be a tile or two wide."""
+    if len(spatial) != 2:
         return None
     width = max(1, _STRIP_ROW_BYTES // (4 * max(channels, 1) * int(np.prod(spatial[1:-1]))))
     return None if width >= spatial[-1] else width
@@ -95,7 +97,7 @@ def strips(plan: tiling.AxisPlan, width: int | None, overlap: int = 0) -> list[t
     None or the image is at most one strip wide."""
     if width is None:
         return [(0, plan.size)]
-    per_strip = max(1, (width - 2 * overlap) // plan.core)       # whole tiles, so no tile runs thrice
+    per_strip = max(MIN_STRIP_TILES, (width - 2 * overlap) // plan.core)    # whole tiles: none runs thrice
     if per_strip >= plan.n:
         return [(0, plan.size)]
     bounds = list(range(0, plan.size, per_strip * plan.core)) + [plan.size]
