@@ -11,6 +11,7 @@ import io
 import json
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -169,6 +170,7 @@ def run(requests: int, clients: int, model: str) -> dict:
     finally:
         server.terminate()
         server.wait(timeout=60)
+        shutil.rmtree(home, ignore_errors=True)      # its scratch registry (~160 MB a run)
 
 
 if __name__ == "__main__":
