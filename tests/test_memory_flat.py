@@ -185,7 +185,15 @@ def test_many_channel_outputs_are_predicted_in_column_strips(monkeypatch, tmp_pa
 
     image = tifffile.imread(Path(__file__).parents[1] / "samples" / "dsb_fluo_nuclei.tif")[:200, :400]
     tifffile.imwrite(tmp_path / "in.tif", image)
-    stream.predict_file(model, tmp_path / "in.tif", tmp_path / "whole.npy", tile=192, raw=True)
+    whole, strips = [], []
+    stream.predict_file(model, tmp_path / "in.tif", tmp_path / "whole.npy", tile=192, raw=True,
+                        progress=lambda done, total: whole.append((done, total)))
     monkeypatch.setattr(stream, "_STRIP_ROW_BYTES", 100 * 33 * 4)
-    stream.predict_file(model, tmp_path / "in.tif", tmp_path / "strips.npy", tile=192, raw=True)
+    monkeypatch.setattr(stream, "MIN_STRIP_TILES", 1)
+    stream.predict_file(model, tmp_path / "in.tif", tmp_path / "strips.npy", tile=192, raw=True,
+                        progress=lambda done, total: strips.append((done, total)))
     assert np.array_equal(np.load(tmp_path / "whole.npy"), np.load(tmp_path / "strips.npy"))
+    # one progress over every strip: counting up to a total that includes the context tiles run again
+    done = [d for d, _ in strips]
+    assert done == sorted(done) and len({t for _, t in strips}) == 1 and strips[-1][0] == strips[-1][1]
+    assert strips[-1][1] > whole[-1][1] == whole[-1][0]

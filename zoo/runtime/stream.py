@@ -119,17 +119,58 @@ def _tiles_per_image(plans, window: tuple[int, int] | None) -> int:
     return int(np.prod([p.n for p in plans[:-1]])) * last
 
 
-def _strip_progress(plans, parts, overlap: int, n_images: int, progress):
-    """(columns, progress callback) per strip; the callbacks count tiles over every strip."""
-    windows = _windows(plans, parts, overlap)
-    counts = [n_images * _tiles_per_image(plans, w) for w in windows]
-    offset = 0
-    for window, count in zip(windows, counts):
-        def report(done: int, _total: int, offset=offset) -> None:
-            if progress:
-                progress(offset + done, sum(counts))
-        yield window, report
-        offset += count
+class _TileCount:
+    """One progress over several tiling passes (column strips, groups of images): the callback of
+    each pass reports the tiles of the passes before it plus its own, out of ``total``."""
+
+    def __init__(self, total: int, progress):
+        self.total, self.progress, self.done = total, progress, 0
+
+    def part(self, count: int):
+        """The callback of the next pass, which runs ``count`` tiles."""
+        offset, self.done = self.done, self.done + count
+
+        def report(done: int, _total: int) -> None:
+            if self.progress:
+                self.progress(offset + done, self.total)
+        return report
+
+
+def _reader(layout: Layout, image, repeat: int):
+    """``read(b, region)``: a piece of image ``b``, refused when not finite, channels repeated
+    ``repeat`` times (a grey image into a model of several input channels)."""
+    def read(b: int, region: tiling.Region) -> np.ndarray:
+        where = ", ".join(f"{a} {s.start}:{s.stop}" for a, s in zip(layout.spatial, region))
+        piece = _finite(layout.read(image, b, region), b, where)
+        return np.repeat(piece, repeat, axis=0) if repeat > 1 else piece
+    return read
+
+
+def _preparer(model, frozen: list, first: int = 0):
+    """``prepare(tiles, images)``: tiles of images ``first + images`` pre-processed with each
+    image's frozen statistics."""
+    inp = model.spec.inputs[0]
+
+    def prepare(tiles: np.ndarray, images: list[int]) -> np.ndarray:
+        return np.concatenate([ops.apply(inp.preprocessing, tiles[k:k + 1], dict(frozen[first + b]), inp.name,
+                                         ops.PREPROCESSING) for k, b in enumerate(images)])
+    return prepare
+
+
+def _postprocess(model, pixel_ops, frozen: list, part: np.ndarray, first: int = 0) -> np.ndarray:
+    """Network outputs ``part`` (``b, c, ...``) of images ``first ..`` post-processed pixel by
+    pixel, each with its image's frozen statistics (and the scale they froze)."""
+    out = model.spec.outputs[0]
+    return np.concatenate([ops.apply(pixel_ops, part[i:i + 1],
+                                     {**frozen[first + i], "scale": dict(frozen[first + i]["frozen"])},
+                                     out.name, ops.POSTPROCESSING) for i in range(part.shape[0])])
+
+
+def _column_pieces(c0: int, c1: int):
+    """Columns ``c0:c1`` as slices of at most :data:`_WRITE_COLUMNS`: bands are post-processed
+    and written a few columns at a time, so their temporaries and dirty pages are not a band's."""
+    for start in range(c0, c1, _WRITE_COLUMNS):
+        yield slice(start, min(start + _WRITE_COLUMNS, c1))
 
 
 class _Sink:
@@ -219,25 +260,16 @@ def predict_file(model, source: str | Path, target: str | Path, axes: str | None
     plans, batch_size = model.plan_tiles(layout.spatial_shape, tile, batch_size, blend, band_width=width)
     frozen = [_frozen_statistics(model, layout, image, b) for b in range(layout.n_images)]
     pixel_ops = opnames.output_ops(model.spec, raw=True)
-    parts = strips(plans[-1], width)
-
-    def read(b: int, region: tiling.Region) -> np.ndarray:
-        where = ", ".join(f"{a} {s.start}:{s.stop}" for a, s in zip(layout.spatial, region))
-        piece = _finite(layout.read(image, b, region), b, where)
-        return np.repeat(piece, repeat, axis=0) if repeat > 1 else piece
-
-    def prepare(tiles: np.ndarray, images: list[int]) -> np.ndarray:
-        return np.concatenate([ops.apply(inp.preprocessing, tiles[k:k + 1], dict(frozen[b]), inp.name,
-                                         ops.PREPROCESSING) for k, b in enumerate(images)])
+    windows = _windows(plans, strips(plans[-1], width))
+    counts = [layout.n_images * _tiles_per_image(plans, w) for w in windows]
+    tiles_done = _TileCount(sum(counts), progress)
+    read, prepare = _reader(layout, image, repeat), _preparer(model, frozen)
 
     def write(region: tiling.Region, band: np.ndarray) -> None:
-        lo, hi = region[-1].start, region[-1].stop
-        for start in range(lo, hi, _WRITE_COLUMNS):    # temporaries of a few columns, not a band
-            columns = slice(start, min(start + _WRITE_COLUMNS, hi))
+        lo = region[-1].start
+        for columns in _column_pieces(lo, region[-1].stop):
             part = band[..., columns.start - lo:columns.stop - lo]
-            done = [ops.apply(pixel_ops, part[b:b + 1], {**frozen[b], "scale": dict(frozen[b]["frozen"])},
-                              out.name, ops.POSTPROCESSING) for b in range(part.shape[0])]
-            sink.write(region[:-1] + (columns,), np.concatenate(done))
+            sink.write(region[:-1] + (columns,), _postprocess(model, pixel_ops, frozen, part))
             sink.release()     # dirty output pages of a few columns at a time, not a band's
         _release(image)
 
@@ -246,9 +278,9 @@ def predict_file(model, source: str | Path, target: str | Path, axes: str | None
     try:
         with storage(f"write {target}"):
             target.parent.mkdir(parents=True, exist_ok=True)
-            for columns, report in _strip_progress(plans, parts, 0, layout.n_images, progress):
-                tiling.run_tiles(model.network(), read, write, shape, plans, batch_size=batch_size, prepare=prepare,
-                                 progress=report, columns=columns)
+            for window, count in zip(windows, counts):
+                tiling.run_tiles(model.network(), read, write, shape, plans, batch_size=batch_size,
+                                 prepare=prepare, progress=tiles_done.part(count), columns=window)
             return sink.commit()
     except BaseException:
         sink.discard()
@@ -284,12 +316,8 @@ def _predict_instances(model, source: Path, target: Path, axes, tile, batch_size
                  * _label_row_bytes(raw_layout, widest))
     group = max(1, min(layout.n_images, band_bytes // max(per_image, 1)))
     per_strip = [_tiles_per_image(plans, w) for w in windows]
-    total = layout.n_images * sum(per_strip)
-
-    def read(b: int, region: tiling.Region) -> np.ndarray:
-        where = ", ".join(f"{a} {s.start}:{s.stop}" for a, s in zip(layout.spatial, region))
-        piece = _finite(layout.read(image, b, region), b, where)
-        return np.repeat(piece, repeat, axis=0) if repeat > 1 else piece
+    tiles_done = _TileCount(layout.n_images * sum(per_strip), progress)
+    read = _reader(layout, image, repeat)
 
     sink = _Sink(target, layout, overwrite, source, pixel_size)
     try:
@@ -298,12 +326,12 @@ def _predict_instances(model, source: Path, target: Path, axes, tile, batch_size
             for first in range(0, layout.n_images, group):
                 count = min(group, layout.n_images - first)
                 next_ids = [0] * count          # each image numbered from 1 across its strips
-                for j, (own, window) in enumerate(zip(parts, windows)):
+                for own, window, tiles in zip(parts, windows, per_strip):
                     labeller = _BandLabeller(raw_layout, first, count, instance_ops, sink, max_object_size,
                                              band_bytes, columns=window, own=own if window else None,
                                              next_ids=next_ids)
                     _label_strip(model, labeller, read, image, frozen, pixel_ops, plans, batch_size, layout,
-                                 window, progress, first * sum(per_strip) + count * sum(per_strip[:j]), total)
+                                 window, tiles_done.part(count * tiles))
                     next_ids = labeller.next_ids
             return sink.commit()
     except BaseException:
@@ -312,15 +340,12 @@ def _predict_instances(model, source: Path, target: Path, axes, tile, batch_size
 
 
 def _label_strip(model, labeller: "_BandLabeller", read, image, frozen, pixel_ops, plans, batch_size: int,
-                 layout: Layout, window: tuple[int, int] | None, progress, offset: int, total: int) -> None:
+                 layout: Layout, window: tuple[int, int] | None, report) -> None:
     """Run the tiles of one strip (``window``: its columns with their context; None: the whole
-    width) of images ``labeller.first ..`` and label them as their bands arrive."""
-    inp, out = model.spec.inputs[0], model.spec.outputs[0]
+    width) of images ``labeller.first ..`` and label them as their bands arrive; ``report``: the
+    progress callback of this pass (see :class:`_TileCount`)."""
+    inp = model.spec.inputs[0]
     first = labeller.first
-
-    def prepare(tiles: np.ndarray, images: list[int]) -> np.ndarray:
-        return np.concatenate([ops.apply(inp.preprocessing, tiles[k:k + 1], dict(frozen[first + b]),
-                                         inp.name, ops.PREPROCESSING) for k, b in enumerate(images)])
 
     def write(region: tiling.Region, band: np.ndarray) -> None:
         # handed on a labelling band of rows at a time (the window then holds one band more than
@@ -329,23 +354,15 @@ def _label_strip(model, labeller: "_BandLabeller", read, image, frozen, pixel_op
         c0, c1 = region[-1].start, region[-1].stop
         for r0 in range(lo, hi, labeller.band):
             rows = slice(r0, min(hi, r0 + labeller.band))
-            for start in range(c0, c1, _WRITE_COLUMNS):
-                columns = slice(start, min(start + _WRITE_COLUMNS, c1))
+            for columns in _column_pieces(c0, c1):
                 part = band[:, :, rows.start - lo:rows.stop - lo][..., columns.start - c0:columns.stop - c0]
-                done = [ops.apply(pixel_ops, part[i:i + 1],
-                                  {**frozen[first + i], "scale": dict(frozen[first + i]["frozen"])},
-                                  out.name, ops.POSTPROCESSING) for i in range(part.shape[0])]
-                labeller.put((rows,) + region[1:-1] + (columns,), np.concatenate(done))
+                labeller.put((rows,) + region[1:-1] + (columns,), _postprocess(model, pixel_ops, frozen, part, first))
             labeller.advance(rows.stop)
         _release(image)
 
-    def report(done: int, _total: int) -> None:
-        if progress:
-            progress(offset + done, total)
-
     tiling.run_tiles(model.network(), lambda b, region: read(first + b, region), write,
                      (labeller.count, inp.n_channels) + layout.spatial_shape, plans, batch_size=batch_size,
-                     prepare=prepare, progress=report, columns=window)
+                     prepare=_preparer(model, frozen, first), progress=report, columns=window)
     labeller.finish()
 
 
