@@ -208,6 +208,10 @@ def _hand_written_graph(folder: Path, size: dict | int | None = None) -> Path:
     np.save(folder / "x.npy", x)
     np.save(folder / "y.npy", y.astype(np.float32))
     (folder / "README.md").write_text("# conv\n\n## Validation\n\nby hand\n")
+    # a cover of its own: without one, bioimage.io's validator draws one into a mkdtemp() it never removes
+    import imageio.v3 as iio
+
+    iio.imwrite(folder / "cover.png", (y[0, ..., 0] * 255).astype(np.uint8))
 
     def axes(channels, reference=None):
         def space(name):
@@ -219,7 +223,7 @@ def _hand_written_graph(folder: Path, size: dict | int | None = None) -> Path:
     rdf = {"format_version": "0.5.4", "type": "model", "name": "Channel-last conv", "version": "0.3.1",
            "description": "hand-written ONNX graph for a test", "authors": [{"name": "B. Imager"}, {"name": "C. Lab"}],
            "cite": [{"text": "a paper", "doi": "10.1038/s41592-018-0216-7"}], "license": "MIT",
-           "documentation": "README.md", "tags": ["segmentation", "nuclei"],
+           "documentation": "README.md", "covers": ["cover.png"], "tags": ["segmentation", "nuclei"],
            "inputs": [{"id": "raw", "axes": axes(["dapi", "membrane"]),
                        "test_tensor": {"source": "x.npy", "sha256": sha256_file(folder / "x.npy")},
                        "data": {"type": "float32"},
