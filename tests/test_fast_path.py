@@ -145,6 +145,36 @@ def test_the_arena_follows_the_memory_budget(tiny_package, monkeypatch):
     assert OnnxRunner(onnx_file, "cpu").arena is False
 
 
+_SECOND_CALL = """
+import sys, numpy as np, zoo
+def rss(key):
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(key)) / 1024
+runner = zoo.load("n2v-cbmi-2d", runtime="onnx").runner
+x = np.random.default_rng(0).random((1, 1, 512, 512), dtype=np.float32)
+before = rss("VmRSS")
+runner(x)
+first = rss("VmRSS")
+for _ in range(3):
+    runner(x)
+print(first - before, rss("VmHWM") - first)
+"""
+
+
+def test_a_tile_costs_its_memory_once_not_again_at_the_second_call():
+    """ONNX Runtime's memory pattern, allocated at the second call beside what the first call left
+    in the arena, doubled a tile's memory (n2v-cbmi-2d, 992^2: 362 -> 748 MB): it is off on CPU.
+    Measured in a fresh process (its own high-water mark)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "ZOO_ORT_MEM_PATTERN"} | {"ZOO_THREADS": "1", "ZOO_ORT_ARENA": "1"}
+    first, again = map(float, subprocess.run([sys.executable, "-c", _SECOND_CALL], env=env, capture_output=True,
+                                             text=True, check=True, timeout=300).stdout.split())
+    assert first > 30, first                           # a 512^2 tile's activations, held by the arena
+    assert again < 0.25 * first, (first, again)        # the calls after it: nothing more
+
+
 def test_default_runtime_is_calibrated_once_logged_and_cached(tiny_package, tmp_path, monkeypatch, caplog):
     """ONNX Runtime runs small predictions; the first large one measures every candidate, runs the
     fastest and caches the choice, which later loads take without measuring."""
