@@ -100,13 +100,13 @@ def test_a_ragged_plan_predicts_as_an_even_one():
                                          (plans[0].last + 2 * plans[0].margin, plans[1].last + 2 * plans[1].margin)}
 
 
-def test_a_last_core_of_half_a_core_or_more_is_read_at_the_full_tile_size():
-    """ONNX Runtime keeps memory per input shape: a near-full last tile takes the full shape (one
-    shape instead of four: 860 -> 735 MB on n2v-w2s at 2048^2); a short one stays short (padding it
-    costs up to a tile's work)."""
+def test_the_last_core_is_only_as_long_as_it_must_be():
+    """A near-full last core was read at the full tile size (past the image's end) to keep ONNX
+    Runtime to one input shape, whose memory pattern held memory per shape; with the pattern off
+    (see test_fast_path) the last tile is as short as the step allows, whatever its length."""
     x = np.random.default_rng(2).random((1, 1, 190, 190)).astype(np.float32)
     plans = tiling.plan(x.shape[2:], [64, 64], [8, 8], [4, 4], [16, 16], ragged=True)
-    assert plans[0].core == 40 and plans[0].n == 5 and plans[0].last == 0       # last core 30 of 40: full
+    assert plans[0].core == 40 and plans[0].n == 5 and plans[0].last == 32       # 30 px left: 32 on the step
     seen = []
 
     def run(t):
@@ -114,9 +114,12 @@ def test_a_last_core_of_half_a_core_or_more_is_read_at_the_full_tile_size():
         return t * 2 + 1
 
     np.testing.assert_allclose(tiling.predict_planned(run, x, plans), 2 * x + 1, rtol=1e-6)
-    assert {s[2:] for s in seen} == {(64, 64)}
+    assert {s[2:] for s in seen} == {(64, 64), (56, 64), (64, 56), (56, 56)}
+    network_pixels = sum(np.prod(s[2:]) for s in seen)
+    assert network_pixels == (4 * 64 + 56) ** 2 < 25 * 64 * 64     # not 25 tiles of 64^2
     short = tiling.plan_axis(203, 64, 8, 4, 16, ragged=True)
     assert short.last and 2 * short.last < short.core
+    assert tiling.plan_axis(200, 64, 8, 4, 16, ragged=True).last == 0           # an exact fit: every core full
 
 
 def test_a_package_gets_the_same_tiles_at_every_size(monkeypatch):

@@ -121,12 +121,11 @@ def plan_axis(size: int, tile: int, halo: int, step: int, minimum: int, blend: i
         last = max(_round_up(size - (n - 1) * core, step), smallest)
         while last + 2 * margin < minimum:
             last += step
-        # a last core of at least half a core is read at the full tile size (past the image's end,
-        # reflected): ONNX Runtime plans and keeps memory per input shape, and a ragged plan's four
-        # near-full shapes took 860 MB against 735 MB for one on n2v-w2s at 2048^2. A shorter one
-        # stays short: padding it would cost up to a tile's work per axis (torch's 80 px last core
-        # of 656 at 2048^2 read at full size was 1.55x the network's pixels)
-        last = 0 if 2 * last >= core else last
+        # short even when nearly a core: reading it at the full tile size (past the image's end,
+        # reflected) spent up to half a tile's work per axis. Its shapes cost no memory of their
+        # own since ONNX Runtime's memory pattern is off on CPU (with it, four near-full shapes took
+        # 860 MB against 735 MB for one on n2v-w2s at 2048^2; see runners.mem_pattern_allowed)
+        last = 0 if last >= core else last
     return AxisPlan(size=size, core=core, halo=halo, blend=blend, n=n, last=last)
 
 
