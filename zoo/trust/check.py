@@ -106,9 +106,11 @@ class Probe:
         import onnxruntime as ort
 
         from ..runtime.onnx_session import open_session
+        from ..runtime.runners import mem_pattern_allowed
 
         self.model = model
         options = ort.SessionOptions()
+        options.enable_mem_pattern = mem_pattern_allowed()     # as the network's: no memory per crop shape
         threads = threads or int(os.environ.get("ZOO_THREADS") or 0)
         if threads:                     # as many as the prediction's (ONNX Runtime's default: every core)
             options.intra_op_num_threads = threads
