@@ -108,3 +108,25 @@ def test_plain_zarr_arrays_and_empty_groups(tmp_path, tiny_package):
         model.predict_file(tmp_path / "empty.zarr", tmp_path / "o.tif")
     with pytest.raises(InputError, match="cannot stream into '.png'"):
         model.predict_file(tmp_path / "plain.zarr", tmp_path / "o.png")
+
+
+def test_a_volume_is_normalised_from_all_its_planes_not_its_first(tmp_path, monkeypatch):
+    """The normalisation sample took every k-th row along the first axis, whole: for a volume
+    whose planes are larger than the sample (2048^2 planes against 4 Mpx) that was the first plane
+    alone, and a light-sheet stack's first plane is often dark. Here the sample is cut to a
+    quarter of a plane, as a 2048^2 plane is to the real one, and the first plane is dark: the
+    streamed prediction must stay that of the whole volume's statistics."""
+    from zoo.runtime import stream
+
+    model = zoo.load("care-synth-3d")
+    rng = np.random.default_rng(0)
+    volume = (rng.gamma(2.0, 150.0, (40, 64, 64)) + 500).astype(np.float32)
+    volume[0] = rng.gamma(2.0, 5.0, (64, 64))
+    tifffile.imwrite(tmp_path / "in.tif", volume)
+    monkeypatch.setattr(stream, "_SAMPLE_PIXELS", 64 * 64 // 4)
+    assert stream._sample_strides((40, 64, 64), 1)[0] < 40          # more than one plane
+    model.predict_file(tmp_path / "in.tif", tmp_path / "out.tif", axes="zyx")
+    streamed, whole = tifffile.imread(tmp_path / "out.tif"), model.predict(volume, axes="zyx")
+    inner = (slice(1, None),) * 3        # a subsample's percentiles are close, not equal
+    error = np.abs(streamed - whole)[inner].mean() / np.ptp(whole[inner])
+    assert error < 0.02, error          # whole rows alone: 0.136 (the first plane's statistics)

@@ -27,6 +27,7 @@ from .layout import Layout, check_finite, layout_for
 log = logging.getLogger("zoo.runtime")
 
 _SAMPLE_PIXELS = 1 << 22
+_SAMPLE_MIN_ROWS = 64      # rows (a volume's planes) the normalisation sample spans at least
 _WRITE_COLUMNS = 1024     # bands are post-processed and written this many columns at a time
 STREAM_SUFFIXES = TIFF + (ZARR, ".npy")
 MAX_OBJECT_SIZE = 128      # pixels: the overlap between the bands labelled one at a time
@@ -48,13 +49,29 @@ def _release(array) -> None:
     _advise(array, getattr(mmap, "MADV_DONTNEED", 4))
 
 
+def _sample_strides(spatial, channels: int) -> list[int]:
+    """Strides along each spatial axis of the normalisation sample (about :data:`_SAMPLE_PIXELS`
+    values): every k-th row, whole, while that spans at least :data:`_SAMPLE_MIN_ROWS` rows (or
+    all of them); else that many rows (a volume's planes, a slide ~65000 px wide), each strided
+    along the other axes too. Whole rows alone sampled a volume of 2048^2 planes from its first."""
+    rows, rest = spatial[0], list(spatial[1:])
+    per_row = max(1, int(np.prod(rest)) * channels)
+    stride = max(1, -(-rows * per_row // _SAMPLE_PIXELS))
+    if -(-rows // stride) >= min(rows, _SAMPLE_MIN_ROWS) or not rest:
+        return [stride] + [1] * len(rest)
+    stride = -(-rows // min(rows, _SAMPLE_MIN_ROWS))
+    inner = -(-rows // stride) * per_row / _SAMPLE_PIXELS
+    step = int(np.ceil(inner ** (1 / len(rest))))
+    return [stride] + [min(step, size) for size in rest]
+
+
 def _frozen_statistics(model, layout: Layout, image, b: int) -> ops.Context:
-    """Pre-processing statistics of image ``b``, from about _SAMPLE_PIXELS values of its rows."""
+    """Pre-processing statistics of image ``b``, from about _SAMPLE_PIXELS values spread over it
+    (see :func:`_sample_strides`)."""
     inp = model.spec.inputs[0]
     rows = layout.spatial_shape[0]
-    per_row = max(1, int(np.prod(layout.spatial_shape[1:])) * layout.n_channels)
-    stride = max(1, -(-rows * per_row // _SAMPLE_PIXELS))
-    rest = tuple(slice(0, s) for s in layout.spatial_shape[1:])
+    stride, *steps = _sample_strides(layout.spatial_shape, layout.n_channels)
+    rest = tuple(slice(0, s, step) for s, step in zip(layout.spatial_shape[1:], steps))
     # sparse rows: without MADV_RANDOM the kernel's read-around maps most of the file
     _advise(image, getattr(mmap, "MADV_RANDOM", 1))
     pieces = []
