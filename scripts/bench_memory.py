@@ -8,7 +8,7 @@ For every standard 2D package (the classifier has no image output and is skipped
 output format, each size runs ``zoo predict PACKAGE in.tif -o out.FORMAT`` as a separate
 process, exactly as a user runs it (default runtime, tiles from free memory, shift check), on
 a uint16 TIFF of that size (the Hagen actin sample tiled; for RGB packages the DSB H&E sample
-tiled, channels last). The peak RSS is the child's own (``wait4``). A package is flat
+tiled, channels last). The peak RSS is the child's own (``wait4``, from a tiny launcher). A package is flat
 when the largest size's peak is within 1.2x of the smallest's.
 
 Runs go format by format (every package's sizes in one format before the next format), and

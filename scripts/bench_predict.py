@@ -80,7 +80,8 @@ if model.runner.on_gpu:
     torch.cuda.synchronize()
 print(json.dumps({"seconds": seconds, "mpx_per_s": size * size / 1e6 / seconds, "cpu_seconds": cpu_seconds,
                   "mpx_per_cpu_s": size * size / 1e6 / cpu_seconds,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  # VmHWM, this process's own: ru_maxrss keeps the parent's peak across exec
+                  "peak_rss_mb": int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024,
                   "network_seconds": calls["seconds"], "network_pixels": calls["pixels"],
                   "tiles": "x".join(str(p.n) for p in plans) + " of " + "x".join(str(p.tile) for p in plans),
                   "batch": batch, "runtime": model.runtime,
