@@ -199,3 +199,24 @@ def test_column_strips_label_like_the_whole_width(stardist, tmp_path, monkeypatc
     assert streamed.max() == len(np.unique(streamed)) - 1 > 100
     done = [d for d, _ in reports]
     assert done == sorted(done) and reports[-1][0] == reports[-1][1] > 4 * 4     # tiles of context run again
+
+
+@pytest.mark.parametrize("name", ["unet-dsb-2d", "cellpose-dsb-2d"])
+def test_few_channel_outputs_wider_than_the_label_strip_are_labelled_in_strips(tmp_path, monkeypatch, name):
+    """3-channel outputs went in strips only past ~55000 px (their row of outputs is small), while
+    labelling's own memory grew with the width; past LABEL_STRIP_WIDTH (here 160 px of 448; nuclei up to 59 px, 64 px of context) they
+    are labelled in strips too, and the objects are the whole width's, seams included."""
+    model = zoo.load(latest(name))
+    image = tifffile.imread(SAMPLE)[:200, :448]
+    tifffile.imwrite(tmp_path / "nuclei.tif", image)
+    stream.predict_file(model, tmp_path / "nuclei.tif", tmp_path / "whole.tif", tile=128, max_object_size=64)
+    monkeypatch.setattr(stream, "LABEL_STRIP_WIDTH", 160)
+    monkeypatch.setattr(stream, "MIN_STRIP_TILES", 1)
+    stream.predict_file(model, tmp_path / "nuclei.tif", tmp_path / "strips.tif", tile=128, max_object_size=64)
+    plans, _ = model.plan_tiles(image.shape, 128)
+    parts = stream.strips(plans[-1], stream.strip_width(image.shape, 3, stream.LABEL_STRIP_WIDTH), 64)
+    streamed = tifffile.imread(tmp_path / "strips.tif")
+    assert len(parts) >= 3 and stream.strip_width(image.shape, 3) is None
+    assert same_partition(tifffile.imread(tmp_path / "whole.tif"), streamed)
+    assert crossing(streamed.T, [hi for _, hi in parts[:-1]]) >= 3
+    assert streamed.max() == len(np.unique(streamed)) - 1 > 20

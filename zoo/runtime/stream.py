@@ -34,6 +34,13 @@ MAX_OBJECT_SIZE = 128      # pixels: the overlap between the bands labelled one 
 _LABEL_BAND_BYTES = 256 << 20   # network outputs read per band when labelling
 _STRIP_ROW_BYTES = 640 << 10    # a row of network outputs (float32, every channel) of a column strip
 MIN_STRIP_TILES = 4             # a strip is at least this many tiles wide (its context tiles run twice)
+LABEL_STRIP_WIDTH = 8192
+"""Columns of an instance-labelling strip at most, whatever the channels. Besides the outputs it
+holds, labelling works with ~45 B per pixel of its window (seeds, components, nearest-seed
+indices: 510 MB for an 11.7 Mpx window of unet-dsb-2d, 494 MB of cellpose-dsb-2d), and the window
+and the band both spanned the width: 3-channel outputs 16384 px wide peaked 1.2-1.3x their
+4096^2 peak (measured 2026-12-07, 2048x16384 image: unet 1385 MB whole width, 1179 MB in
+8192 px strips, 1196 MB for 4096^2; no slower: 46.9 against 41.9 s, as the tiles grow back)."""
 
 
 def _advise(array, advice: int) -> None:
@@ -96,15 +103,18 @@ def _finite(piece: np.ndarray, b: int, where: str) -> np.ndarray:
     return piece
 
 
-def strip_width(spatial, channels: int) -> int | None:
+def strip_width(spatial, channels: int, widest: int | None = None) -> int | None:
     """Columns (last spatial axis) of a strip whose row of ``channels`` float32 network outputs
-    fits :data:`_STRIP_ROW_BYTES` (~5000 px of StarDist's 33 channels, ~55000 px of 3), or None
-    when the whole width fits: the stitching band and the labelling window then stop growing
-    with the image's width (they held ~1.1 GB and ~0.8 GB of StarDist outputs 16384 px wide).
+    fits :data:`_STRIP_ROW_BYTES` (~5000 px of StarDist's 33 channels, ~55000 px of 3) and that is
+    at most ``widest`` columns (instance labelling: :data:`LABEL_STRIP_WIDTH`), or None when the
+    whole width fits: the stitching band and the labelling window then stop growing with the
+    image's width (they held ~1.1 GB and ~0.8 GB of StarDist outputs 16384 px wide).
     2D only: a 3D "row" is a whole plane, and strips of it would be a tile or two wide."""
     if len(spatial) != 2:
         return None
     width = max(1, _STRIP_ROW_BYTES // (4 * max(channels, 1) * int(np.prod(spatial[1:-1]))))
+    if widest is not None:
+        width = min(width, widest)
     return None if width >= spatial[-1] else width
 
 
@@ -312,14 +322,14 @@ def _predict_instances(model, source: Path, target: Path, axes, tile, batch_size
     pixel) are labelled as their bands arrive, from a window of rows held in memory
     (:class:`_BandLabeller`), exactly as :func:`label_bands` labels a whole array. Images
     (frames, slices) are tiled a few at a time, as many as fit in one labelling window, so the
-    window never holds a whole stack. A wide image of many-channel outputs (StarDist's 33) is
-    labelled in column strips (:func:`strips`), each with ``max_object_size`` columns of context
+    window never holds a whole stack. An image wider than :data:`LABEL_STRIP_WIDTH` (sooner for
+    many-channel outputs, StarDist's 33) is labelled in column strips (:func:`strips`), each with ``max_object_size`` columns of context
     on both sides, keeping the objects that start in it, so neither the stitching band nor the
     labelling window grows with the width."""
     out = model.spec.outputs[0]
     instance_ops = [op for op in out.postprocessing if opnames.is_instance_op(op.op)]
     image, layout, repeat = _open_input(model, source, axes, opened)
-    width = strip_width(layout.spatial_shape, out.n_channels)
+    width = strip_width(layout.spatial_shape, out.n_channels, LABEL_STRIP_WIDTH)
     plans, batch_size = model.plan_tiles(layout.spatial_shape, tile, batch_size, blend, band_width=width)
     frozen = [_frozen_statistics(model, layout, image, b) for b in range(layout.n_images)]
     pixel_ops = opnames.output_ops(model.spec, raw=True)
