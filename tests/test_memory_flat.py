@@ -162,6 +162,9 @@ def test_the_instance_labeller_holds_no_more_than_its_budget():
         layout = Layout(axes="cyx", spatial="yx", shape=(channels, 65536, width))
         held = stream._label_held_rows(layout, stream.MAX_OBJECT_SIZE, budget) * stream._label_row_bytes(layout)
         assert held <= budget, (width, channels, held / 2**20)
+    # a 4096^2 3-channel output is held whole: larger images label in about its memory
+    layout = Layout(axes="cyx", spatial="yx", shape=(3, 4096, 4096))
+    assert stream._label_held_rows(layout, stream.MAX_OBJECT_SIZE, budget) == 4096
 
 
 def test_many_channel_outputs_are_predicted_in_column_strips(monkeypatch, tmp_path):
