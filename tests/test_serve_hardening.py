@@ -32,12 +32,14 @@ def small_request(server: Server):
 
 
 def test_a_timed_out_prediction_frees_the_worker_within_a_tile(tmp_path, tiny_package):
-    s = Server(tiny_package, "--timeout", "0.5", home=tmp_path / "home")
+    # a timeout that a small request meets even on a loaded machine (at 0.5 s, six small requests
+    # in a row timed out while four benchmarks shared two cores), and an image far longer than it
+    s = Server(tiny_package, "--timeout", "2", home=tmp_path / "home")
     try:
-        status, _, body = request(s.url + PREDICT, blank_tiff(4096), {"Content-Type": "image/tiff"})   # 25 tiles
-        assert status == 504 and "longer than 0.5 s" in json.loads(body)["error"]
+        status, _, body = request(s.url + PREDICT, blank_tiff(8192), {"Content-Type": "image/tiff"})   # 100 tiles
+        assert status == 504 and "longer than 2 s" in json.loads(body)["error"]
         timed_out, codes = time.perf_counter(), []
-        while time.perf_counter() - timed_out < 3 and 200 not in codes:   # the whole image takes ~5 s more
+        while time.perf_counter() - timed_out < 8 and 200 not in codes:   # the whole image takes ~20 s more
             codes.append(small_request(s)[0])
         assert codes[-1] == 200, f"the worker was still busy with the abandoned image: {codes}"
     finally:
