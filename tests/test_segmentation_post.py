@@ -51,6 +51,21 @@ def test_flows_point_to_the_object_centre():
     np.testing.assert_allclose(f[:, 12, 20], [1, 0], atol=0.05)            # above centre: points down
 
 
+@pytest.mark.parametrize("shape,n", [((160, 192), 40), ((24, 48, 48), 10)])
+def test_flows_are_followed_in_chunks_with_the_same_ends(monkeypatch, shape, n):
+    """Following every foreground pixel at once held ~60 B each of torch temporaries; chunks of
+    pixels (here 1000, the last one short) give the same end points bit for bit."""
+    truth = touching_objects(shape, n, seed=5, radius=(4, 9))
+    flow, mask = cellpose.flows(truth), truth > 0
+    monkeypatch.setattr(cellpose, "FOLLOW_CHUNK", 1 << 30)
+    whole = cellpose.follow(flow, mask, n_steps=50)
+    monkeypatch.setattr(cellpose, "FOLLOW_CHUNK", 1000)
+    chunked = cellpose.follow(flow, mask, n_steps=50)
+    assert mask.sum() % 1000 and whole.shape == (mask.sum(), len(shape))
+    assert np.array_equal(whole, chunked)
+    assert np.abs(whole - np.argwhere(mask)).max() > 3       # the pixels moved
+
+
 def augmented(array, flips, k):
     for a in flips:
         array = np.flip(array, a)

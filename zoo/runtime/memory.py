@@ -9,6 +9,7 @@ limit on CPU, free device memory on CUDA).
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -197,3 +198,25 @@ def choose(spatial: Sequence[int], bytes_per_pixel: float, margins: Sequence[int
               f"{available / 2**20:.0f} MiB free" +
               (f", band {band_per_row * tile[0] / 2**20:.0f} MiB" if band_per_row else "") + kept)
     return TileChoice(tile=tile, batch_size=batch, reason=reason)
+
+
+def return_freed_memory() -> None:
+    """Hand memory freed since the last call back to the system (glibc ``malloc_trim``; nothing
+    elsewhere). glibc keeps freed blocks under its mmap threshold (which grows to 32 MiB as large
+    arrays are freed) in its heap: between the labelling of one band and the next, the
+    labelling's freed temporaries stayed resident, and cellpose-dsb-2d's resident memory climbed
+    band after band (16384^2, one thread: 1305 -> 1728 -> 1800 MB between bands)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):      # not glibc (macOS, musl without it, Windows)
+        return None

@@ -21,7 +21,7 @@ import numpy as np
 from .. import opnames
 from ..errors import InputError, storage
 from ..imageio import TIFF, ZARR, check_output, open_lazy, partial_path, remove_partial, replace_output
-from . import ops, tiling
+from . import memory, ops, tiling
 from .layout import Layout, check_finite, layout_for
 
 log = logging.getLogger("zoo.runtime")
@@ -508,6 +508,7 @@ class _BandLabeller:
                 self.next_ids[i] = _label_band(self.buffer[i, :, bottom - self.lo:top - self.lo], self.first + i,
                                                self.r0, r1, bottom, self.instance_ops, self.sink, self.next_ids[i],
                                                self.c0, self.own)
+            memory.return_freed_memory()     # the labelling's temporaries, before the next tiles run
             self.r0 = r1
 
     def finish(self) -> None:

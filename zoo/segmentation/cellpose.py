@@ -97,20 +97,39 @@ def flows(labels: np.ndarray, n_iter: int | None = None) -> np.ndarray:
     return np.where(norm > 0, vectors / np.maximum(norm, 1e-20), 0.0).astype(np.float32)
 
 
+FOLLOW_CHUNK = 16384
+"""Pixels followed at a time. Each one's path is its own, so the ends are the same bit for bit;
+all of them at once held ~60 B per foreground pixel of torch temporaries (~600 MB on a streamed
+band of H&E nuclei) and ran out of cache: on the DSB fluorescence sample (135k foreground
+pixels, one core, a busy machine) 1.96-4.29 s at once, 0.31 s in chunks of 16384."""
+
+
 def follow(flow: np.ndarray, mask: np.ndarray, n_steps: int = 200) -> np.ndarray:
     """End points (``n_pixels, D`` float, in pixel coordinates) of the pixels in ``mask`` after
-    ``n_steps`` unit steps along the linearly interpolated flow field (``D, *spatial``)."""
+    ``n_steps`` unit steps along the linearly interpolated flow field (``D, *spatial``), followed
+    :data:`FOLLOW_CHUNK` pixels at a time."""
     import torch
-    from torch.nn import functional as F
 
     dims = mask.ndim
     shape = torch.tensor(mask.shape, dtype=torch.float32)
-    start = torch.from_numpy(np.argwhere(mask).astype(np.float32))             # (n, D)
+    start = np.argwhere(mask)                                                    # (n, D)
     if len(start) == 0:
-        return start.numpy()
+        return start.astype(np.float32)
     field = torch.from_numpy(np.ascontiguousarray(flow[::-1], dtype=np.float32))[None]  # x, y(, z) order
+    ends = np.empty(start.shape, np.float32)
+    for lo in range(0, len(start), FOLLOW_CHUNK):
+        chunk = torch.from_numpy(start[lo:lo + FOLLOW_CHUNK].astype(np.float32))
+        ends[lo:lo + len(chunk)] = _follow_points(field, chunk, shape, n_steps).numpy()
+    return ends
+
+
+def _follow_points(field, p, shape, n_steps: int):
+    """Points ``p`` (``n, D``) moved ``n_steps`` times along ``field`` (``1, D, *spatial``)."""
+    import torch
+    from torch.nn import functional as F
+
+    dims = p.shape[1]
     scale = 2.0 / torch.clamp(shape - 1, min=1)
-    p = start.clone()
     view = (1, len(p)) + (1,) * (dims - 1) + (dims,)
     with torch.inference_mode():
         for _ in range(n_steps):
@@ -118,7 +137,7 @@ def follow(flow: np.ndarray, mask: np.ndarray, n_steps: int = 200) -> np.ndarray
             step = F.grid_sample(field, grid, mode="bilinear", align_corners=True)
             p = p + step.reshape(dims, -1).T.flip(-1)
             p = torch.minimum(torch.clamp(p, min=0), shape - 1)
-    return p.numpy()
+    return p
 
 
 def sinks(ends: np.ndarray, shape: tuple[int, ...], min_count: int = 10) -> np.ndarray:
