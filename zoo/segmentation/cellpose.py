@@ -110,7 +110,6 @@ def follow(flow: np.ndarray, mask: np.ndarray, n_steps: int = 200) -> np.ndarray
     :data:`FOLLOW_CHUNK` pixels at a time."""
     import torch
 
-    dims = mask.ndim
     shape = torch.tensor(mask.shape, dtype=torch.float32)
     start = np.argwhere(mask)                                                    # (n, D)
     if len(start) == 0:
