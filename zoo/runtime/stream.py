@@ -328,9 +328,9 @@ def _predict_instances(model, source: Path, target: Path, axes, tile, batch_size
     (:class:`_BandLabeller`), exactly as :func:`label_bands` labels a whole array. Images
     (frames, slices) are tiled a few at a time, as many as fit in one labelling window, so the
     window never holds a whole stack. An image wider than :data:`LABEL_STRIP_WIDTH` (sooner for
-    many-channel outputs, StarDist's 33) is labelled in column strips (:func:`strips`), each with ``max_object_size`` columns of context
-    on both sides, keeping the objects that start in it, so neither the stitching band nor the
-    labelling window grows with the width."""
+    many-channel outputs, StarDist's 33) is labelled in column strips (:func:`strips`), each with
+    ``max_object_size`` columns of context on both sides, keeping the objects that start in it,
+    so neither the stitching band nor the labelling window grows with the width."""
     out = model.spec.outputs[0]
     instance_ops = [op for op in out.postprocessing if opnames.is_instance_op(op.op)]
     image, layout, repeat = _open_input(model, source, axes, opened)
