@@ -117,3 +117,43 @@ def test_giant_objects_are_flagged_per_object_in_report_and_measurements(zoo_hom
     assert len(flagged["plain"][0]) <= 1, flagged["plain"]           # 369 real nuclei: nothing (or one) unusual
     assert len(table) >= 1 and all(a > 8 * median for a in table.values()), (table, median)
     assert in_report, "the report names no object"
+
+
+def whole_objects(crop: np.ndarray) -> np.ndarray:
+    """A centre crop of labels without the objects its edges cut (every edge: the test's crops cut all four)."""
+    edges = np.unique(np.concatenate([crop[0], crop[-1], crop[:, 0], crop[:, -1]]))
+    return np.where(np.isin(crop, edges[edges > 0]), 0, crop)
+
+
+def test_flagged_objects_are_named_by_their_ids_in_the_written_output(zoo_home, tmp_path):
+    """An image larger than the check's 1024 px centre, streamed to .tif, .npy and .zarr (no labels
+    held in memory): the objects the warning names are those of the written output's centre, by
+    the ids they have there (found 2026-12-07: the check predicted the centre again, and named
+    that prediction's ids, which in the written file were other, ordinary objects; and pieces of
+    objects cut by the centre's edges were flagged as too small)."""
+    from zoo.imageio import open_lazy
+    from zoo.trust.check import size_flags
+
+    model = zoo.load("unet-dsb-2d")
+    mosaic = np.tile(read_image(SAMPLE), (2, 2))                # 1040 x 1392: the check sees its centre
+    yy, xx = np.mgrid[:mosaic.shape[0], :mosaic.shape[1]]
+    mosaic[(yy - 520) ** 2 + (xx - 700) ** 2 < 80 ** 2] = 200   # one bright object, ~4x the largest in training
+    tifffile.imwrite(tmp_path / "mosaic.tif", mosaic)
+    centre = tuple(slice((s - 1024) // 2, (s - 1024) // 2 + 1024) for s in mosaic.shape)
+    for suffix in (".tif", ".npy", ".zarr"):
+        out, report_path = tmp_path / f"out{suffix}", tmp_path / f"report{suffix}.json"
+        assert cli(["predict", model.spec.ref, str(tmp_path / "mosaic.tif"), "-o", str(out),
+                    "--report", str(report_path)]) == 0
+        named = {w["label"] for w in json.loads(report_path.read_text()).get("object_warnings", [])}
+        written = whole_objects(np.asarray(open_lazy(out)[0][centre]))
+        assert named, f"{suffix}: no object flagged (the test needs some)"
+        assert named == set(size_flags(model, written)), suffix
+    # napari: a memory-mapped layer is streamed; the verdict names the ids of the labels layer shown
+    from zoo.napari._jobs import LayerImage, run_model
+
+    np.save(tmp_path / "mosaic.npy", mosaic)
+    layer = LayerImage(np.load(tmp_path / "mosaic.npy", mmap_mode="r"), "yx", "mosaic", (1.0, 1.0), (0.0, 0.0), None)
+    run = run_model(model, layer, workdir=tmp_path / "napari")
+    assert run.streamed and run.shift is not None
+    shown = whole_objects(np.asarray(run.main.data[centre]))
+    assert run.shift.objects and set(run.shift.objects) == set(size_flags(model, shown))

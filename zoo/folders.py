@@ -176,7 +176,8 @@ def predict_one(model, source, target, digest, opened, manifest, row, overwrite,
         row["shape"] = "x".join(map(str, done.shape))
         row["warnings"] = "; ".join(done.notes)
         if shift:
-            found = check_shift(model, done.source, axes=axes, prediction=done.result, source_axes=done.source_axes)
+            found = check_shift(model, done.source, axes=axes, prediction=done.written_labels,
+                                source_axes=done.source_axes)
             if found is not None:
                 row["shift_score"] = f"{found.shift_score:.3g}"
                 row["shift_verdict"] = found.verdict

@@ -51,6 +51,20 @@ class FilePrediction:
     source: Any = None                    # the input as opened (lazily): the shift check, figure and
     source_axes: str | None = None        # measurements reuse it, so a prediction opens its input once
     notes: list = field(default_factory=list)   # what was done to the image (rescaled ...) and warnings
+    labels: bool = False                  # the output is instance labels (an instance model, not --raw)
+
+    @property
+    def written_labels(self):
+        """The instance labels as written, for checks that name objects by their ids: the result
+        held in memory, else the streamed output opened lazily (only what is sliced is read);
+        None for any other output."""
+        if not self.labels:
+            return None
+        if self.result is not None or not self.streamed:
+            return self.result
+        from ..imageio import open_lazy
+
+        return open_lazy(self.target)[0]
 
 
 def predict_file(model, source: str | Path, target: str | Path, *, axes: str | None = None, tile=None,
@@ -78,6 +92,7 @@ def predict_file(model, source: str | Path, target: str | Path, *, axes: str | N
     source, target = Path(source), Path(target)
     check_format(target, "int32" if model.makes_instances and not raw else model.spec.outputs[0].dtype)
     options = dict(tile=tile, batch_size=batch_size, blend=blend, progress=progress, raw=raw)
+    labels = model.makes_instances and not raw
     check_output(target, overwrite, source)              # before the work (the stream checks again at the end)
     image, stated = opened if opened is not None else open_lazy(source)
     if channels is not None:
@@ -88,7 +103,8 @@ def predict_file(model, source: str | Path, target: str | Path, *, axes: str | N
     scale = plan(model.spec, source, pixel_size, diameter, anisotropy)
     notes = [n for n in (scale.said, scale.warning and f"warning: {scale.warning}") if n]
     if scale.factors is not None or stitch_threshold is not None:      # in memory: resampled, or stitched
-        done = FilePrediction(target, (), None, False, source=image, source_axes=axes or stated, notes=notes)
+        done = FilePrediction(target, (), None, False, source=image, source_axes=axes or stated, notes=notes,
+                              labels=labels)
         result = predict_scaled(model, image, axes or stated, scale, stitch_threshold, options)
         write_image(target, result, output_axes(model, image, axes or stated, result), overwrite=overwrite,
                     source=source, pixel_size=scale.pixel_size)
@@ -97,8 +113,9 @@ def predict_file(model, source: str | Path, target: str | Path, *, axes: str | N
     if target.suffix.lower() in STREAM_SUFFIXES and not uncertainty and model.predictor.streams:
         shape = model.predict_file(source, target, axes=axes, overwrite=overwrite, opened=(image, stated),
                                    pixel_size=scale.pixel_size, **options)
-        return FilePrediction(target, tuple(shape), None, True, source=image, source_axes=stated, notes=notes)
-    done = FilePrediction(target, (), None, False, source=image, source_axes=stated, notes=notes)
+        return FilePrediction(target, tuple(shape), None, True, source=image, source_axes=stated, notes=notes,
+                              labels=labels)
+    done = FilePrediction(target, (), None, False, source=image, source_axes=stated, notes=notes, labels=labels)
     if uncertainty:
         from ..trust.uncertainty import predict_with_uncertainty
 
@@ -170,8 +187,9 @@ def predict_tensors_files(model, sources: dict, target: str | Path, *, output: s
 def check_shift(model, source, axes: str | None = None, prediction=None, source_axes: str | None = None):
     """The dataset-shift check of an image (a file, or an array such as ``FilePrediction.source``;
     its centre, at most 1024 px a side, for a large 2D image): a ``ShiftReport``, or None for a
-    package without a check. ``prediction``: instance labels already predicted for it (object
-    sizes are then checked too)."""
+    package without a check. ``prediction``: instance labels already predicted for it, in memory
+    or lazily opened (``FilePrediction.written_labels``): object sizes are then checked too, and
+    flagged objects named by their ids there (objects cut by the centre's edges left out)."""
     import numpy as np
 
     model = as_model(model)
@@ -182,9 +200,27 @@ def check_shift(model, source, axes: str | None = None, prediction=None, source_
     if prediction is not None and np.shape(prediction)[:2] != np.shape(image)[:2]:
         prediction = None
     image = np.asarray(image[centre]) if image.ndim <= 3 else np.asarray(image)
-    labels = (np.asarray(prediction)[centre[:np.ndim(prediction)]]
-              if prediction is not None and model.makes_instances else None)
+    labels = None
+    if prediction is not None and model.makes_instances:
+        region = centre[:len(np.shape(prediction))]           # of a lazy output, only the centre is read
+        labels = _without_cut_objects(np.asarray(prediction[region]), region, np.shape(prediction))
     return model.check_shift(image, axes=axes or stated, prediction=labels)
+
+
+def _without_cut_objects(labels, region: tuple, shape: tuple):
+    """``labels`` (the ``region`` of a label image of ``shape``) without the objects that the
+    region's own edges cut (not the image's): their pieces are not the objects' sizes."""
+    import numpy as np
+
+    cut = np.zeros(labels.shape, bool)
+    for axis, (part, size) in enumerate(zip(region, shape)):
+        edge = [slice(None)] * labels.ndim
+        for index, cuts in ((0, part.start > 0), (-1, min(part.stop, size) < size)):
+            if cuts and labels.shape[axis]:
+                edge[axis] = index
+                cut[tuple(edge)] = True
+    ids = np.unique(labels[cut])
+    return np.where(np.isin(labels, ids[ids > 0]), 0, labels) if ids.size else labels
 
 
 def prediction_figure(model, source, output, figure_path: str | Path, reference=None, raw: bool = False) -> list[str]:

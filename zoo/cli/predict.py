@@ -95,7 +95,8 @@ def _report_shift(model, source: Path, done, args) -> None:
     """The dataset-shift check: a warning that says what differs, and ``--report OUT.json``."""
     from .. import api
 
-    report = api.check_shift(model, done.source, axes=args.axes, prediction=done.result, source_axes=done.source_axes)
+    report = api.check_shift(model, done.source, axes=args.axes, prediction=done.written_labels,
+                             source_axes=done.source_axes)
     if report is not None and report.shift_warning:
         print(f"warning: {report.summary()}", file=sys.stderr)
     if args.report:

@@ -248,13 +248,15 @@ def run_model(model, image: LayerImage, *, raw: bool = False, uncertainty: bool 
         extra.kwargs.update(_placement(image, np.shape(extra.data), spatial))
         result.outputs.append(extra)
     if shift:
-        sample = image.data if not image.lazy else None
-        if sample is None:                      # the centre of a lazy layer, as the api's check does for files
+        prediction = output if instances else None       # streamed: memory-mapped, only its centre is read
+        if not image.lazy:
+            sample = np.asarray(image.data)
+        elif image.data.ndim <= 3:              # the api reads the centre of the layer and of the labels alike
+            sample = LazyArray(image.data)
+        else:                                   # a lazy 4D layer: its centre block, checked without the labels
             sample, prediction = _centre(image.data, spatial), None
-        else:
-            prediction = output if instances and not result.streamed else None
         try:
-            result.shift = api.check_shift(model, np.asarray(sample), axes=axes, prediction=prediction)
+            result.shift = api.check_shift(model, sample, axes=axes, prediction=prediction)
         except Exception as e:   # noqa: BLE001 - the prediction stands; the verdict says why there is none
             log.info("shift check failed: %s", e)
             result.verdict = f"no shift check: {e}"
