@@ -156,3 +156,69 @@ def test_lanes_through_the_cli_and_a_bad_count(folder, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "lanes" in err and "1 or more" in err and "Traceback" not in err
     assert not (tmp_path / "bad").exists()                              # refused before any work
+
+
+def test_a_rerun_with_other_options_redoes_the_images(folder, tmp_path, capsys):
+    """Options that change an output are part of what is finished (found 2026-12-07: a rerun with
+    --pixel-size, --diameter or --raw skipped every image and kept the outputs of the first run)."""
+    from zoo.cli import main
+
+    out, files = tmp_path / "out", [str(folder / "a.tif"), str(folder / "b.tif")]
+    assert main(["predict", MODEL, *files, "-o", str(out)]) == 0
+    assert main(["predict", MODEL, *files, "-o", str(out), "--pixel-size", "0.5"]) == 0
+    assert {r["status"] for r in _rows(out).values()} == {"done"}
+    last = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()][-1]
+    assert last["options"] == {"pixel_size": 0.5}
+    assert main(["predict", MODEL, *files, "-o", str(out), "--pixel-size", "0.5"]) == 0
+    assert {r["status"] for r in _rows(out).values()} == {"skipped"}
+    capsys.readouterr()
+
+
+def test_an_edited_output_or_another_models_is_not_replaced_without_overwrite(folder, tmp_path, capsys):
+    """A rerun redoes in place only outputs that are as the manifest recorded them (found
+    2026-12-07: a corrected label image, or another model's outputs in the same folder, were
+    replaced without --overwrite as soon as the manifest had a line for their input)."""
+    from zoo.cli import main
+
+    out, files = tmp_path / "out", [str(folder / "a.tif"), str(folder / "b.tif")]
+    assert main(["predict", MODEL, *files, "-o", str(out)]) == 0
+    edited = tifffile.imread(out / "a.tif") * 2
+    tifffile.imwrite(out / "a.tif", edited)                          # the user's corrections
+    tifffile.imwrite(folder / "a.tif", tifffile.imread(folder / "a.tif")[::-1])   # the input changed too
+    assert main(["predict", MODEL, *files, "-o", str(out)]) == 1
+    assert np.array_equal(tifffile.imread(out / "a.tif"), edited)
+    assert "not as this folder's manifest recorded it" in _rows(out)["a.tif"]["error"]
+    b_before = (out / "b.tif").read_bytes()
+    assert main(["predict", "n2v-cbmi-2d", str(folder / "b.tif"), str(folder / "c.npy"), "-o", str(out)]) == 1
+    assert (out / "b.tif").read_bytes() == b_before                  # n2v-w2s's, kept
+    assert "another model's" in _rows(out)["b.tif"]["error"] and _rows(out)["c.npy"]["status"] == "done"
+    assert main(["predict", "n2v-cbmi-2d", str(folder / "b.tif"), str(folder / "c.npy"), "-o", str(out),
+                 "--overwrite"]) == 0
+    assert (out / "b.tif").read_bytes() != b_before
+    capsys.readouterr()
+
+
+def test_an_output_is_recorded_as_soon_as_it_is_written(folder, tmp_path):
+    """A failure after the output is written (the shift check, a crash) leaves it recorded, so a
+    rerun goes on (found 2026-12-07: the record came after the check, and a rerun then refused
+    the output it had written itself, on every rerun)."""
+    import zoo
+    from zoo.api.predicting import predict_file
+    from zoo.folders import Manifest, new_row, predict_one, read_input
+
+    model, out = zoo.load(MODEL), tmp_path / "out"
+    out.mkdir()
+    source, target = folder / "a.tif", out / "a.tif"
+
+    def failing_check(*args, **kwargs):
+        raise OSError("the check's disk went away")
+
+    row = new_row(source, target)
+    digest, opened = read_input(source)
+    predict_one(model, source, target, digest, opened, Manifest(out), row, False, None, True, {}, predict_file,
+                failing_check)
+    assert row["status"] == "failed" and target.exists()
+    again = new_row(source, target)
+    predict_one(model, source, target, digest, read_input(source)[1], Manifest(out), again, False, None, True, {},
+                predict_file, failing_check)
+    assert again["status"] == "skipped", again

@@ -2,8 +2,11 @@
 (:mod:`zoo.distributed.files`): which files a run takes, what each output is called, the
 manifest that makes a re-run skip finished work, the summary's rows, and one file's step.
 
-- ``OUTDIR/manifest.jsonl``: for every finished input, its sha256, the model and the output's
-  sha256. A re-run skips an input whose content, model and output are unchanged.
+- ``OUTDIR/manifest.jsonl``: for every finished input, its sha256, the model, the options that
+  change an output and the output's sha256. A re-run skips an input whose content, model,
+  options and output are unchanged, and redoes it in place when only the input or the options
+  changed; an output that is not as the manifest recorded it (edited since, or another model's)
+  is never replaced without ``overwrite``.
 - ``OUTDIR/summary.csv``: one row per input of the run (:data:`COLUMNS`).
 
 Nothing here runs a model by itself: :func:`predict_one` is handed the prediction and the
@@ -101,11 +104,16 @@ class Manifest:
                 except (ValueError, KeyError, TypeError):
                     continue           # a line cut by a crash: that input is simply redone
 
-    def finished(self, source: Path, digest: str, model_ref: str, target: Path) -> bool:
-        return entry_finished(self.entries.get(str(source)), digest, model_ref, target)
+    def finished(self, source: Path, digest: str, model_ref: str, target: Path, options: dict | None = None) -> bool:
+        return entry_finished(self.entries.get(str(source)), digest, model_ref, target, options)
 
-    def record(self, source: Path, digest: str, model_ref: str, target: Path) -> None:
-        self.add(source, manifest_entry(digest, model_ref, target))
+    def replaceable(self, source: Path, model_ref: str, target: Path) -> bool:
+        """Whether ``target`` is this model's output for ``source`` as the manifest recorded it
+        (so that redoing it loses nothing): not edited since, not another model's."""
+        return output_recorded(self.entries.get(str(source)), model_ref, target)
+
+    def record(self, source: Path, digest: str, model_ref: str, target: Path, options: dict | None = None) -> None:
+        self.add(source, manifest_entry(digest, model_ref, target, options))
 
     def add(self, source: Path, entry: dict) -> None:
         """Append ``entry`` (see :func:`manifest_entry`) for ``source``: one line, the last one wins."""
@@ -116,19 +124,38 @@ class Manifest:
             f.write((b"\n" if torn else b"") + json.dumps(entry).encode() + b"\n")
 
 
-def entry_finished(entry: dict | None, digest: str, model_ref: str, target: Path) -> bool:
-    """Whether a manifest ``entry`` says ``target`` is finished for this input and model."""
+UNCHANGING_OPTIONS = frozenset({"progress", "tile", "batch_size"})
+"""Prediction options that change how an output is computed, not what it is (up to rounding)."""
+
+
+def output_options(options: dict | None) -> dict:
+    """The options that change an output (``--raw``, ``--pixel-size``, ``--diameter``, axes ...),
+    as the manifest records them: the ones given, in JSON's terms."""
+    given = {k: v for k, v in sorted((options or {}).items()) if k not in UNCHANGING_OPTIONS and v is not None
+             and v is not False}
+    return json.loads(json.dumps(given, default=str))
+
+
+def entry_finished(entry: dict | None, digest: str, model_ref: str, target: Path, options: dict | None = None) -> bool:
+    """Whether a manifest ``entry`` says ``target`` is finished for this input, model and options
+    (an entry from before options were recorded stands for none given)."""
+    return bool(entry) and entry.get("sha256") == digest and entry.get("options", {}) == output_options(options) \
+        and output_recorded(entry, model_ref, target)
+
+
+def output_recorded(entry: dict | None, model_ref: str, target: Path) -> bool:
+    """Whether ``target`` exists as ``entry`` recorded it, written by ``model_ref``."""
     from .hashing import sha256_file
 
-    return bool(entry) and entry.get("sha256") == digest and entry.get("model") == model_ref \
-        and target.exists() and (target.is_dir() or entry.get("output_sha256") == sha256_file(target))
+    return bool(entry) and entry.get("model") == model_ref and target.exists() \
+        and (target.is_dir() or entry.get("output_sha256") == sha256_file(target))
 
 
-def manifest_entry(digest: str, model_ref: str, target: Path) -> dict:
+def manifest_entry(digest: str, model_ref: str, target: Path, options: dict | None = None) -> dict:
     """The manifest's record of a finished ``target``."""
     from .hashing import sha256_file
 
-    return {"sha256": digest, "model": model_ref, "output": target.name,
+    return {"sha256": digest, "model": model_ref, "options": output_options(options), "output": target.name,
             "output_sha256": None if target.is_dir() else sha256_file(target)}
 
 
@@ -167,12 +194,17 @@ def predict_one(model, source, target, digest, opened, manifest, row, overwrite,
     """One file of a folder run: skipped when ``manifest`` says it is finished, else predicted
     into ``target`` by ``predict_file`` (checked by ``check_shift``) and recorded; ``row`` (see
     :func:`new_row`) gets its status. A bad file fails its row, never the run."""
-    if not overwrite and manifest.finished(source, digest, model.spec.ref, target):
-        row["status"], row["warnings"] = "skipped", "already done (same input, model and output)"
+    given = {**options, "axes": axes}
+    if not overwrite and manifest.finished(source, digest, model.spec.ref, target, given):
+        row["status"], row["warnings"] = "skipped", "already done (same input, model, options and output)"
         return
-    ours = str(source) in manifest.entries          # an output this folder run wrote before: redone in place
+    ours = manifest.replaceable(source, model.spec.ref, target)    # as this model wrote it: redone in place
     try:
+        if target.exists() and not (overwrite or ours) and str(source) in manifest.entries:
+            raise InputError(f"the output {target} is not as this folder's manifest recorded it (edited since, or "
+                             f"another model's): pass --overwrite to replace it, or predict into another folder")
         done = predict_file(model, source, target, axes=axes, overwrite=overwrite or ours, opened=opened, **options)
+        manifest.record(source, digest, model.spec.ref, target, given)   # at once: a crash in the check loses nothing
         row["shape"] = "x".join(map(str, done.shape))
         row["warnings"] = "; ".join(done.notes)
         if shift:
@@ -183,7 +215,6 @@ def predict_one(model, source, target, digest, opened, manifest, row, overwrite,
                 row["shift_verdict"] = found.verdict
                 if found.shift_warning:
                     row["warnings"] = "; ".join(filter(None, [row["warnings"], *found.messages]))
-        manifest.record(source, digest, model.spec.ref, target)
         row["status"] = "done"
     except (ZooError, OSError, ValueError, MemoryError) as e:
         row["status"], row["error"] = "failed", one_line(e)

@@ -161,7 +161,7 @@ def register(sub) -> None:
                         "('raw/*.tif'), each predicted into the -o folder (classifiers: rows of one table)")
     p.add_argument("-o", "--output", type=Path, required=True,
                    help="output image (a folder for several images, a folder or a glob: OUT/<name>.tif each, "
-                        "with manifest.json and summary.csv): .tif, .zarr or .npy (any output, written block by "
+                        "with manifest.jsonl and summary.csv): .tif, .zarr or .npy (any output, written block by "
                         "block), or .png (labels "
                         "and 8/16-bit images only; not the float output of a restoration model); classifiers: a .csv "
                         "(or .parquet) table, one row per image")
