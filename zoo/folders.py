@@ -104,14 +104,6 @@ class Manifest:
                 except (ValueError, KeyError, TypeError):
                     continue           # a line cut by a crash: that input is simply redone
 
-    def finished(self, source: Path, digest: str, model_ref: str, target: Path, options: dict | None = None) -> bool:
-        return entry_finished(self.entries.get(str(source)), digest, model_ref, target, options)
-
-    def replaceable(self, source: Path, model_ref: str, target: Path) -> bool:
-        """Whether ``target`` is this model's output for ``source`` as the manifest recorded it
-        (so that redoing it loses nothing): not edited since, not another model's."""
-        return output_recorded(self.entries.get(str(source)), model_ref, target)
-
     def record(self, source: Path, digest: str, model_ref: str, target: Path, options: dict | None = None) -> None:
         self.add(source, manifest_entry(digest, model_ref, target, options))
 
@@ -139,12 +131,17 @@ def output_options(options: dict | None) -> dict:
 def entry_finished(entry: dict | None, digest: str, model_ref: str, target: Path, options: dict | None = None) -> bool:
     """Whether a manifest ``entry`` says ``target`` is finished for this input, model and options
     (an entry from before options were recorded stands for none given)."""
-    return bool(entry) and entry.get("sha256") == digest and entry.get("options", {}) == output_options(options) \
-        and output_recorded(entry, model_ref, target)
+    return same_request(entry, digest, options) and output_recorded(entry, model_ref, target)
+
+
+def same_request(entry: dict | None, digest: str, options: dict | None = None) -> bool:
+    """Whether a manifest ``entry`` was made from this input's content with these options."""
+    return bool(entry) and entry.get("sha256") == digest and entry.get("options", {}) == output_options(options)
 
 
 def output_recorded(entry: dict | None, model_ref: str, target: Path) -> bool:
-    """Whether ``target`` exists as ``entry`` recorded it, written by ``model_ref``."""
+    """Whether ``target`` exists as ``entry`` recorded it, written by ``model_ref`` (so that redoing
+    it loses nothing: not edited since, not another model's)."""
     from .hashing import sha256_file
 
     return bool(entry) and entry.get("model") == model_ref and target.exists() \
@@ -194,13 +191,13 @@ def predict_one(model, source, target, digest, opened, manifest, row, overwrite,
     """One file of a folder run: skipped when ``manifest`` says it is finished, else predicted
     into ``target`` by ``predict_file`` (checked by ``check_shift``) and recorded; ``row`` (see
     :func:`new_row`) gets its status. A bad file fails its row, never the run."""
-    given = {**options, "axes": axes}
-    if not overwrite and manifest.finished(source, digest, model.spec.ref, target, given):
+    given, entry = {**options, "axes": axes}, manifest.entries.get(str(source))
+    ours = output_recorded(entry, model.spec.ref, target)     # as this model wrote it: redone in place (hashed once)
+    if not overwrite and ours and same_request(entry, digest, given):
         row["status"], row["warnings"] = "skipped", "already done (same input, model, options and output)"
         return
-    ours = manifest.replaceable(source, model.spec.ref, target)    # as this model wrote it: redone in place
     try:
-        if target.exists() and not (overwrite or ours) and str(source) in manifest.entries:
+        if target.exists() and not (overwrite or ours) and entry is not None:
             raise InputError(f"the output {target} is not as this folder's manifest recorded it (edited since, or "
                              f"another model's): pass --overwrite to replace it, or predict into another folder")
         done = predict_file(model, source, target, axes=axes, overwrite=overwrite or ours, opened=opened, **options)
